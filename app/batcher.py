@@ -1,0 +1,142 @@
+"""Dynamic batching: concurrent requests with the same (operation, dtype, A, F) are stacked
+into one TensorFlow call on one dedicated worker thread.
+
+There is no waiting window: a lone request runs at once. Requests that arrive while a batch
+is running queue up and all run together in the next call (up to `max_batch_rows` rows),
+so batching grows with load by itself. At most `max_pending` requests run or wait; the next
+one is refused (Overloaded) instead of queueing without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.errors import Overloaded
+
+RunRows = Callable[..., Any]  # (op, *rows) -> engine.Result
+
+
+@dataclass
+class _Job:
+    op: str
+    rows: tuple[np.ndarray, ...]
+    future: asyncio.Future[Any]
+    key: tuple[Any, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.op, self.rows[0].dtype.name, *self.rows[0].shape[1:])
+
+    @property
+    def n(self) -> int:
+        return int(self.rows[0].shape[0])
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    rows: int
+    requests: int
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_rows: RunRows,
+        max_batch_rows: int,
+        max_pending: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        self._run_rows = run_rows
+        self._max_rows = max_batch_rows
+        self._max_pending = max_pending
+        self._on_batch = on_batch
+        self._queue: deque[_Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._pending = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Finish what is queued or running, then stop the worker."""
+        while self._queue or self._pending:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, op: str, *rows: np.ndarray) -> Any:
+        """Queue rows (each with a leading row axis) for `op`; returns the engine's Result for them."""
+        if self._pending >= self._max_pending:
+            raise Overloaded(
+                f"The service is at capacity ({self._max_pending} requests running or waiting); retry shortly"
+            )
+        self._pending += 1
+        try:
+            job = _Job(op, rows, asyncio.get_running_loop().create_future())
+            self._queue.append(job)
+            self._wakeup.set()
+            return await job.future
+        finally:
+            self._pending -= 1
+
+    def _take_batch(self) -> list[_Job]:
+        """The oldest job and every queued job compatible with it, up to the row bound."""
+        first = self._queue.popleft()
+        batch, rows, rest = [first], first.n, deque[_Job]()
+        while self._queue:
+            job = self._queue.popleft()
+            if job.key == first.key and rows + job.n <= self._max_rows:
+                batch.append(job)
+                rows += job.n
+            else:
+                rest.append(job)
+        self._queue = rest
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                # A client that gave up (deadline, disconnect) no longer costs work.
+                batch = [j for j in self._take_batch() if not j.future.done()]
+                if batch:
+                    await self._run(loop, batch)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
+        stacked = (
+            batch[0].rows
+            if len(batch) == 1
+            else tuple(np.concatenate(parts) for parts in zip(*(j.rows for j in batch), strict=True))
+        )
+        try:
+            result = await loop.run_in_executor(self._executor, self._run_rows, batch[0].op, *stacked)
+        except Exception as err:  # delivered to each waiting request, mapped to a status there
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(err)
+            return
+        if self._on_batch:
+            self._on_batch(BatchStats(rows=sum(j.n for j in batch), requests=len(batch)))
+        start = 0
+        for job in batch:
+            if not job.future.done():
+                job.future.set_result(result.slice(start, start + job.n))
+            start += job.n

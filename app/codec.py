@@ -1,0 +1,118 @@
+"""Bytes <-> arrays: JSON bodies through pydantic's fast JSON path, npz in and out, and
+JSON responses serialized straight from NumPy with orjson."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from app.errors import InvalidInput, MalformedBody, TooLarge
+from app.problems import FLOAT_DTYPES, Problem, from_arrays, from_lists
+from app.schemas import UNION_TAGS
+
+JSON = "application/json"
+NPZ = "application/x-npz"
+
+
+def _details(err: ValidationError) -> list[dict[str, Any]]:
+    # loc and msg only: echoing `input` back could return megabytes of the request.
+    return [
+        {"loc": [part for part in e["loc"] if part not in UNION_TAGS], "msg": e["msg"]}
+        for e in err.errors(include_url=False)
+    ]
+
+
+def decode_json(body: bytes, model: type[BaseModel], default_dtype: str) -> Problem:
+    """Parse and validate a JSON body into a Problem; 400 if not JSON, 422 if not a valid problem."""
+    if not body.strip():
+        raise MalformedBody("The request body is empty; send a JSON object with X and Y")
+    try:
+        req = model.model_validate_json(body)
+    except ValidationError as err:
+        details = _details(err)
+        if any(e["type"] == "json_invalid" for e in err.errors()):
+            raise MalformedBody(f"The request body is not valid JSON: {details[0]['msg']}", details) from None
+        summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
+        raise InvalidInput(f"The request does not match the schema: {summary}", details) from None
+    fields = req.model_dump(exclude_none=True)
+    return from_lists(
+        fields["X"],
+        fields["Y"],
+        fields.get("dtype") or default_dtype,
+        V=fields.get("V"),
+        wrt=fields.get("wrt", ("X",)),
+    )
+
+
+def decode_npz(body: bytes, names: tuple[str, ...], dtype: str | None, max_bytes: int) -> Problem:
+    """An .npz holding `names` (X, Y[, V]) as float32/float64 arrays -> Problem.
+
+    The computation's dtype is the `dtype` argument if given, else the widest of the arrays'.
+    """
+    if not body:
+        raise MalformedBody("The request body is empty; send an .npz archive holding X and Y")
+    try:
+        archive = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise MalformedBody(f"The body is not a readable .npz archive ({type(err).__name__})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise MalformedBody("The body is a single .npy array; send an .npz archive (numpy.savez)")
+    with archive:
+        arrays = _read_members(archive, names, max_bytes)
+    wide = dtype or str(np.result_type(*arrays.values()))
+    cast = {k: a.astype(wide, copy=False) for k, a in arrays.items()}
+    for name, a in cast.items():
+        if not np.isfinite(a).all():
+            raise InvalidInput(
+                f"{name} contains NaN or infinite values (in {wide}); all entries must be finite"
+            )
+    return from_arrays(cast["X"], cast["Y"], cast.get("V"))
+
+
+def _read_members(archive: Any, names: tuple[str, ...], max_bytes: int) -> dict[str, np.ndarray]:
+    present = set(archive.files)
+    missing = [n for n in names if n not in present]
+    unknown = sorted(present - set(names))
+    if missing or unknown:
+        raise InvalidInput(
+            f"The npz must hold exactly {', '.join(names)}; "
+            f"missing: {missing or 'none'}, unexpected: {unknown or 'none'}"
+        )
+    # Compressed members can expand far beyond the body limit: check before decompressing.
+    for info in archive.zip.infolist():
+        if info.file_size > max_bytes:
+            raise TooLarge(
+                f"npz member {info.filename} expands to {info.file_size:,} bytes, "
+                f"more than the request limit of {max_bytes:,}"
+            )
+    arrays = {}
+    for name in names:
+        try:
+            a = archive[name]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise MalformedBody(f"npz member {name} is not a readable array ({err})") from None
+        if a.dtype.name not in FLOAT_DTYPES:
+            raise InvalidInput(f"{name} has dtype {a.dtype}; npz arrays must be float32 or float64")
+        arrays[name] = a
+    return arrays
+
+
+def encode_json(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> bytes:
+    contiguous = {k: np.ascontiguousarray(a) for k, a in arrays.items()}
+    return orjson.dumps({**contiguous, **meta}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def encode_npz(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    members: dict[str, Any] = {**arrays, **{k: np.asarray(v) for k, v in meta.items()}}
+    np.savez(buf, **members)
+    return buf.getvalue()
+
+
+def wants_npz(accept: str | None) -> bool:
+    return bool(accept) and NPZ in accept  # type: ignore[operator]

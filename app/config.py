@@ -1,0 +1,42 @@
+"""Settings from environment variables with the JACOBIAN_ prefix (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DType = Literal["float32", "float64"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="JACOBIAN_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    max_request_bytes: int = Field(16 * 2**20, gt=0, description="Largest accepted request body.")
+    max_output_elements: int = Field(
+        2**26, gt=0, description="Largest output (e.g. B·A·A·F for J) for an npz response."
+    )
+    max_json_output_elements: int = Field(
+        2**22, gt=0, description="Largest output for a JSON response (JSON text is ~20 bytes/number)."
+    )
+    default_dtype: DType = "float32"
+
+    max_batch_rows: int = Field(256, gt=0, description="Most rows (states) stacked into one TF call.")
+    max_pending: int = Field(64, gt=0, description="Most requests running or waiting; beyond it, 503.")
+    deadline_s: float = Field(30.0, gt=0, description="Per-request compute deadline; beyond it, 504.")
+    xla: bool = False
+
+    api_key: SecretStr | None = None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,193 @@
+"""Derivatives of the policy W = log_softmax(X·y), by TensorFlow autodiff.
+
+Arrays in, arrays out: this module knows nothing of HTTP. Every derivative is computed by
+`tf.GradientTape` / `tf.autodiff.ForwardAccumulator`; closed forms live in the tests only.
+
+All traced functions work on *rows*: a stack of N independent problems, each with its own
+matrix, ``Xr: (N, A, F)`` and state ``Yr: (N, F)``. A request with one X and B states is B rows
+sharing X; concurrent requests with the same (A, F, dtype) are stacked into one call by the
+batcher. Each function is traced once per dtype (an ``input_signature`` with unknown
+dimensions), so varying shapes never retrace; `trace_count` lets callers check that.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide C++ INFO/WARNING noise (e.g. no CUDA driver)
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y
+
+tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
+
+DTYPES: dict[str, tf.DType] = {"float32": tf.float32, "float64": tf.float64}
+
+
+def _log_softmax_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> tf.Tensor:
+    """Xr: (N, A, F), Yr: (N, F) -> W: (N, A), W[n] = log_softmax(Xr[n] @ Yr[n]), stably."""
+    return tf.nn.log_softmax(tf.linalg.matvec(Xr, Yr), axis=-1)
+
+
+def _jacobian_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> dict[str, tf.Tensor]:
+    """-> W: (N, A), J: (N, A, A, F) with J[n, i, j, k] = dW[n, i] / dXr[n, j, k]."""
+    with tf.GradientTape() as tape:
+        tape.watch(Xr)
+        W = _log_softmax_rows(Xr, Yr)
+    return {"W": W, "J": tape.batch_jacobian(W, Xr)}
+
+
+def _jacobian_y_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> dict[str, tf.Tensor]:
+    """-> W: (N, A), J_Y: (N, A, F) with J_Y[n, i, k] = dW[n, i] / dYr[n, k]."""
+    with tf.GradientTape() as tape:
+        tape.watch(Yr)
+        W = _log_softmax_rows(Xr, Yr)
+    return {"W": W, "J_Y": tape.batch_jacobian(W, Yr)}
+
+
+def _jacobian_xy_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> dict[str, tf.Tensor]:
+    """-> W: (N, A), J: (N, A, A, F), J_Y: (N, A, F): both Jacobians from one forward pass."""
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(Xr)
+        tape.watch(Yr)
+        W = _log_softmax_rows(Xr, Yr)
+    return {"W": W, "J": tape.batch_jacobian(W, Xr), "J_Y": tape.batch_jacobian(W, Yr)}
+
+
+def _hessian_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> dict[str, tf.Tensor]:
+    """-> W: (N, A), H_lse: (N, A, F, A, F), the Hessian of -logsumexp(Xr[n] @ Yr[n]) in X.
+
+    W_i = z_i - logsumexp(z) with z = X·y linear in X, so d²z_i/dX² = 0 and the Hessian of
+    every W_i is the same matrix, -d²logsumexp(z)/dX². Nested tapes compute that one scalar
+    Hessian by autodiff (A·F reverse passes, vectorized by pfor) instead of A of them;
+    the service broadcasts it over i.
+    """
+    with tf.GradientTape() as outer:
+        outer.watch(Xr)
+        with tf.GradientTape() as inner:
+            inner.watch(Xr)
+            neg_lse = -tf.reduce_logsumexp(tf.linalg.matvec(Xr, Yr), axis=-1)
+        # Rows are independent, so the gradient of the sum is each row's own gradient.
+        grad = inner.gradient(neg_lse, Xr)
+    W = _log_softmax_rows(Xr, Yr)
+    return {"W": W, "H_lse": outer.batch_jacobian(grad, Xr)}
+
+
+def _hvp_rows(Xr: tf.Tensor, Yr: tf.Tensor, Vr: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Vr: (N, A, F) -> W: (N, A), HV: (N, A, A, F), HV[n, i] = sum_lm d²W[n, i]/dX dX_lm · V[n, l, m].
+
+    Forward-over-reverse: the directional derivative (along V) of the Jacobian, so H is never
+    formed and the cost is about that of one Jacobian.
+    """
+    with tf.autodiff.ForwardAccumulator(primals=Xr, tangents=Vr) as acc:
+        with tf.GradientTape() as tape:
+            tape.watch(Xr)
+            W = _log_softmax_rows(Xr, Yr)
+        J = tape.batch_jacobian(W, Xr)
+    return {"W": W, "HV": acc.jvp(J)}
+
+
+_ROW_FUNCTIONS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
+    JACOBIAN: _jacobian_rows,
+    JACOBIAN_Y: _jacobian_y_rows,
+    JACOBIAN_XY: _jacobian_xy_rows,
+    HESSIAN: _hessian_rows,
+    HVP: _hvp_rows,
+}
+
+
+def _signature(op: str, dtype: tf.DType) -> list[tf.TensorSpec]:
+    spec = [
+        tf.TensorSpec([None, None, None], dtype, name="Xr"),
+        tf.TensorSpec([None, None], dtype, name="Yr"),
+    ]
+    if op == HVP:
+        spec.append(tf.TensorSpec([None, None, None], dtype, name="Vr"))
+    return spec
+
+
+def device_name(tensor: tf.Tensor) -> str:
+    """'/job:localhost/replica:0/task:0/device:CPU:0' -> '/device:CPU:0'."""
+    full: str = tensor.device
+    return "/device:" + full.rsplit("/device:", 1)[-1] if "/device:" in full else full
+
+
+@dataclass(frozen=True)
+class Result:
+    """NumPy outputs of one engine call, and the TensorFlow device that computed them."""
+
+    arrays: dict[str, np.ndarray]
+    device: str
+
+    def slice(self, start: int, stop: int) -> Result:
+        """Rows start:stop of every array (views, no copy)."""
+        return Result({k: a[start:stop] for k, a in self.arrays.items()}, self.device)
+
+
+class Engine:
+    """Traced derivative functions, one per (operation, dtype), built once and reused.
+
+    `xla` compiles them with XLA (`jit_compile=True`): faster for large shapes, but XLA
+    compiles once per concrete shape, which makes the first call at each new shape slow.
+    """
+
+    def __init__(self, xla: bool = False) -> None:
+        self.xla = xla
+        self._traces: Counter[str] = Counter()
+        self._functions: dict[tuple[str, str], Any] = {
+            (op, name): self._trace(op, name, dtype)
+            for op in _ROW_FUNCTIONS
+            for name, dtype in DTYPES.items()
+        }
+
+    def _trace(self, op: str, dtype_name: str, dtype: tf.DType) -> Any:
+        body = _ROW_FUNCTIONS[op]
+        key = f"{op}/{dtype_name}"
+
+        def counted(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+            self._traces[key] += 1  # Python side effect: runs only while tracing
+            return body(*args)
+
+        return tf.function(counted, input_signature=_signature(op, dtype), jit_compile=self.xla)
+
+    @property
+    def trace_count(self) -> int:
+        """How many times any function has been traced; constant after `warm_up`."""
+        return sum(self._traces.values())
+
+    def warm_up(self) -> None:
+        """Trace and run every function once, so the first request pays no tracing cost."""
+        for op, dtype_name in self._functions:
+            dtype = np.dtype(dtype_name)
+            Xr, Yr = np.ones((1, 2, 3), dtype), np.ones((1, 3), dtype)
+            extra = (np.ones((1, 2, 3), dtype),) if op == HVP else ()
+            self.run_rows(op, Xr, Yr, *extra)
+
+    def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, *extra: np.ndarray) -> Result:
+        """Run operation `op` on rows Xr: (N, A, F), Yr: (N, F) [, Vr: (N, A, F)] of one float dtype.
+
+        Returns W: (N, A) and, by op: J: (N, A, A, F); J_Y: (N, A, F);
+        H_lse: (N, A, F, A, F); HV: (N, A, A, F).
+        """
+        fn = self._functions[(op, Xr.dtype.name)]
+        out = fn(Xr, Yr, *extra)
+        device = device_name(out["W"])
+        return Result({name: t.numpy() for name, t in out.items()}, device)
+
+
+def visible_devices() -> list[str]:
+    """Logical devices TensorFlow can place work on, e.g. ['/device:CPU:0', '/device:GPU:0']."""
+    return [d.name for d in tf.config.list_logical_devices()]
+
+
+def enable_gpu_memory_growth() -> None:
+    """Allocate GPU memory on demand rather than all of it at start; must run before first use."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)

@@ -1,0 +1,75 @@
+"""Domain exceptions. Each class's docstring names the HTTP status it becomes; the mapping
+itself lives in one place, `app.handlers`. No web imports here, so any layer may raise them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base class: a request the service refuses, with a message that says how to fix it."""
+
+    code = "error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class MalformedBody(ServiceError):
+    """400: the body is not valid JSON / npz at all (empty, truncated, too deeply nested)."""
+
+    code = "malformed_body"
+
+
+class InvalidInput(ServiceError):
+    """422: the body parses but does not describe a valid problem (shapes, types, values)."""
+
+    code = "invalid_input"
+
+
+class NonFiniteResult(ServiceError):
+    """422: finite inputs whose derivatives overflow to inf/NaN."""
+
+    code = "non_finite_result"
+
+
+class TooLarge(ServiceError):
+    """413: the request body or the output it would produce exceeds a configured limit."""
+
+    code = "too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """415: a Content-Type the service does not read."""
+
+    code = "unsupported_media_type"
+
+
+class Unauthorized(ServiceError):
+    """401: an API key is configured and the request did not present it."""
+
+    code = "unauthorized"
+
+
+class NotReady(ServiceError):
+    """503: TensorFlow is still loading or warming up."""
+
+    code = "not_ready"
+
+
+class Overloaded(ServiceError):
+    """503 with Retry-After: too many computations are running or waiting."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ServiceError):
+    """504: the computation did not finish within the configured deadline."""
+
+    code = "deadline_exceeded"

@@ -1,0 +1,93 @@
+"""The one place where exceptions become HTTP responses, all with the ErrorBody shape."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    MalformedBody,
+    NonFiniteResult,
+    NotReady,
+    Overloaded,
+    ServiceError,
+    TooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger("app")
+
+STATUS: dict[type[ServiceError], int] = {
+    MalformedBody: 400,
+    Unauthorized: 401,
+    TooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidInput: 422,
+    NonFiniteResult: 422,
+    NotReady: 503,
+    Overloaded: 503,
+    DeadlineExceeded: 504,
+}
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def error_response(
+    status: int, code: str, message: str, details: list | None = None, headers: dict | None = None
+) -> Response:
+    body = {"code": code, "message": message, "details": details or []}
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    request.state.error_code = exc.code
+    return error_response(STATUS[type(exc)], exc.code, exc.message, exc.details, headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        message = f"No such path: {request.url.path}. See /docs for the operations."
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "?")
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+    request.state.error_code = code
+    return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+    summary = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details[:5])
+    request.state.error_code = "invalid_input"
+    return error_response(422, "invalid_input", f"Invalid request: {summary}", details)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Never a traceback, path or version in a body; the log keeps them.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    request.state.error_code = "internal_error"
+    return error_response(500, "internal_error", "Internal error; the service logged it")
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

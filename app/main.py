@@ -1,0 +1,89 @@
+"""The ASGI app: routes, error handlers, and the lifespan that loads TensorFlow.
+
+TensorFlow is imported and warmed up in a background task, so /health/live answers at once
+and /health/ready says 503 until the engine is traced and warm."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+
+from app.batcher import Batcher
+from app.config import Settings, get_settings
+from app.handlers import install_handlers
+from app.routes import router
+from app.service import Service
+
+log = logging.getLogger("app")
+
+DESCRIPTION = """
+W = log_softmax(X·Y) and its derivatives — the full Jacobian, the Hessian and Hessian-vector
+products in X, and the Jacobian in Y — computed by TensorFlow autodiff.
+
+JSON or npz (`application/x-npz`) in and out. Every error has the same body: `{code, message, details}`.
+"""
+
+
+def _load_engine(xla: bool) -> Any:
+    from app import engine  # the TensorFlow import happens here, off the event loop
+
+    engine.enable_gpu_memory_growth()
+    eng = engine.Engine(xla=xla)
+    eng.warm_up()
+    return eng, engine
+
+
+async def _start(app: FastAPI) -> None:
+    state, settings = app.state, app.state.settings
+    try:
+        eng, module = await asyncio.to_thread(_load_engine, settings.xla)
+    except Exception:
+        log.exception("TensorFlow failed to load")
+        state.status = "failed"
+        return
+    state.engine = eng
+    state.tf_version = module.tf.__version__
+    state.devices = module.visible_devices()
+    batcher = Batcher(eng.run_rows, settings.max_batch_rows, settings.max_pending)
+    batcher.start()
+    state.service = Service(settings, batcher)
+    state.status = "ready"
+    log.info("ready: TensorFlow %s on %s", state.tf_version, ", ".join(state.devices))
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    starting = asyncio.create_task(_start(app))
+    yield
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    if app.state.service is not None:
+        await app.state.service.batcher.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPIOffline(
+        title="Jacobian service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    app.state.status = "starting"
+    app.state.engine = None
+    app.state.service = None
+    app.state.tf_version = None
+    app.state.devices = []
+    install_handlers(app)
+    app.include_router(router)
+    return app
+
+
+app = create_app()

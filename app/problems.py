@@ -1,0 +1,134 @@
+"""A validated problem — X, the states Y, and optionally a direction V — built from JSON lists
+or npz arrays, with the checks both transports share. No web imports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.errors import InvalidInput, NonFiniteResult, TooLarge
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """X: (A, F); Y: (B, F) — `batched` says whether the client sent B×F or a single F vector."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    batched: bool
+    V: np.ndarray | None = None
+    wrt: tuple[str, ...] = ("X",)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.X.dtype)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(B, A, F)."""
+        return self.Y.shape[0], self.X.shape[0], self.X.shape[1]
+
+
+def _fail(loc: Sequence[str | int], msg: str) -> InvalidInput:
+    return InvalidInput(msg, [{"loc": list(loc), "msg": msg}])
+
+
+def _rectangular(rows: list[list[float]], name: str) -> None:
+    if not rows:
+        raise _fail([name], f"{name} is empty; it needs at least one row")
+    width = len(rows[0])
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise _fail(
+                [name, r],
+                f"{name} is ragged: row {r} has {len(row)} entries but row 0 has {width}; "
+                f"every row of {name} must have the same length",
+            )
+
+
+def _to_dtype(values: object, name: str, dtype: str) -> np.ndarray:
+    wide = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(wide).all():
+        raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
+    arr = wide.astype(dtype)
+    if not np.isfinite(arr).all():
+        raise _fail([name], f"{name} has entries too large for {dtype}; use dtype float64")
+    return arr
+
+
+def from_lists(
+    X: list[list[float]],
+    Y: list[float] | list[list[float]],
+    dtype: str,
+    V: list[list[float]] | None = None,
+    wrt: Sequence[str] = ("X",),
+) -> Problem:
+    """Build a problem from parsed JSON lists (types already checked by pydantic)."""
+    _rectangular(X, "X")
+    batched = bool(Y) and isinstance(Y[0], list)
+    if batched:
+        _rectangular(Y, "Y")  # type: ignore[arg-type]
+    if V is not None:
+        _rectangular(V, "V")
+    return from_arrays(
+        _to_dtype(X, "X", dtype),
+        _to_dtype(Y, "Y", dtype),
+        None if V is None else _to_dtype(V, "V", dtype),
+        wrt,
+    )
+
+
+def from_arrays(
+    X: np.ndarray, Y: np.ndarray, V: np.ndarray | None = None, wrt: Sequence[str] = ("X",)
+) -> Problem:
+    """Check ranks and shapes of same-dtype float arrays: X (A, F), Y (F,) or (B, F), V (A, F)."""
+    if X.ndim != 2:
+        raise _fail(["X"], f"X must be a 2-D matrix (A×F) but has {X.ndim} dimensions")
+    A, F = X.shape
+    if A == 0 or F == 0:
+        raise _fail(["X"], f"X is {A}×{F}; it needs at least one row and one column")
+    if Y.ndim not in (1, 2):
+        raise _fail(["Y"], f"Y must be a vector (F) or a batch of vectors (B×F) but has {Y.ndim} dimensions")
+    batched = Y.ndim == 2
+    if batched and Y.shape[0] == 0:
+        raise _fail(["Y"], "Y is an empty batch; it needs at least one state")
+    if Y.shape[-1] != F:
+        what = "each state in Y has" if batched else "Y has"
+        raise _fail(
+            ["Y"],
+            f"{what} {Y.shape[-1]} entries but X has {F} columns; Y must have one entry per column of X",
+        )
+    if V is not None and V.shape != X.shape:
+        raise _fail(["V"], f"V has shape {list(V.shape)} but X has shape {[A, F]}; V must be shaped like X")
+    return Problem(X=X, Y=Y if batched else Y[None, :], batched=batched, V=V, wrt=tuple(dict.fromkeys(wrt)))
+
+
+def check_output_size(
+    what: str, elements: int, formula: str, limit: int, json_limit: int, as_npz: bool, hint: str
+) -> None:
+    """Refuse before computing when the answer would exceed the configured element limit."""
+    allowed = limit if as_npz else min(json_limit, limit)
+    if elements <= allowed:
+        return
+    transport = "npz" if as_npz else "JSON"
+    fix = hint
+    if not as_npz and json_limit < limit:
+        fix += f", or ask for npz (Accept: application/x-npz), whose limit is {limit:,}"
+    raise TooLarge(
+        f"The {what} would have {elements:,} elements ({formula}), more than this service's "
+        f"limit of {allowed:,} for {transport} responses. Send a smaller request{fix}."
+    )
+
+
+def ensure_finite(arrays: dict[str, np.ndarray]) -> None:
+    """Finite inputs can still overflow (e.g. entries near 1e308): refuse rather than send NaN."""
+    bad = [name for name, a in arrays.items() if not np.isfinite(a).all()]
+    if bad:
+        raise NonFiniteResult(
+            f"The result ({', '.join(bad)}) is not finite: X·Y overflows for these inputs. "
+            "Scale X and Y down, or use dtype float64."
+        )

@@ -1,0 +1,239 @@
+"""Thin routes: read the body, build a Problem, call the service, encode the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from app import codec
+from app.config import DType, Settings
+from app.errors import MalformedBody, NotReady, TooLarge, UnsupportedMediaType
+from app.problems import Problem
+from app.schemas import (
+    ErrorBody,
+    HessianRequest,
+    HessianResponse,
+    HvpRequest,
+    HvpResponse,
+    JacobianRequest,
+    JacobianResponse,
+    Liveness,
+    Readiness,
+)
+from app.service import Answer, Service
+
+router = APIRouter()
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Malformed body: not JSON / not an npz archive, empty, or nested too deeply."),
+    401: _error("An API key is configured and the request did not present it."),
+    404: _error("Unknown path."),
+    405: _error("Method not allowed on this path."),
+    413: _error("Request body or the output it would produce exceeds a configured limit."),
+    415: _error("Content-Type is neither application/json nor application/x-npz."),
+    422: _error("Valid JSON that is not a valid problem: shapes, types, non-finite values or results."),
+    503: _error("Not ready yet (warming up) or at capacity (see Retry-After)."),
+    504: _error("The computation exceeded the per-request deadline."),
+}
+
+DTypeQuery = Annotated[
+    DType | None,
+    Query(
+        description="Computation dtype. For npz bodies (default: the arrays' widest dtype); "
+        "a JSON body's own dtype field takes precedence."
+    ),
+]
+
+
+def _request_body(model: type[BaseModel], npz_members: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                codec.JSON: {"schema": model.model_json_schema()},
+                codec.NPZ: {
+                    "schema": {"type": "string", "format": "binary"},
+                    "description": f"An .npz archive (numpy.savez) holding {npz_members} "
+                    "as float32 or float64 arrays.",
+                },
+            },
+        }
+    }
+
+
+NPZ_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            codec.NPZ: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": f"With Accept: {codec.NPZ}: an .npz holding the same arrays, "
+                "plus dtype and device as 0-d string arrays.",
+            }
+        }
+    }
+}
+
+
+def get_service(request: Request) -> Service:
+    service: Service | None = getattr(request.app.state, "service", None)
+    if service is None:
+        raise NotReady("The service is still loading TensorFlow and warming up; retry shortly")
+    return service
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, counted as it streams: a missing or lying Content-Length cannot get past `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise MalformedBody(f"Content-Length {declared!r} is not a number")
+        if int(declared) > limit:
+            raise TooLarge(_too_large_body(int(declared), limit))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(_too_large_body(size, limit, streaming=True))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large_body(size: int, limit: int, streaming: bool = False) -> str:
+    seen = f"more than {limit:,} bytes arrived" if streaming else f"the body is {size:,} bytes"
+    return (
+        f"Request body too large: {seen}; the limit is {limit:,} bytes (JACOBIAN_MAX_REQUEST_BYTES). "
+        "Send a smaller X, or npz (application/x-npz), which is ~4x smaller than JSON"
+    )
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_problem(
+    request: Request,
+    settings: Settings,
+    model: type[BaseModel],
+    npz_members: tuple[str, ...],
+    dtype: str | None,
+) -> Problem:
+    media = _media_type(request)
+    if media not in (codec.JSON, codec.NPZ):
+        raise UnsupportedMediaType(
+            f"Content-Type {media or '(none)'!r} is not supported; send {codec.JSON} or {codec.NPZ}"
+        )
+    body = await read_body(request, settings.max_request_bytes)
+    if media == codec.NPZ:
+        return codec.decode_npz(body, npz_members, dtype, settings.max_request_bytes)
+    return codec.decode_json(body, model, dtype or settings.default_dtype)
+
+
+def _reply(request: Request, answer: Answer) -> Response:
+    if codec.wants_npz(request.headers.get("accept")):
+        return Response(codec.encode_npz(answer.arrays, answer.meta), media_type=codec.NPZ)
+    return Response(codec.encode_json(answer.arrays, answer.meta), media_type=codec.JSON)
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+@router.post(
+    "/jacobian",
+    summary="W = log_softmax(X·Y) and its full Jacobian in X (and optionally Y)",
+    description=(
+        "For each output W_i, the gradient ∂W_i/∂X shaped like X: `J[i][j][k] = ∂W_i/∂X_jk`, "
+        "computed by TensorFlow autodiff. `Y` may be one state (F) or a batch (B×F). "
+        'With `wrt` containing "Y", also `J_Y[i][k] = ∂W_i/∂Y_k`. '
+        "JSON or npz in (Content-Type) and out (Accept)."
+    ),
+    response_model=JacobianResponse,
+    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
+    openapi_extra=_request_body(JacobianRequest, "X and Y"),
+)
+async def jacobian(
+    request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None
+) -> Response:
+    problem = await read_problem(request, settings, JacobianRequest, ("X", "Y"), dtype)
+    return _reply(request, await service.jacobian(problem, codec.wants_npz(request.headers.get("accept"))))
+
+
+@router.post(
+    "/hessian",
+    summary="W and the full Hessian of every W_i in X",
+    description=(
+        "`H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm`, shape A×A×F×A×F (batch: B×…), by nested TensorFlow "
+        "tapes. H grows as B·A³·F²; for large X use /hvp. JSON or npz in and out."
+    ),
+    response_model=HessianResponse,
+    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
+    openapi_extra=_request_body(HessianRequest, "X and Y"),
+)
+async def hessian(
+    request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None
+) -> Response:
+    problem = await read_problem(request, settings, HessianRequest, ("X", "Y"), dtype)
+    return _reply(request, await service.hessian(problem, codec.wants_npz(request.headers.get("accept"))))
+
+
+@router.post(
+    "/hvp",
+    summary="Hessian-vector products along a direction V, without forming H",
+    description=(
+        "`HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m]`, shape A×A×F (batch: B×A×A×F), by "
+        "forward-over-reverse autodiff (a JVP of the Jacobian): costs about one Jacobian."
+    ),
+    response_model=HvpResponse,
+    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
+    openapi_extra=_request_body(HvpRequest, "X, Y and V"),
+)
+async def hvp(
+    request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None
+) -> Response:
+    problem = await read_problem(request, settings, HvpRequest, ("X", "Y", "V"), dtype)
+    return _reply(request, await service.hvp(problem, codec.wants_npz(request.headers.get("accept"))))
+
+
+@router.get(
+    "/health/live",
+    summary="Liveness",
+    description="200 while the process runs, even while TensorFlow is still loading.",
+    response_model=Liveness,
+    tags=["health"],
+)
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness",
+    description="200 once TensorFlow is loaded and every computation is traced and warmed up; 503 before. "
+    "The body names the TensorFlow version and the visible devices.",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Still loading or warming up."}},
+    tags=["health"],
+)
+async def ready(request: Request) -> Response:
+    state = request.app.state
+    body = Readiness(
+        status=state.status,
+        tensorflow=state.tf_version,
+        devices=state.devices,
+        xla=state.settings.xla,
+        trace_count=state.engine.trace_count if state.engine else None,
+    )
+    return Response(body.model_dump_json(), 200 if state.status == "ready" else 503, media_type=codec.JSON)

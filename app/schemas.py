@@ -1,0 +1,113 @@
+"""Request and response models: the JSON contract, and what the OpenAPI page shows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from app.config import DType
+
+# strict: no "1.5" strings or booleans; allow_inf_nan=False: no NaN/Infinity tokens, and
+# literals that overflow float64 (1e400) parse to inf and are refused too.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Vector = list[Number]
+Matrix = list[list[Number]]
+
+
+def _rank_of_y(value: Any) -> str:
+    # Pick the branch from the first entry so errors name one shape, not both.
+    return "batch" if isinstance(value, list) and value and isinstance(value[0], list) else "state"
+
+
+# The tags only route validation; codec strips them from error locations.
+UNION_TAGS = ("state", "batch")
+States = Annotated[
+    Annotated[Vector, Tag("state")] | Annotated[Matrix, Tag("batch")], Discriminator(_rank_of_y)
+]
+
+SEED_X: Any = [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]]
+SEED_Y: Any = [1.0, 2.0, 3.0, 4.0]
+SEED_V: Any = [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+
+_X_DOC = "The A×F matrix X: A rows (outputs) of F numbers each, rectangular, A ≥ 1, F ≥ 1."
+_Y_DOC = "One state: F numbers; or a batch of B states: B×F numbers."
+_DTYPE_DOC = "Precision of the computation and the result. Default float32 (configurable)."
+
+
+class _Problem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    X: Matrix = Field(description=_X_DOC)
+    Y: States = Field(description=_Y_DOC)
+    dtype: DType | None = Field(None, description=_DTYPE_DOC)
+
+
+class JacobianRequest(_Problem):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y}]})
+
+    wrt: list[Literal["X", "Y"]] = Field(
+        default=["X"],
+        min_length=1,
+        description='Differentiate with respect to "X" (J) and/or "Y" (adds J_Y).',
+    )
+
+
+class HessianRequest(_Problem):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y}]})
+
+
+class HvpRequest(_Problem):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y, "V": SEED_V}]},
+    )
+
+    V: Matrix = Field(description="A direction in X-space, shaped like X (A×F).")
+
+
+Nested = list[Any]
+
+
+class _Answer(BaseModel):
+    W: Nested = Field(description="log_softmax(X·y): A numbers (batch: B×A).")
+    dtype: DType
+    device: str = Field(description="The TensorFlow device that computed it, e.g. /device:CPU:0.")
+
+
+class JacobianResponse(_Answer):
+    J: Nested = Field(description="A×A×F (batch: B×A×A×F), J[i][j][k] = ∂W_i/∂X_jk.")
+    J_Y: Nested | None = Field(None, description='With wrt "Y": A×F (batch: B×A×F), J_Y[i][k] = ∂W_i/∂Y_k.')
+
+
+class HessianResponse(_Answer):
+    H: Nested = Field(description="A×A×F×A×F (batch: B×…), H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm.")
+
+
+class HvpResponse(_Answer):
+    HV: Nested = Field(description="A×A×F (batch: B×A×A×F), HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m].")
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(description="Where in the request, e.g. ['X', 1, 2].")
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error response."""
+
+    code: str = Field(description="Machine-readable reason, e.g. invalid_input, too_large.")
+    message: str = Field(description="What was wrong and how to fix it.")
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "starting", "failed"]
+    tensorflow: str | None = None
+    devices: list[str] = Field(default_factory=list, description="Visible TensorFlow devices.")
+    xla: bool
+    trace_count: int | None = Field(None, description="tf.function traces so far; flat after warm-up.")

@@ -1,0 +1,105 @@
+"""What each endpoint computes: size checks before work, the engine call through the batcher,
+and the shaping of its rows into the answer. No web imports."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.batcher import Batcher
+from app.config import Settings
+from app.errors import DeadlineExceeded
+from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y
+from app.problems import Problem, check_output_size, ensure_finite
+
+
+def broadcast_hessian(H_lse: np.ndarray, A: int) -> np.ndarray:
+    """H_lse: (N, A, F, A, F) -> H: (N, A, A, F, A, F), the same Hessian for every output i.
+
+    A read-only view: nothing is copied until a serializer needs contiguous memory.
+    """
+    return np.broadcast_to(H_lse[:, None], (H_lse.shape[0], A, *H_lse.shape[1:]))
+
+
+@dataclass(frozen=True)
+class Answer:
+    arrays: dict[str, np.ndarray]
+    dtype: str
+    device: str
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return {"dtype": self.dtype, "device": self.device}
+
+
+class Service:
+    def __init__(self, settings: Settings, batcher: Batcher) -> None:
+        self.settings = settings
+        self.batcher = batcher
+
+    def _check_size(self, what: str, elements: int, formula: str, as_npz: bool, hint: str) -> None:
+        s = self.settings
+        check_output_size(
+            what, elements, formula, s.max_output_elements, s.max_json_output_elements, as_npz, hint
+        )
+
+    async def _compute(self, op: str, p: Problem, *extra: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+        B, A, F = p.shape
+        rows = (np.broadcast_to(p.X, (B, A, F)), p.Y, *(np.broadcast_to(e, (B, A, F)) for e in extra))
+        try:
+            result = await asyncio.wait_for(self.batcher.submit(op, *rows), self.settings.deadline_s)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"The computation did not finish within {self.settings.deadline_s:g} s; "
+                "send a smaller request"
+            ) from None
+        ensure_finite(result.arrays)
+        return result.arrays, result.device
+
+    @staticmethod
+    def _unbatch(p: Problem, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return arrays if p.batched else {k: a[0] for k, a in arrays.items()}
+
+    async def jacobian(self, p: Problem, as_npz: bool) -> Answer:
+        """W: (B, A); J: (B, A, A, F) if "X" in wrt; J_Y: (B, A, F) if "Y" in wrt.
+
+        The B axis is dropped when the client sent a single state."""
+        B, A, F = p.shape
+        want_x, want_y = "X" in p.wrt, "Y" in p.wrt
+        elements = B * A + want_x * B * A * A * F + want_y * B * A * F
+        self._check_size(
+            "Jacobian", elements, f"B·A·A·F with B={B}, A={A}, F={F}", as_npz, ", or fewer states per batch"
+        )
+        op = JACOBIAN_XY if want_x and want_y else JACOBIAN_Y if want_y else JACOBIAN
+        arrays, device = await self._compute(op, p)
+        return Answer(self._unbatch(p, arrays), p.dtype, device)
+
+    async def hessian(self, p: Problem, as_npz: bool) -> Answer:
+        """W: (B, A); H: (B, A, A, F, A, F) (B dropped for one state)."""
+        B, A, F = p.shape
+        self._check_size(
+            "Hessian",
+            B * A + B * A**3 * F**2,
+            f"B·A³·F² with B={B}, A={A}, F={F}",
+            as_npz,
+            "; for large X use POST /hvp, which returns Hessian-vector products without forming H",
+        )
+        arrays, device = await self._compute(HESSIAN, p)
+        arrays = {"W": arrays["W"], "H": broadcast_hessian(arrays["H_lse"], A)}
+        return Answer(self._unbatch(p, arrays), p.dtype, device)
+
+    async def hvp(self, p: Problem, as_npz: bool) -> Answer:
+        """W: (B, A); HV: (B, A, A, F) (B dropped for one state)."""
+        assert p.V is not None
+        B, A, F = p.shape
+        self._check_size(
+            "Hessian-vector product",
+            B * A + B * A * A * F,
+            f"B·A·A·F with B={B}, A={A}, F={F}",
+            as_npz,
+            ", or fewer states per batch",
+        )
+        arrays, device = await self._compute(HVP, p, p.V)
+        return Answer(self._unbatch(p, arrays), p.dtype, device)
