@@ -62,6 +62,7 @@ class Batcher:
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
         self._task: asyncio.Task[None] | None = None
+        self.batches_run = 0  # engine calls made, for metrics and for tests that work was refused
 
     @property
     def pending(self) -> int:
@@ -133,6 +134,7 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(err)
             return
+        self.batches_run += 1
         if self._on_batch:
             self._on_batch(BatchStats(rows=sum(j.n for j in batch), requests=len(batch)))
         start = 0

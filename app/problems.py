@@ -54,7 +54,8 @@ def _to_dtype(values: object, name: str, dtype: str) -> np.ndarray:
     wide = np.asarray(values, dtype=np.float64)
     if not np.isfinite(wide).all():
         raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
-    arr = wide.astype(dtype)
+    with np.errstate(over="ignore"):  # reported below, with advice
+        arr = wide.astype(dtype)
     if not np.isfinite(arr).all():
         raise _fail([name], f"{name} has entries too large for {dtype}; use dtype float64")
     return arr

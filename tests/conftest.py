@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
+
+from app.config import Settings
+from app.main import create_app
+
+hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+hypothesis_settings.load_profile("ci")
+
+SEED = {"X": [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]], "Y": [1.0, 2.0, 3.0, 4.0]}
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261126)
+
+
+def wait_ready(client: TestClient, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.get("/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, "service did not become ready"
+        time.sleep(0.05)
+
+
+def started_client(settings: Settings | None = None) -> Iterator[TestClient]:
+    with TestClient(create_app(settings or Settings()), raise_server_exceptions=False) as client:
+        wait_ready(client)
+        yield client
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    """The real ASGI app with default settings, warmed up once for the whole run."""
+    yield from started_client()
+
+
+@pytest.fixture(scope="session")
+def engine(client: TestClient):
+    return client.app.state.engine  # type: ignore[attr-defined]

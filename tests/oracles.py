@@ -1,0 +1,67 @@
+"""Independent answers to check the service against: closed forms and finite differences,
+all in float64 NumPy. Test-only: the service itself computes every derivative by autodiff."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def softmax(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    z = X.astype(np.float64) @ y.astype(np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def log_softmax(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    z = X.astype(np.float64) @ y.astype(np.float64)
+    m = z.max()
+    return z - m - np.log(np.exp(z - m).sum())
+
+
+def jacobian(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(A, A, F): dW_i/dX_jk = (δ_ij − p_j)·y_k."""
+    p, A = softmax(X, y), X.shape[0]
+    return (np.eye(A)[:, :, None] - p[None, :, None]) * y.astype(np.float64)[None, None, :]
+
+
+def jacobian_y(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(A, F): dW_i/dY_k = X_ik − Σ_j p_j X_jk."""
+    p = softmax(X, y)
+    X64 = X.astype(np.float64)
+    return X64 - p @ X64
+
+
+def hessian(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(A, A, F, A, F): d²W_i/dX_jk dX_lm = −p_j(δ_jl − p_l)·y_k·y_m, the same for every i."""
+    p, (A, F) = softmax(X, y), X.shape
+    y64 = y.astype(np.float64)
+    dp = p[:, None] * (np.eye(A) - p[None, :])
+    H = -dp[:, None, :, None] * np.outer(y64, y64)[None, :, None, :]
+    return np.broadcast_to(H[None], (A, A, F, A, F))
+
+
+def central_difference(f: Callable[[np.ndarray], np.ndarray], X: np.ndarray, h: float = 1e-3) -> np.ndarray:
+    """d f / d X by the 5-point stencil (error O(h⁴)): shape f(X).shape + X.shape."""
+    X = X.astype(np.float64)
+    out = np.empty(np.shape(f(X)) + X.shape)
+    for idx in np.ndindex(*X.shape):
+
+        def at(step: float, idx: tuple[int, ...] = idx) -> np.ndarray:
+            Xs = X.copy()
+            Xs[idx] += step
+            return np.asarray(f(Xs), dtype=np.float64)
+
+        d = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+        out[(..., *idx)] = d
+    return out
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, rel: float) -> None:
+    """Max abs error within `rel` of the expected array's scale (elementwise-relative fails at 0)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-300)
+    err = float(np.abs(actual - expected).max(initial=0.0))
+    assert err <= rel * scale, f"max abs error {err:.3e} > {rel:g} × scale {scale:.3e}"

@@ -1,0 +1,158 @@
+"""The TensorFlow engine against closed forms and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app import ops
+from app.engine import Engine
+from app.service import broadcast_hessian
+from tests import oracles
+from tests.oracles import assert_close
+
+TOL = {"float64": 1e-9, "float32": 1e-5}
+
+
+def rows(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One X shared by the B states of Y: (B, A, F), (B, F)."""
+    return np.broadcast_to(X, (Y.shape[0], *X.shape)), Y
+
+
+@st.composite
+def problems(draw: st.DrawFn, max_a: int = 20, max_f: int = 40, max_b: int = 3):
+    A = draw(st.integers(1, max_a))
+    F = draw(st.integers(1, max_f))
+    B = draw(st.integers(1, max_b))
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([0.1, 1.0]))
+    X = (rng.uniform(-1, 1, (A, F)) * scale).astype(dtype)
+    Y = (rng.uniform(-1, 1, (B, F)) / np.sqrt(F)).astype(dtype)
+    return X, Y
+
+
+@given(problems())
+def test_jacobian_matches_closed_form(engine: Engine, problem) -> None:
+    X, Y = problem
+    out = engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays
+    tol = TOL[X.dtype.name]
+    assert out["J"].dtype == X.dtype
+    for b, y in enumerate(Y):
+        assert_close(out["W"][b], oracles.log_softmax(X, y), tol)
+        assert_close(out["J"][b], oracles.jacobian(X, y), tol)
+        assert_close(out["J_Y"][b], oracles.jacobian_y(X, y), tol)
+
+
+@given(problems(max_a=6, max_f=8))
+def test_jacobian_matches_finite_differences(engine: Engine, problem) -> None:
+    X, Y = problem
+    X, y = X.astype(np.float64), Y[0].astype(np.float64)
+    out = engine.run_rows(ops.JACOBIAN_XY, X[None], y[None]).arrays
+    assert_close(out["J"][0], oracles.central_difference(lambda X_: oracles.log_softmax(X_, y), X), 1e-9)
+    fd_y = oracles.central_difference(lambda y_: oracles.log_softmax(X, y_), y)
+    assert_close(out["J_Y"][0], fd_y, 1e-9)
+
+
+@pytest.mark.parametrize("op,keys", [(ops.JACOBIAN, {"W", "J"}), (ops.JACOBIAN_Y, {"W", "J_Y"})])
+def test_each_jacobian_op_returns_only_what_it_names(engine: Engine, rng, op: str, keys: set[str]) -> None:
+    X, Y = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
+    out = engine.run_rows(op, *rows(X, Y)).arrays
+    assert set(out) == keys
+    for name in keys - {"W"}:
+        want = oracles.jacobian if name == "J" else oracles.jacobian_y
+        assert_close(out[name][1], want(X, Y[1]), 1e-9)
+
+
+def test_batch_equals_per_state(engine: Engine, rng) -> None:
+    X, Y = rng.normal(size=(7, 11)), rng.normal(size=(5, 11))
+    batch = engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays
+    for b in range(5):
+        single = engine.run_rows(ops.JACOBIAN_XY, X[None], Y[b : b + 1]).arrays
+        for name in ("W", "J", "J_Y"):
+            np.testing.assert_allclose(batch[name][b], single[name][0], rtol=1e-12, atol=1e-15)
+
+
+def test_rows_with_different_matrices_are_independent(engine: Engine, rng) -> None:
+    Xr, Yr = rng.normal(size=(4, 3, 6)), rng.normal(size=(4, 6))
+    out = engine.run_rows(ops.JACOBIAN, Xr, Yr).arrays
+    for n in range(4):
+        assert_close(out["J"][n], oracles.jacobian(Xr[n], Yr[n]), 1e-9)
+
+
+def test_log_softmax_is_stable_for_huge_logits(engine: Engine) -> None:
+    X = np.array([[1000.0], [-1000.0], [0.0]])
+    for dtype in ("float32", "float64"):
+        out = engine.run_rows(ops.JACOBIAN, X[None].astype(dtype), np.ones((1, 1), dtype)).arrays
+        assert np.isfinite(out["W"]).all() and np.isfinite(out["J"]).all()
+        assert_close(out["W"][0], oracles.log_softmax(X, np.ones(1)), TOL[dtype])
+        assert out["W"][0, 1] == pytest.approx(-2000.0, rel=1e-6)
+
+
+@given(problems(max_a=6, max_f=8, max_b=2))
+def test_hessian_matches_closed_form(engine: Engine, problem) -> None:
+    X, Y = problem
+    out = engine.run_rows(ops.HESSIAN, *rows(X, Y)).arrays
+    H = broadcast_hessian(out["H_lse"], X.shape[0])
+    for b, y in enumerate(Y):
+        assert_close(H[b], oracles.hessian(X, y), TOL[X.dtype.name])
+
+
+def test_hessian_matches_finite_differences_of_the_jacobian(engine: Engine, rng) -> None:
+    X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
+    H = broadcast_hessian(engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays["H_lse"], 3)[0]
+
+    def jac(X_: np.ndarray) -> np.ndarray:
+        return engine.run_rows(ops.JACOBIAN, X_[None], y[None]).arrays["J"][0]
+
+    assert_close(H, oracles.central_difference(jac, X), 1e-9)
+    # Symmetry of mixed partials: H[i][j][k][l][m] = H[i][l][m][j][k].
+    np.testing.assert_allclose(H, H.transpose(0, 3, 4, 1, 2), rtol=0, atol=1e-15)
+
+
+def test_hessian_equals_fully_nested_tape_on_every_output(engine: Engine, rng) -> None:
+    """The served Hessian (one scalar Hessian broadcast over i) equals the naive nested
+    GradientTape Hessian of each W_i: the case the original while_loop Jacobian broke on."""
+    X, y = rng.normal(size=(4, 3)), rng.normal(size=3)
+    Xt, yt = tf.constant(X), tf.constant(y)
+    with tf.GradientTape() as outer:
+        outer.watch(Xt)
+        with tf.GradientTape() as inner:
+            inner.watch(Xt)
+            W = tf.nn.log_softmax(tf.linalg.matvec(Xt, yt))
+        J = inner.jacobian(W, Xt)
+    nested = outer.jacobian(J, Xt).numpy()
+    served = broadcast_hessian(engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays["H_lse"], 4)[0]
+    assert_close(served, nested, 1e-12)
+
+
+@given(problems(max_a=6, max_f=8, max_b=2))
+def test_hvp_is_the_hessian_contracted_with_v(engine: Engine, problem) -> None:
+    X, Y = problem
+    rng = np.random.default_rng(X.size)
+    V = rng.normal(size=X.shape).astype(X.dtype)
+    Xr, Yr = rows(X, Y)
+    out = engine.run_rows(ops.HVP, Xr, Yr, np.broadcast_to(V, Xr.shape)).arrays
+    for b, y in enumerate(Y):
+        want = np.einsum("ijklm,lm->ijk", oracles.hessian(X, y), V.astype(np.float64))
+        assert_close(out["HV"][b], want, TOL[X.dtype.name] * 10)
+
+
+def test_trace_count_is_flat_across_shapes_and_dtypes(engine: Engine, rng) -> None:
+    before = engine.trace_count
+    for A, F, B in [(1, 1, 1), (2, 4, 1), (20, 40, 3), (5, 3, 7), (64, 8, 2)]:
+        for dtype in ("float32", "float64"):
+            X = rng.normal(size=(B, A, F)).astype(dtype)
+            Y = rng.normal(size=(B, F)).astype(dtype)
+            for op in (ops.JACOBIAN, ops.JACOBIAN_XY, ops.JACOBIAN_Y, ops.HESSIAN):
+                engine.run_rows(op, X, Y)
+            engine.run_rows(ops.HVP, X, Y, X)
+    assert engine.trace_count == before
+
+
+def test_device_is_reported(engine: Engine) -> None:
+    result = engine.run_rows(ops.JACOBIAN, np.ones((1, 2, 2), np.float32), np.ones((1, 2), np.float32))
+    assert result.device.startswith("/device:") and result.device.split(":")[1] in ("CPU", "GPU")
