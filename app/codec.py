@@ -68,9 +68,7 @@ def decode_npz(body: bytes, names: tuple[str, ...], dtype: str | None, max_bytes
     cast = {k: a.astype(wide, copy=False) for k, a in arrays.items()}
     for name, a in cast.items():
         if not np.isfinite(a).all():
-            raise InvalidInput(
-                f"{name} contains NaN or infinite values (in {wide}); all entries must be finite"
-            )
+            raise InvalidInput(f"{name} contains NaN or infinite values (in {wide}); all entries must be finite")
     return from_arrays(cast["X"], cast["Y"], cast.get("V"))
 
 

@@ -142,9 +142,7 @@ class Engine:
         self.xla = xla
         self._traces: Counter[str] = Counter()
         self._functions: dict[tuple[str, str], Any] = {
-            (op, name): self._trace(op, name, dtype)
-            for op in _ROW_FUNCTIONS
-            for name, dtype in DTYPES.items()
+            (op, name): self._trace(op, name, dtype) for op in _ROW_FUNCTIONS for name, dtype in DTYPES.items()
         }
 
     def _trace(self, op: str, dtype_name: str, dtype: tf.DType) -> Any:

@@ -83,9 +83,7 @@ def from_lists(
     )
 
 
-def from_arrays(
-    X: np.ndarray, Y: np.ndarray, V: np.ndarray | None = None, wrt: Sequence[str] = ("X",)
-) -> Problem:
+def from_arrays(X: np.ndarray, Y: np.ndarray, V: np.ndarray | None = None, wrt: Sequence[str] = ("X",)) -> Problem:
     """Check ranks and shapes of same-dtype float arrays: X (A, F), Y (F,) or (B, F), V (A, F)."""
     if X.ndim != 2:
         raise _fail(["X"], f"X must be a 2-D matrix (A×F) but has {X.ndim} dimensions")

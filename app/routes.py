@@ -61,8 +61,7 @@ def _request_body(model: type[BaseModel], npz_members: str) -> dict[str, Any]:
                 codec.JSON: {"schema": model.model_json_schema()},
                 codec.NPZ: {
                     "schema": {"type": "string", "format": "binary"},
-                    "description": f"An .npz archive (numpy.savez) holding {npz_members} "
-                    "as float32 or float64 arrays.",
+                    "description": f"An .npz archive (numpy.savez) holding {npz_members} as float32 or float64 arrays.",
                 },
             },
         }
@@ -164,9 +163,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
     responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
     openapi_extra=_request_body(JacobianRequest, "X and Y"),
 )
-async def jacobian(
-    request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None
-) -> Response:
+async def jacobian(request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None) -> Response:
     problem = await read_problem(request, settings, JacobianRequest, ("X", "Y"), dtype)
     return _reply(request, await service.jacobian(problem, codec.wants_npz(request.headers.get("accept"))))
 
@@ -182,9 +179,7 @@ async def jacobian(
     responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
     openapi_extra=_request_body(HessianRequest, "X and Y"),
 )
-async def hessian(
-    request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None
-) -> Response:
+async def hessian(request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None) -> Response:
     problem = await read_problem(request, settings, HessianRequest, ("X", "Y"), dtype)
     return _reply(request, await service.hessian(problem, codec.wants_npz(request.headers.get("accept"))))
 
@@ -200,9 +195,7 @@ async def hessian(
     responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
     openapi_extra=_request_body(HvpRequest, "X, Y and V"),
 )
-async def hvp(
-    request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None
-) -> Response:
+async def hvp(request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None) -> Response:
     problem = await read_problem(request, settings, HvpRequest, ("X", "Y", "V"), dtype)
     return _reply(request, await service.hvp(problem, codec.wants_npz(request.headers.get("accept"))))
 

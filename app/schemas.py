@@ -22,9 +22,7 @@ def _rank_of_y(value: Any) -> str:
 
 # The tags only route validation; codec strips them from error locations.
 UNION_TAGS = ("state", "batch")
-States = Annotated[
-    Annotated[Vector, Tag("state")] | Annotated[Matrix, Tag("batch")], Discriminator(_rank_of_y)
-]
+States = Annotated[Annotated[Vector, Tag("state")] | Annotated[Matrix, Tag("batch")], Discriminator(_rank_of_y)]
 
 SEED_X: Any = [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]]
 SEED_Y: Any = [1.0, 2.0, 3.0, 4.0]

@@ -41,9 +41,7 @@ class Service:
 
     def _check_size(self, what: str, elements: int, formula: str, as_npz: bool, hint: str) -> None:
         s = self.settings
-        check_output_size(
-            what, elements, formula, s.max_output_elements, s.max_json_output_elements, as_npz, hint
-        )
+        check_output_size(what, elements, formula, s.max_output_elements, s.max_json_output_elements, as_npz, hint)
 
     async def _compute(self, op: str, p: Problem, *extra: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
         B, A, F = p.shape
@@ -52,8 +50,7 @@ class Service:
             result = await asyncio.wait_for(self.batcher.submit(op, *rows), self.settings.deadline_s)
         except TimeoutError:
             raise DeadlineExceeded(
-                f"The computation did not finish within {self.settings.deadline_s:g} s; "
-                "send a smaller request"
+                f"The computation did not finish within {self.settings.deadline_s:g} s; send a smaller request"
             ) from None
         ensure_finite(result.arrays)
         return result.arrays, result.device

@@ -39,9 +39,7 @@ def test_batch_of_states_equals_each_state(client: TestClient, rng) -> None:
     batch = client.post("/jacobian", json={"X": X.tolist(), "Y": Y.tolist(), "dtype": "float64"}).json()
     assert np.array(batch["J"]).shape == (3, 4, 4, 6) and np.array(batch["W"]).shape == (3, 4)
     for b in range(3):
-        single = client.post(
-            "/jacobian", json={"X": X.tolist(), "Y": Y[b].tolist(), "dtype": "float64"}
-        ).json()
+        single = client.post("/jacobian", json={"X": X.tolist(), "Y": Y[b].tolist(), "dtype": "float64"}).json()
         np.testing.assert_allclose(batch["J"][b], single["J"], rtol=1e-12, atol=1e-15)
         assert_close(np.array(batch["J"][b]), oracles.jacobian(X, Y[b]), 1e-9)
 
@@ -49,9 +47,7 @@ def test_batch_of_states_equals_each_state(client: TestClient, rng) -> None:
 @pytest.mark.parametrize("wrt", [["X", "Y"], ["Y"]])
 def test_wrt_y_adds_the_jacobian_in_y(client: TestClient, rng, wrt: list[str]) -> None:
     X, y = rng.normal(size=(3, 5)), rng.normal(size=5)
-    body = client.post(
-        "/jacobian", json={"X": X.tolist(), "Y": y.tolist(), "dtype": "float64", "wrt": wrt}
-    ).json()
+    body = client.post("/jacobian", json={"X": X.tolist(), "Y": y.tolist(), "dtype": "float64", "wrt": wrt}).json()
     assert_close(np.array(body["J_Y"]), oracles.jacobian_y(X, y), 1e-9)
     assert ("J" in body) == ("X" in wrt)
 
@@ -76,16 +72,12 @@ def test_npz_round_trip(client: TestClient, rng) -> None:
 def test_npz_dtype_follows_arrays_unless_query_says(client: TestClient, rng) -> None:
     X, y = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
     body = npz_bytes(X=X, Y=y)
-    as_is = load_npz(
-        client.post("/jacobian", content=body, headers={"content-type": NPZ, "accept": NPZ}).content
-    )
+    as_is = load_npz(client.post("/jacobian", content=body, headers={"content-type": NPZ, "accept": NPZ}).content)
     assert as_is["J"].dtype == np.float32
     widened = client.post("/jacobian?dtype=float64", content=body, headers={"content-type": NPZ})
     assert widened.json()["dtype"] == "float64"
     assert_close(np.array(widened.json()["J"]), oracles.jacobian(X, y), 1e-9)
-    mixed = client.post(
-        "/jacobian", content=npz_bytes(X=X, Y=y.astype(np.float64)), headers={"content-type": NPZ}
-    )
+    mixed = client.post("/jacobian", content=npz_bytes(X=X, Y=y.astype(np.float64)), headers={"content-type": NPZ})
     assert mixed.json()["dtype"] == "float64"
 
 

@@ -131,9 +131,7 @@ def test_bad_npz_gets_a_clear_4xx(client: TestClient, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
-@pytest.mark.parametrize(
-    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""]
-)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""])
 def test_unsupported_content_type_is_415(client: TestClient, path: str, content_type: str) -> None:
     r = client.post(path, content=json.dumps(valid(path)), headers={"content-type": content_type})
     assert_error(r, 415, "application/json")

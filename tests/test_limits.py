@@ -17,9 +17,7 @@ from tests.helpers import NPZ, load_npz, npz_bytes
 
 @pytest.fixture(scope="module")
 def small() -> Iterator[TestClient]:
-    yield from started_client(
-        Settings(max_request_bytes=4000, max_json_output_elements=1000, max_output_elements=5000)
-    )
+    yield from started_client(Settings(max_request_bytes=4000, max_json_output_elements=1000, max_output_elements=5000))
 
 
 def batches(client: TestClient) -> int:
@@ -57,9 +55,7 @@ def test_json_output_over_limit_is_413_and_suggests_npz(small: TestClient) -> No
 
 def test_npz_output_over_limit_is_413(small: TestClient) -> None:
     X = np.full((10, 60), 0.1, np.float32)
-    r = small.post(
-        "/jacobian", content=npz_bytes(X=X, Y=np.ones(60, np.float32)), headers={"content-type": NPZ}
-    )
+    r = small.post("/jacobian", content=npz_bytes(X=X, Y=np.ones(60, np.float32)), headers={"content-type": NPZ})
     assert r.status_code == 413 and "5,000" in r.json()["message"]
 
 
@@ -82,9 +78,7 @@ def test_2000_by_2000_is_refused_before_computing(client: TestClient) -> None:
     X = np.full((2000, 2000), 0.001, np.float32)
     before = batches(client)
     t = time.perf_counter()
-    r = client.post(
-        "/jacobian", content=npz_bytes(X=X, Y=np.ones(2000, np.float32)), headers={"content-type": NPZ}
-    )
+    r = client.post("/jacobian", content=npz_bytes(X=X, Y=np.ones(2000, np.float32)), headers={"content-type": NPZ})
     assert r.status_code == 413 and "8,000,002,000" in r.json()["message"]
     as_json = client.post("/jacobian", json={"X": X.tolist(), "Y": [1.0] * 2000})
     assert as_json.status_code == 413
