@@ -119,6 +119,14 @@ def device_name(tensor: tf.Tensor) -> str:
     return "/device:" + full.rsplit("/device:", 1)[-1] if "/device:" in full else full
 
 
+def _to_numpy(tensor: tf.Tensor) -> np.ndarray:
+    """A zero-copy, read-only view of a host tensor (`.numpy()` copies: 1.5 ms for 8 MB here)."""
+    try:
+        return np.from_dlpack(tensor)
+    except (RuntimeError, BufferError, TypeError, ValueError):  # device memory: copy to host
+        return tensor.numpy()
+
+
 @dataclass(frozen=True)
 class Result:
     """NumPy outputs of one engine call, and the TensorFlow device that computed them."""
@@ -177,7 +185,7 @@ class Engine:
         fn = self._functions[(op, Xr.dtype.name)]
         out = fn(Xr, Yr, *extra)
         device = device_name(out["W"])
-        return Result({name: t.numpy() for name, t in out.items()}, device)
+        return Result({name: _to_numpy(t) for name, t in out.items()}, device)
 
 
 def visible_devices() -> list[str]:
