@@ -19,8 +19,8 @@ serve: $(STAMP)
 	$(PY) -m app
 
 lint: $(STAMP)
-	$(PY) -m ruff check app tests
-	$(PY) -m ruff format --check app tests
+	$(PY) -m ruff check app tests bench
+	$(PY) -m ruff format --check app tests bench
 	$(PY) -m mypy app
 
 test: lint

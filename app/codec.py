@@ -39,13 +39,12 @@ def decode_json(body: bytes, model: type[BaseModel], default_dtype: str) -> Prob
             raise MalformedBody(f"The request body is not valid JSON: {details[0]['msg']}", details) from None
         summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
         raise InvalidInput(f"The request does not match the schema: {summary}", details) from None
-    fields = req.model_dump(exclude_none=True)
     return from_lists(
-        fields["X"],
-        fields["Y"],
-        fields.get("dtype") or default_dtype,
-        V=fields.get("V"),
-        wrt=fields.get("wrt", ("X",)),
+        req.X,  # type: ignore[attr-defined]
+        req.Y,  # type: ignore[attr-defined]
+        req.dtype or default_dtype,  # type: ignore[attr-defined]
+        V=getattr(req, "V", None),
+        wrt=getattr(req, "wrt", ("X",)),
     )
 
 

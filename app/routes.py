@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
 from app import codec
-from app.config import DType, Settings
-from app.errors import MalformedBody, NotReady, TooLarge, UnsupportedMediaType
-from app.problems import Problem
+from app.config import Settings
+from app.errors import InvalidInput, MalformedBody, NotReady, TooLarge, UnsupportedMediaType
+from app.problems import FLOAT_DTYPES, Problem
 from app.schemas import (
     ErrorBody,
     HessianRequest,
@@ -44,17 +45,19 @@ COMPUTE_ERRORS: dict[int | str, dict[str, Any]] = {
     504: _error("The computation exceeded the per-request deadline."),
 }
 
-DTypeQuery = Annotated[
-    DType | None,
-    Query(
-        description="Computation dtype. For npz bodies (default: the arrays' widest dtype); "
-        "a JSON body's own dtype field takes precedence."
-    ),
-]
+DTYPE_PARAMETER = {
+    "name": "dtype",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": list(FLOAT_DTYPES)},
+    "description": "Computation dtype. For npz bodies (default: the arrays' widest dtype); "
+    "a JSON body's own dtype field takes precedence.",
+}
 
 
 def _request_body(model: type[BaseModel], npz_members: str) -> dict[str, Any]:
     return {
+        "parameters": [DTYPE_PARAMETER],
         "requestBody": {
             "required": True,
             "content": {
@@ -64,7 +67,7 @@ def _request_body(model: type[BaseModel], npz_members: str) -> dict[str, Any]:
                     "description": f"An .npz archive (numpy.savez) holding {npz_members} as float32 or float64 arrays.",
                 },
             },
-        }
+        },
     }
 
 
@@ -88,9 +91,12 @@ def get_service(request: Request) -> Service:
     return service
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _query_dtype(request: Request) -> str | None:
+    value = request.query_params.get("dtype")
+    if value is not None and value not in FLOAT_DTYPES:
+        msg = f"dtype {value!r} is not supported; use float32 or float64"
+        raise InvalidInput(msg, [{"loc": ["query", "dtype"], "msg": msg}])
+    return value
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -123,31 +129,32 @@ def _media_type(request: Request) -> str:
 
 
 async def read_problem(
-    request: Request,
-    settings: Settings,
-    model: type[BaseModel],
-    npz_members: tuple[str, ...],
-    dtype: str | None,
+    request: Request, settings: Settings, model: type[BaseModel], members: tuple[str, ...]
 ) -> Problem:
     media = _media_type(request)
     if media not in (codec.JSON, codec.NPZ):
         raise UnsupportedMediaType(
             f"Content-Type {media or '(none)'!r} is not supported; send {codec.JSON} or {codec.NPZ}"
         )
+    dtype = _query_dtype(request)
     body = await read_body(request, settings.max_request_bytes)
     if media == codec.NPZ:
-        return codec.decode_npz(body, npz_members, dtype, settings.max_request_bytes)
+        return codec.decode_npz(body, members, dtype, settings.max_request_bytes)
     return codec.decode_json(body, model, dtype or settings.default_dtype)
 
 
-def _reply(request: Request, answer: Answer) -> Response:
-    if codec.wants_npz(request.headers.get("accept")):
+Compute = Callable[[Service, Problem, bool], Awaitable[Answer]]
+
+
+async def _serve(request: Request, model: type[BaseModel], members: tuple[str, ...], compute: Compute) -> Response:
+    """The whole request path: no dependency injection, no thread hop before the engine's own."""
+    service = get_service(request)
+    problem = await read_problem(request, service.settings, model, members)
+    as_npz = codec.wants_npz(request.headers.get("accept"))
+    answer = await compute(service, problem, as_npz)
+    if as_npz:
         return Response(codec.encode_npz(answer.arrays, answer.meta), media_type=codec.NPZ)
     return Response(codec.encode_json(answer.arrays, answer.meta), media_type=codec.JSON)
-
-
-ServiceDep = Annotated[Service, Depends(get_service)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 @router.post(
@@ -163,9 +170,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
     responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
     openapi_extra=_request_body(JacobianRequest, "X and Y"),
 )
-async def jacobian(request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None) -> Response:
-    problem = await read_problem(request, settings, JacobianRequest, ("X", "Y"), dtype)
-    return _reply(request, await service.jacobian(problem, codec.wants_npz(request.headers.get("accept"))))
+async def jacobian(request: Request) -> Response:
+    return await _serve(request, JacobianRequest, ("X", "Y"), Service.jacobian)
 
 
 @router.post(
@@ -179,9 +185,8 @@ async def jacobian(request: Request, service: ServiceDep, settings: SettingsDep,
     responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
     openapi_extra=_request_body(HessianRequest, "X and Y"),
 )
-async def hessian(request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None) -> Response:
-    problem = await read_problem(request, settings, HessianRequest, ("X", "Y"), dtype)
-    return _reply(request, await service.hessian(problem, codec.wants_npz(request.headers.get("accept"))))
+async def hessian(request: Request) -> Response:
+    return await _serve(request, HessianRequest, ("X", "Y"), Service.hessian)
 
 
 @router.post(
@@ -195,9 +200,8 @@ async def hessian(request: Request, service: ServiceDep, settings: SettingsDep, 
     responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
     openapi_extra=_request_body(HvpRequest, "X, Y and V"),
 )
-async def hvp(request: Request, service: ServiceDep, settings: SettingsDep, dtype: DTypeQuery = None) -> Response:
-    problem = await read_problem(request, settings, HvpRequest, ("X", "Y", "V"), dtype)
-    return _reply(request, await service.hvp(problem, codec.wants_npz(request.headers.get("accept"))))
+async def hvp(request: Request) -> Response:
+    return await _serve(request, HvpRequest, ("X", "Y", "V"), Service.hvp)
 
 
 @router.get(

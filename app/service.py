@@ -65,7 +65,7 @@ class Service:
         The B axis is dropped when the client sent a single state."""
         B, A, F = p.shape
         want_x, want_y = "X" in p.wrt, "Y" in p.wrt
-        elements = B * A + want_x * B * A * A * F + want_y * B * A * F
+        elements = want_x * B * A * A * F + want_y * B * A * F
         self._check_size(
             "Jacobian", elements, f"B·A·A·F with B={B}, A={A}, F={F}", as_npz, ", or fewer states per batch"
         )
@@ -78,7 +78,7 @@ class Service:
         B, A, F = p.shape
         self._check_size(
             "Hessian",
-            B * A + B * A**3 * F**2,
+            B * A**3 * F**2,
             f"B·A³·F² with B={B}, A={A}, F={F}",
             as_npz,
             "; for large X use POST /hvp, which returns Hessian-vector products without forming H",
@@ -93,7 +93,7 @@ class Service:
         B, A, F = p.shape
         self._check_size(
             "Hessian-vector product",
-            B * A + B * A * A * F,
+            B * A * A * F,
             f"B·A·A·F with B={B}, A={A}, F={F}",
             as_npz,
             ", or fewer states per batch",

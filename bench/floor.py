@@ -1,0 +1,67 @@
+"""The benchmark's floor: the same answers by closed-form NumPy, no TensorFlow, no validation.
+
+A raw Starlette app on one uvicorn worker; the service computes the same arrays by autodiff
+and can at best match it. Run: python -m uvicorn bench.floor:app --port 8101
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+def _inputs(body: bytes) -> tuple[np.ndarray, np.ndarray]:
+    doc = orjson.loads(body)
+    dtype = np.dtype(doc.get("dtype") or "float32")
+    return np.asarray(doc["X"], dtype), np.asarray(doc["Y"], dtype)
+
+
+def _softmax_parts(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z = X @ y
+    shifted = z - z.max()
+    e = np.exp(shifted)
+    total = e.sum()
+    return shifted - np.log(total), e / total
+
+
+def _encode(request: Request, arrays: dict[str, np.ndarray]) -> Response:
+    if "application/x-npz" in request.headers.get("accept", ""):
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        return Response(buf.getvalue(), media_type="application/x-npz")
+    return Response(orjson.dumps(arrays, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+async def jacobian(request: Request) -> Response:
+    X, y = _inputs(await request.body())
+    W, p = _softmax_parts(X, y)
+    J = (np.eye(len(p), dtype=X.dtype)[:, :, None] - p[None, :, None]) * y[None, None, :]
+    return _encode(request, {"W": W, "J": J})
+
+
+async def hessian(request: Request) -> Response:
+    X, y = _inputs(await request.body())
+    W, p = _softmax_parts(X, y)
+    A, F = X.shape
+    dp = p[:, None] * (np.eye(A, dtype=X.dtype) - p[None, :])
+    H = -dp[:, None, :, None] * np.outer(y, y)[None, :, None, :]
+    return _encode(request, {"W": W, "H": np.ascontiguousarray(np.broadcast_to(H, (A, A, F, A, F)))})
+
+
+async def live(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+app = Starlette(
+    routes=[
+        Route("/jacobian", jacobian, methods=["POST"]),
+        Route("/hessian", hessian, methods=["POST"]),
+        Route("/health/ready", live),
+    ]
+)

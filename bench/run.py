@@ -1,0 +1,444 @@
+"""`make bench`: the service against its floor (bench/floor.py), interleaved in one run.
+
+Starts both on loopback (one uvicorn worker each), drives them with a lean keep-alive HTTP
+client, and reports each goal as a ratio project/floor measured in alternating rounds. Writes
+bench/results.md and bench/latency.png (or --out DIR) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+JSON, NPZ = "application/json", "application/x-npz"
+
+
+# ---- a lean HTTP/1.1 keep-alive client: the load generator must cost less than the servers
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def send(self, raw: bytes) -> tuple[int, bytes]:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def raw_request(path: str, doc: dict, accept: str = JSON) -> bytes:
+    body = orjson.dumps(doc)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {JSON}\r\nAccept: {accept}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def problem(A: int, F: int, dtype: str = "float32", seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"X": rng.normal(size=(A, F)).tolist(), "Y": (rng.normal(size=F) / np.sqrt(F)).tolist(), "dtype": dtype}
+
+
+async def latency(port: int, raw: bytes, n: int) -> float:
+    """Median seconds per request, one client."""
+    conn = await Connection.open(port)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        status, _ = await conn.send(raw)
+        times.append(time.perf_counter() - t)
+        assert status == 200, status
+    conn.close()
+    return statistics.median(times)
+
+
+async def throughput(port: int, raw: bytes, connections: int, seconds: float) -> float:
+    """Requests per second from `connections` concurrent keep-alive clients."""
+    conns = [await Connection.open(port) for _ in range(connections)]
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(conn: Connection) -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            status, _ = await conn.send(raw)
+            assert status == 200, status
+            done += 1
+
+    t = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - t
+    for c in conns:
+        c.close()
+    return done / elapsed
+
+
+# ---- servers
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    proc: subprocess.Popen
+
+    def rss_mib(self, field: str = "VmRSS") -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(field)
+
+    def reset_peak(self) -> None:
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")  # resets VmHWM
+
+
+@contextmanager
+def server(name: str, module: str, port: int, env: dict[str, str] | None = None) -> Iterator[Server]:
+    cmd = [sys.executable, "-m", "uvicorn", module, "--port", str(port), "--workers", "1"]
+    cmd += ["--log-level", "warning", "--no-access-log"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{name} did not become ready")
+            time.sleep(0.2)
+        yield Server(name, port, proc)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+# ---- comparisons
+
+
+@dataclass
+class Row:
+    goal: str
+    project: str
+    floor: str
+    ratio: float
+    target: str
+    met: bool
+
+
+def interleaved(measure: Callable[[Server], float], project: Server, floor: Server, rounds: int) -> tuple:
+    """Alternate which server goes first; return medians and the median per-round ratio."""
+    p_vals, f_vals, ratios = [], [], []
+    for r in range(rounds):
+        order = (project, floor) if r % 2 else (floor, project)
+        got = {s.name: measure(s) for s in order}
+        p_vals.append(got["project"])
+        f_vals.append(got["floor"])
+        ratios.append(got["project"] / got["floor"])
+    return statistics.median(p_vals), statistics.median(f_vals), statistics.median(ratios)
+
+
+def latency_row(
+    goal: str, path: str, doc: dict, accept: str, n: int, target: float, p: Server, f: Server, rounds: int
+) -> Row:
+    raw = raw_request(path, doc, accept)
+    pv, fv, ratio = interleaved(lambda s: asyncio.run(latency(s.port, raw, n)), p, f, rounds)
+    return Row(goal, f"{pv * 1e3:.2f} ms", f"{fv * 1e3:.2f} ms", ratio, f"≤ {target}×", ratio <= target)
+
+
+def server_rows(p: Server, f: Server, quick: bool) -> list[Row]:
+    rounds, n, secs = (1, 5, 0.3) if quick else (5, 200, 2.0)
+    big = (4, 16) if quick else (64, 512)
+    hess = (3, 4) if quick else (12, 48)
+    rows = []
+    seed_raw = raw_request("/jacobian", problem(2, 4))
+    pv, fv, ratio = interleaved(lambda s: asyncio.run(throughput(s.port, seed_raw, 8, secs)), p, f, rounds)
+    rows.append(
+        Row("2×4 throughput, 8 connections", f"{pv:.0f} req/s", f"{fv:.0f} req/s", ratio, "≥ 0.8×", ratio >= 0.8)
+    )
+    rows.append(latency_row("2×4 latency, one client", "/jacobian", problem(2, 4), JSON, n * 2, 1.25, p, f, rounds))
+    big_n = max(3, n // 10)
+    rows.append(
+        latency_row(
+            f"{big[0]}×{big[1]} float32 Jacobian, JSON", "/jacobian", problem(*big), JSON, big_n, 1.2, p, f, rounds
+        )
+    )
+    rows.append(
+        latency_row(
+            f"{big[0]}×{big[1]} float32 Jacobian, npz", "/jacobian", problem(*big), NPZ, big_n, 1.3, p, f, rounds
+        )
+    )
+    rows.append(
+        latency_row(
+            f"Hessian {hess[0]}×{hess[1]} float64, npz",
+            "/hessian",
+            problem(*hess, "float64"),
+            NPZ,
+            big_n,
+            1.3,
+            p,
+            f,
+            rounds,
+        )
+    )
+    return rows
+
+
+def curve(p: Server, f: Server, quick: bool) -> list[tuple[int, float, float]]:
+    sizes = [(2, 4), (4, 8)] if quick else [(2, 4), (8, 32), (16, 64), (32, 128), (32, 256), (64, 512)]
+    points = []
+    for A, F in sizes:
+        raw = raw_request("/jacobian", problem(A, F))
+        n = 3 if quick else max(5, 200 // (1 + A * A * F // 20000))
+        pv, fv, _ = interleaved(lambda s: asyncio.run(latency(s.port, raw, n)), p, f, 1 if quick else 3)
+        points.append((A * A * F, pv, fv))
+    return points
+
+
+def memory_rows(p: Server, quick: bool, max_elements: int) -> list[Row]:
+    idle = p.rss_mib()
+    # The largest Jacobian the default npz limit admits: A·A·F = max_elements.
+    A, F = (8, 16) if quick else (256, 1024)
+    assert max_elements >= A * A * F
+    raw = raw_request("/jacobian", problem(A, F), NPZ)
+    p.reset_peak()
+    asyncio.run(latency(p.port, raw, 1))
+    peak = p.rss_mib("VmHWM")
+    out_mib = A * A * F * 4 / 2**20
+    rows = [
+        Row(
+            f"peak RSS, {A}×{F} npz ({out_mib:.0f} MiB out)",
+            f"+{peak - idle:.0f} MiB",
+            "-",
+            (peak - idle) / out_mib,
+            "≤ 3× output",
+            peak - idle <= 3 * out_mib,
+        )
+    ]
+    rng = np.random.default_rng(1)
+    mixed = [
+        raw_request(
+            ("/jacobian", "/hessian")[i % 2],
+            problem(int(rng.integers(1, 12)), int(rng.integers(1, 24)), ("float32", "float64")[i % 3 == 0], i),
+        )
+        for i in range(64)
+    ]
+
+    async def soak(n: int) -> None:
+        conns = [await Connection.open(p.port) for _ in range(8)]
+
+        async def worker(k: int) -> None:
+            for i in range(k, n, 8):
+                status, _ = await conns[k].send(mixed[i % len(mixed)])
+                assert status == 200
+
+        await asyncio.gather(*(worker(k) for k in range(8)))
+
+    asyncio.run(soak(100 if quick else 300))
+    before = p.rss_mib()
+    asyncio.run(soak(300 if quick else 3000))
+    growth = p.rss_mib() - before
+    rows.append(
+        Row(
+            f"RSS growth over {300 if quick else 3000} mixed requests",
+            f"{growth:+.1f} MiB",
+            "-",
+            growth / 64,
+            "< 64 MiB",
+            growth < 64,
+        )
+    )
+    return rows
+
+
+def engine_rows(quick: bool) -> list[Row]:
+    sys.path.insert(0, str(ROOT))
+    from app import ops
+    from app.engine import Engine
+
+    xla = os.environ.get("JACOBIAN_XLA", "").lower() in ("1", "true")
+    engine = Engine(xla=xla)
+    sizes = [(4, 16)] if quick else [(64, 512), (256, 1024)]
+    rows = []
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        jax = None
+    for A, F in sizes:
+        rng = np.random.default_rng(0)
+        X, y = rng.normal(size=(A, F)).astype(np.float32), rng.normal(size=F).astype(np.float32)
+        n = 3 if quick or A > 100 else 30
+        tf_t = best_of(lambda: engine.run_rows(ops.JACOBIAN, X[None], y[None]), n)
+
+        def closed() -> np.ndarray:
+            z = X @ y
+            e = np.exp(z - z.max())
+            p = e / e.sum()
+            return (np.eye(A, dtype=np.float32)[:, :, None] - p[None, :, None]) * y[None, None, :]
+
+        np_t = best_of(closed, n)
+        rows.append(
+            Row(
+                f"engine {A}×{F} Jacobian vs NumPy closed form",
+                f"{tf_t * 1e3:.2f} ms",
+                f"{np_t * 1e3:.2f} ms",
+                tf_t / np_t,
+                "≤ 1.5×",
+                tf_t / np_t <= 1.5,
+            )
+        )
+        if jax is not None:
+            jac = jax.jit(jax.jacrev(lambda X_, y_: jax.nn.log_softmax(X_ @ y_)))
+            Xj, yj = jnp.asarray(X), jnp.asarray(y)
+            jax_t = best_of(lambda: np.asarray(jac(Xj, yj)), n)
+            rows.append(
+                Row(
+                    f"engine {A}×{F} Jacobian vs jax.jacrev (jit)",
+                    f"{tf_t * 1e3:.2f} ms",
+                    f"{jax_t * 1e3:.2f} ms",
+                    tf_t / jax_t,
+                    "≤ 1.5×",
+                    tf_t / jax_t <= 1.5,
+                )
+            )
+    if jax is not None and not quick:
+        jax.config.update("jax_enable_x64", True)
+        rng = np.random.default_rng(0)
+        X, y = rng.normal(size=(16, 64)), rng.normal(size=64)
+        tf_t = best_of(lambda: engine.run_rows(ops.HESSIAN, X[None], y[None]), 20)
+        hess = jax.jit(jax.hessian(lambda X_, y_: jax.nn.log_softmax(X_ @ y_)))
+        Xj, yj = jnp.asarray(X), jnp.asarray(y)
+        jax_t = best_of(lambda: np.asarray(hess(Xj, yj)), 20)
+        rows.append(
+            Row(
+                "engine Hessian 16×64 float64 vs jax.hessian (jit)",
+                f"{tf_t * 1e3:.2f} ms",
+                f"{jax_t * 1e3:.2f} ms",
+                tf_t / jax_t,
+                "≤ 1×",
+                tf_t / jax_t <= 1.0,
+            )
+        )
+    return rows
+
+
+def best_of(fn: Callable[[], object], n: int) -> float:
+    fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# ---- report
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def table(rows: list[Row]) -> str:
+    out = ["| goal | project | floor / reference | ratio | target | met |", "|---|---|---|---|---|---|"]
+    out += [
+        f"| {r.goal} | {r.project} | {r.floor} | {r.ratio:.2f} | {r.target} | {'yes' if r.met else '**no**'} |"
+        for r in rows
+    ]
+    return "\n".join(out)
+
+
+def plot(points: list[tuple[int, float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [p[0] for p in points]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.loglog(sizes, [p[1] * 1e3 for p in points], "o-", label="project (TensorFlow autodiff)")
+    ax.loglog(sizes, [p[2] * 1e3 for p in points], "s--", label="floor (closed-form NumPy)")
+    ax.set_xlabel("output elements A·A·F (JSON response)")
+    ax.set_ylabel("median latency, one client (ms)")
+    ax.set_title("POST /jacobian latency against output size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and short runs (the smoke test)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench")
+    ap.add_argument("--port", type=int, default=8100)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from app.config import Settings
+
+    settings = Settings()
+    with (
+        server("project", "app.main:app", args.port) as project,
+        server("floor", "bench.floor:app", args.port + 1) as floor,
+    ):
+        rows = server_rows(project, floor, args.quick)
+        points = curve(project, floor, args.quick)
+        rows += memory_rows(project, args.quick, settings.max_output_elements)
+    rows += engine_rows(args.quick)
+
+    plot(points, args.out / "latency.png")
+    report = (
+        f"# Benchmark: project vs floor\n\nMachine: {machine()}. {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."
+        f" XLA: {os.environ.get('JACOBIAN_XLA', 'false')}.\n\nRatios are project/floor from one interleaved run"
+        " (throughput: project/floor, higher is better; times: lower is better).\n\n"
+        + table(rows)
+        + "\n\n![latency against output size](latency.png)\n"
+    )
+    (args.out / "results.md").write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
