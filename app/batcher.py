@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,8 +42,10 @@ class _Job:
 
 @dataclass(frozen=True)
 class BatchStats:
+    op: str
     rows: int
     requests: int
+    seconds: float  # engine time, measured on the worker thread
 
 
 class Batcher:
@@ -121,6 +124,10 @@ class Batcher:
                 if batch:
                     await self._run(loop, batch)
 
+    def _timed(self, op: str, rows: tuple[np.ndarray, ...]) -> tuple[Any, float]:
+        start = time.perf_counter()
+        return self._run_rows(op, *rows), time.perf_counter() - start
+
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
         stacked = (
             batch[0].rows
@@ -128,7 +135,7 @@ class Batcher:
             else tuple(np.concatenate(parts) for parts in zip(*(j.rows for j in batch), strict=True))
         )
         try:
-            result = await loop.run_in_executor(self._executor, self._run_rows, batch[0].op, *stacked)
+            result, seconds = await loop.run_in_executor(self._executor, self._timed, batch[0].op, stacked)
         except Exception as err:  # delivered to each waiting request, mapped to a status there
             for job in batch:
                 if not job.future.done():
@@ -136,7 +143,7 @@ class Batcher:
             return
         self.batches_run += 1
         if self._on_batch:
-            self._on_batch(BatchStats(rows=sum(j.n for j in batch), requests=len(batch)))
+            self._on_batch(BatchStats(batch[0].op, sum(j.n for j in batch), len(batch), seconds))
         start = 0
         for job in batch:
             if not job.future.done():

@@ -14,9 +14,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app.batcher import Batcher
+from app.batcher import Batcher, BatchStats
 from app.config import Settings, get_settings
 from app.handlers import install_handlers
+from app.observability import Metrics, RequestObserver
 from app.routes import router
 from app.service import Service
 
@@ -50,7 +51,14 @@ async def _start(app: FastAPI) -> None:
     state.engine = eng
     state.tf_version = module.tf.__version__
     state.devices = module.visible_devices()
-    batcher = Batcher(eng.run_rows, settings.max_batch_rows, settings.max_pending)
+    metrics: Metrics = state.metrics
+
+    def observe(stats: BatchStats) -> None:
+        metrics.compute.labels(stats.op).observe(stats.seconds)
+        metrics.batch_rows.observe(stats.rows)
+        metrics.batch_requests.observe(stats.requests)
+
+    batcher = Batcher(eng.run_rows, settings.max_batch_rows, settings.max_pending, on_batch=observe)
     batcher.start()
     state.service = Service(settings, batcher)
     state.status = "ready"
@@ -81,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     app.state.tf_version = None
     app.state.devices = []
+    app.state.metrics = Metrics()
+    app.add_middleware(RequestObserver, metrics=app.state.metrics)
     install_handlers(app)
     app.include_router(router)
     return app

@@ -6,8 +6,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from app import codec
 from app.config import Settings
@@ -152,6 +153,9 @@ async def _serve(request: Request, model: type[BaseModel], members: tuple[str, .
     problem = await read_problem(request, service.settings, model, members)
     as_npz = codec.wants_npz(request.headers.get("accept"))
     answer = await compute(service, problem, as_npz)
+    request.app.state.metrics.output_elements.labels(request.url.path).observe(
+        sum(a.size for a in answer.arrays.values())
+    )
     if as_npz:
         return Response(codec.encode_npz(answer.arrays, answer.meta), media_type=codec.NPZ)
     return Response(codec.encode_json(answer.arrays, answer.meta), media_type=codec.JSON)
@@ -202,6 +206,19 @@ async def hessian(request: Request) -> Response:
 )
 async def hvp(request: Request) -> Response:
     return await _serve(request, HvpRequest, ("X", "Y", "V"), Service.hvp)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="Requests by route and status, latency histograms, TensorFlow compute time, batch sizes, "
+    "output elements, and rejected requests by reason, in the Prometheus text format.",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    tags=["operations"],
+)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(

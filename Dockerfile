@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# GPU image by default: TensorFlow with its CUDA libraries from PyPI (tensorflow[and-cuda]);
+# the host supplies only the NVIDIA driver (NVIDIA Container Toolkit).
+# CPU-only image for hosts without a GPU:  docker build --build-arg VARIANT=cpu .
+FROM python:3.11.11-slim-bookworm
+
+ARG VARIANT=gpu
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    JACOBIAN_HOST=0.0.0.0 \
+    JACOBIAN_PORT=8000
+
+RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin app
+WORKDIR /srv
+
+# Dependencies come from pyproject.toml; the [cuda] extra pins tensorflow[and-cuda].
+COPY pyproject.toml README.md ./
+COPY app ./app
+# Versions are pinned in pyproject.toml, which pip reads here.
+# hadolint ignore=DL3013
+RUN if [ "$VARIANT" = "gpu" ]; then pip install --no-cache-dir ".[cuda]"; else pip install --no-cache-dir .; fi
+
+USER 10001:10001
+EXPOSE 8000
+# Warm-up (TensorFlow import, tracing) takes ~10-30 s; give it a generous start period.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4).status != 200)"]
+CMD ["python", "-m", "app"]

@@ -1,0 +1,105 @@
+"""Request ids, one log line per request, and Prometheus metrics — one pure ASGI middleware
+(no BaseHTTPMiddleware: it would add a task and a copy per request on the hot path)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("app.requests")
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+
+
+class Metrics:
+    """All of the service's metrics, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "jacobian_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "jacobian_request_seconds", "HTTP request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.rejected = Counter("jacobian_rejected_requests", "Requests refused, by reason", ["reason"], registry=r)
+        self.compute = Histogram(
+            "jacobian_compute_seconds", "TensorFlow time per engine call", ["op"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.batch_rows = Histogram(
+            "jacobian_batch_rows", "States per engine call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r
+        )
+        self.batch_requests = Histogram(
+            "jacobian_batch_requests", "Requests per engine call", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
+        )
+        self.output_elements = Histogram(
+            "jacobian_output_elements",
+            "Elements in each answer",
+            ["op"],
+            buckets=tuple(4.0**k for k in range(1, 14)),
+            registry=r,
+        )
+
+
+class RequestObserver:
+    """Honours an incoming X-Request-ID (or makes one), returns it, logs and counts each request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = _route_template(scope)
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            code = scope["state"].get("error_code")
+            if code:
+                self.metrics.rejected.labels(code).inc()
+            log.info(
+                "%s %s %d %.1fms request_id=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed * 1e3,
+                request_id,
+            )
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            # Echo only a sane id back: it lands in logs and headers.
+            return text if 0 < len(text) <= 128 and text.isprintable() else None
+    return None
+
+
+def _route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    # Unmatched paths share one label, so scanners cannot blow up the metric's cardinality.
+    return getattr(route, "path", None) or "unmatched"
