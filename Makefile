@@ -4,7 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install serve test lint openapi bench clean
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
+# Debian packages the tests drive: Chromium (docs page in a real browser), docker-compose
+# (validates docker-compose.yml; no Docker engine is needed for that).
+SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose
+
+.PHONY: install serve test lint openapi bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +28,13 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check app tests bench
 	$(PY) -m mypy app
 
-test: lint
+$(SYSTEM_DEPS):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium docker-compose
+
+system-deps: $(SYSTEM_DEPS)
+
+test: lint system-deps
 	$(PY) -m pytest
 
 clean:
@@ -33,3 +44,6 @@ clean:
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m bench.run
+
+openapi: $(STAMP)
+	$(PY) -m app.openapi > openapi/openapi.json

@@ -62,7 +62,10 @@ def _request_body(model: type[BaseModel], npz_members: str) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {
-                codec.JSON: {"schema": model.model_json_schema()},
+                codec.JSON: {
+                    "schema": model.model_json_schema(),
+                    "example": model.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                },
                 codec.NPZ: {
                     "schema": {"type": "string", "format": "binary"},
                     "description": f"An .npz archive (numpy.savez) holding {npz_members} as float32 or float64 arrays.",
@@ -214,7 +217,11 @@ async def hvp(request: Request) -> Response:
     description="Requests by route and status, latency histograms, TensorFlow compute time, batch sizes, "
     "output elements, and rejected requests by reason, in the Prometheus text format.",
     response_class=PlainTextResponse,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+        404: COMPUTE_ERRORS[404],
+        405: COMPUTE_ERRORS[405],
+    },
     tags=["operations"],
 )
 async def metrics(request: Request) -> Response:
@@ -226,6 +233,7 @@ async def metrics(request: Request) -> Response:
     summary="Liveness",
     description="200 while the process runs, even while TensorFlow is still loading.",
     response_model=Liveness,
+    responses={404: COMPUTE_ERRORS[404], 405: COMPUTE_ERRORS[405]},
     tags=["health"],
 )
 async def live() -> dict[str, str]:
@@ -238,7 +246,11 @@ async def live() -> dict[str, str]:
     description="200 once TensorFlow is loaded and every computation is traced and warmed up; 503 before. "
     "The body names the TensorFlow version and the visible devices.",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "Still loading or warming up."}},
+    responses={
+        404: COMPUTE_ERRORS[404],
+        405: COMPUTE_ERRORS[405],
+        503: {"model": Readiness, "description": "Still loading or warming up."},
+    },
     tags=["health"],
 )
 async def ready(request: Request) -> Response:

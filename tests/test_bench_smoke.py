@@ -1,0 +1,16 @@
+"""`make bench` is not part of the suite (timings are noisy), but its code must run: a tiny pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import run
+from tests.conftest import free_port
+
+
+def test_bench_quick_pass_writes_table_and_plot(tmp_path: Path) -> None:
+    assert run.main(["--quick", "--out", str(tmp_path), "--port", str(free_port())]) == 0
+    table = (tmp_path / "results.md").read_text()
+    assert "2×4 throughput, 8 connections" in table and "| ratio |" in table
+    assert "engine 4×16 Jacobian vs NumPy closed form" in table
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

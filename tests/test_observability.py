@@ -1,0 +1,51 @@
+"""Metrics, request ids and the per-request log line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import SEED
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}}") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_rejections_batches_and_outputs(client: TestClient) -> None:
+    before = client.get("/metrics").text
+    client.post("/jacobian", json=SEED)
+    client.post("/jacobian", json={"X": [[1.0]], "Y": [1.0, 2.0]})
+    text = client.get("/metrics").text
+    ok = ("jacobian_requests_total", {"route": "/jacobian", "status": "200"})
+    assert metric(text, ok[0], **ok[1]) == metric(before, ok[0], **ok[1]) + 1
+    bad = ("jacobian_rejected_requests_total", {"reason": "invalid_input"})
+    assert metric(text, bad[0], **bad[1]) == metric(before, bad[0], **bad[1]) + 1
+    assert metric(text, "jacobian_batch_rows_count") >= metric(before, "jacobian_batch_rows_count") + 1
+    assert metric(text, "jacobian_compute_seconds_count", op="jacobian") >= 1
+    assert metric(text, "jacobian_output_elements_sum", op="/jacobian") >= 16
+    assert 'jacobian_request_seconds_bucket{le="0.5",route="/jacobian"}' in text
+
+
+def test_unknown_paths_share_one_metric_label(client: TestClient) -> None:
+    client.get("/wp-admin/x1")
+    client.get("/wp-admin/x2")
+    text = client.get("/metrics").text
+    assert "/wp-admin" not in text and 'route="unmatched",status="404"' in text
+
+
+def test_request_id_is_honoured_or_made_and_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="app.requests"):
+        r = client.post("/jacobian", json=SEED, headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    line = next(rec.getMessage() for rec in caplog.records if "abc-123" in rec.getMessage())
+    assert line.startswith("POST /jacobian 200 ") and "ms request_id=abc-123" in line
+    made = client.get("/health/live").headers["x-request-id"]
+    assert len(made) == 32
+    assert client.get("/health/live", headers={"X-Request-ID": "x" * 500}).headers["x-request-id"] != "x" * 500
