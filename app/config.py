@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DType = Literal["float32", "float64"]
@@ -34,7 +34,13 @@ class Settings(BaseSettings):
     deadline_s: float = Field(30.0, gt=0, description="Per-request compute deadline; beyond it, 504.")
     xla: bool = False
 
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(None, description="When set, compute endpoints require it.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_means_off(cls, value: object) -> object:
+        # docker-compose passes JACOBIAN_API_KEY="" when unset: that must not mean "the key is empty".
+        return None if value in ("", None) else value
 
 
 @lru_cache

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
 from app.batcher import Batcher, BatchStats
@@ -28,7 +29,16 @@ W = log_softmax(X·Y) and its derivatives — the full Jacobian, the Hessian and
 products in X, and the Jacobian in Y — computed by TensorFlow autodiff.
 
 JSON or npz (`application/x-npz`) in and out. Every error has the same body: `{code, message, details}`.
+
+**Authentication**: off by default. When the server sets `JACOBIAN_API_KEY`, the compute endpoints
+require it as `Authorization: Bearer <key>` or `X-API-Key: <key>` (401 otherwise).
 """
+
+
+AUTH_DOC = (
+    "Only when the server sets JACOBIAN_API_KEY: then /jacobian, /hessian and /hvp need the key, "
+    "as a bearer token or an X-API-Key header (401 without it). Health, metrics and docs stay open."
+)
 
 
 def _load_engine(xla: bool) -> Any:
@@ -93,7 +103,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     install_handlers(app)
     app.include_router(router)
+    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": AUTH_DOC},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": AUTH_DOC},
+        }
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 app = create_app()

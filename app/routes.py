@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from app import codec
 from app.config import Settings
-from app.errors import InvalidInput, MalformedBody, NotReady, TooLarge, UnsupportedMediaType
+from app.errors import InvalidInput, MalformedBody, NotReady, TooLarge, Unauthorized, UnsupportedMediaType
 from app.problems import FLOAT_DTYPES, Problem
 from app.schemas import (
     ErrorBody,
@@ -58,6 +59,8 @@ DTYPE_PARAMETER = {
 
 def _request_body(model: type[BaseModel], npz_members: str) -> dict[str, Any]:
     return {
+        # Optional ({}): the key is only required when JACOBIAN_API_KEY is set.
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
         "parameters": [DTYPE_PARAMETER],
         "requestBody": {
             "required": True,
@@ -93,6 +96,18 @@ def get_service(request: Request) -> Service:
     if service is None:
         raise NotReady("The service is still loading TensorFlow and warming up; retry shortly")
     return service
+
+
+def check_api_key(request: Request, settings: Settings) -> None:
+    """When an API key is configured, require it as `Authorization: Bearer <key>` or `X-API-Key`."""
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    auth = request.headers.get("authorization", "")
+    given = auth[7:] if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    # compare_digest: the time taken does not reveal how much of the key matched.
+    if not hmac.compare_digest(given.encode(), expected):
+        raise Unauthorized("This endpoint needs the API key: send Authorization: Bearer <key> or X-API-Key: <key>")
 
 
 def _query_dtype(request: Request) -> str | None:
@@ -153,6 +168,7 @@ Compute = Callable[[Service, Problem, bool], Awaitable[Answer]]
 async def _serve(request: Request, model: type[BaseModel], members: tuple[str, ...], compute: Compute) -> Response:
     """The whole request path: no dependency injection, no thread hop before the engine's own."""
     service = get_service(request)
+    check_api_key(request, service.settings)
     problem = await read_problem(request, service.settings, model, members)
     as_npz = codec.wants_npz(request.headers.get("accept"))
     answer = await compute(service, problem, as_npz)

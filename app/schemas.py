@@ -11,8 +11,9 @@ from app.config import DType
 # strict: no "1.5" strings or booleans; allow_inf_nan=False: no NaN/Infinity tokens, and
 # literals that overflow float64 (1e400) parse to inf and are refused too.
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Vector = list[Number]
-Matrix = list[list[Number]]
+# Non-empty: the schema says so, so generated clients (and schemathesis) know it.
+Vector = Annotated[list[Number], Field(min_length=1)]
+Matrix = Annotated[list[Vector], Field(min_length=1)]
 
 
 def _rank_of_y(value: Any) -> str:
@@ -74,7 +75,9 @@ class _Answer(BaseModel):
 
 
 class JacobianResponse(_Answer):
-    J: Nested = Field(description="A×A×F (batch: B×A×A×F), J[i][j][k] = ∂W_i/∂X_jk.")
+    J: Nested | None = Field(
+        None, description='With wrt "X" (the default): A×A×F (batch: B×A×A×F), J[i][j][k] = ∂W_i/∂X_jk.'
+    )
     J_Y: Nested | None = Field(None, description='With wrt "Y": A×F (batch: B×A×F), J_Y[i][k] = ∂W_i/∂Y_k.')
 
 

@@ -1,0 +1,223 @@
+"""Load, faults and hostile input against the real server (uvicorn, loopback), each bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from tests import oracles
+from tests.conftest import SEED, LiveServer, start_live_server, started_client, stop_live_server
+from tests.oracles import assert_close
+
+ROOT = Path(__file__).parent.parent
+MiB = 2**20
+
+
+def test_schemathesis_all_checks_zero_failures(live_server: LiveServer) -> None:
+    st = Path(sys.executable).parent / "st"
+    r = subprocess.run(
+        [
+            str(st),
+            "run",
+            live_server.url + "/openapi.json",
+            "--checks",
+            "all",
+            "-n",
+            "30",
+            "--generation-deterministic",
+        ],
+        cwd=ROOT,  # picks up schemathesis.toml
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-6000:]
+    assert "generated" in r.stdout and "passed" in r.stdout
+
+
+def raw_post(url: str, head: bytes, body_chunks: int, chunk: bytes) -> tuple[int, float]:
+    """Send a body of body_chunks × chunk on a raw socket; return (status, seconds until the answer)."""
+    host, port = url.removeprefix("http://").split(":")
+    t = time.perf_counter()
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(head)
+        try:
+            for _ in range(body_chunks):
+                s.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and stopped reading: what we want
+        answer = s.recv(4096)
+    return int(answer[9:12]), time.perf_counter() - t
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_64_mib_bodies_get_413_quickly(live_server: LiveServer, chunked: bool) -> None:
+    chunk = b"[" + b"0.5," * 16383 + b"0.5],"  # ~64 KiB of JSON numbers
+    n = 64 * MiB // len(chunk) + 1
+    if chunked:
+        head = (
+            b"POST /jacobian HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        status, seconds = raw_post(live_server.url, head, n, framed)
+    else:
+        head = (
+            b"POST /jacobian HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {n * len(chunk)}\r\n\r\n".encode()
+        )
+        status, seconds = raw_post(live_server.url, head, n, chunk)
+    assert status == 413 and seconds < 10
+    assert httpx.post(live_server.url + "/jacobian", json=SEED).status_code == 200
+
+
+def test_overload_gives_503_with_retry_after_then_recovers(tmp_path: Path) -> None:
+    server = start_live_server(tmp_path, {"JACOBIAN_MAX_PENDING": "2", "JACOBIAN_MAX_BATCH_ROWS": "1"})
+    try:
+        X = np.random.default_rng(0).normal(size=(48, 256)).tolist()
+        body = {"X": X, "Y": [0.01] * 256}
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as c:
+                return await asyncio.gather(
+                    *(
+                        c.post(server.url + "/jacobian", json=body, headers={"accept": "application/x-npz"})
+                        for _ in range(24)
+                    )
+                )
+
+        answers = asyncio.run(burst())
+        statuses = [r.status_code for r in answers]
+        assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
+        for r in answers:
+            if r.status_code == 503:
+                assert r.headers["retry-after"].isdigit() and r.json()["code"] == "overloaded"
+        assert httpx.post(server.url + "/jacobian", json=SEED).status_code == 200
+    finally:
+        stop_live_server(server)
+
+
+def test_deadline_gives_504() -> None:
+    for client in started_client(Settings(deadline_s=0.001)):
+        X = np.full((64, 512), 0.01).tolist()
+        r = client.post("/jacobian", json={"X": X, "Y": [1.0] * 512}, headers={"accept": "application/x-npz"})
+        assert r.status_code == 504 and r.json()["code"] == "deadline_exceeded"
+
+
+def test_api_key_when_configured() -> None:
+    for client in started_client(Settings(api_key="s3cret-key")):
+        assert client.post("/jacobian", json=SEED).status_code == 401
+        wrong = client.post("/jacobian", json=SEED, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+        assert "s3cret" not in wrong.text
+        assert client.post("/jacobian", json=SEED, headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+        assert (
+            client.post("/hvp", json={**SEED, "V": SEED["X"]}, headers={"X-API-Key": "s3cret-key"}).status_code == 200
+        )
+        assert client.post("/hessian", json=SEED, headers={"X-API-Key": "s3cret-ke"}).status_code == 401
+        assert client.get("/health/ready").status_code == 200 and client.get("/health/live").status_code == 200
+
+
+def test_empty_api_key_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JACOBIAN_API_KEY", "")
+    assert Settings().api_key is None
+
+
+def test_error_bodies_leak_no_versions_or_paths(client: TestClient) -> None:
+    version = client.get("/health/ready").json()["tensorflow"]
+    for r in (
+        client.post("/jacobian", content=b"{", headers={"content-type": "application/json"}),
+        client.post("/jacobian", json={"X": [[1e308, 1e308]], "Y": [1e308, 1e308], "dtype": "float64"}),
+        client.post("/hvp", content=b"PK\x03\x04zz", headers={"content-type": "application/x-npz"}),
+    ):
+        assert r.status_code in (400, 422)
+        assert version not in r.text and "site-packages" not in r.text and "Traceback" not in r.text
+
+
+def test_sigterm_finishes_in_flight_work_then_exits(tmp_path: Path) -> None:
+    server = start_live_server(tmp_path)
+    X = np.full((64, 512), 0.01).tolist()
+
+    async def run() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=60) as c:
+            pending = asyncio.create_task(c.post(server.url + "/jacobian", json={"X": X, "Y": [1.0] * 512}))
+            await asyncio.sleep(0.05)  # the request is in flight
+            os.kill(server.proc.pid, signal.SIGTERM)
+            return await pending
+
+    r = asyncio.run(run())
+    assert r.status_code == 200 and np.array(r.json()["J"]).shape == (64, 64, 512)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
+    assert server.proc.wait(30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log.read_text()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.url + "/health/live", timeout=2)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_soak_3000_mixed_requests_16_clients(live_server: LiveServer) -> None:
+    rng = np.random.default_rng(3)
+    cases = []
+    for i in range(64):
+        A, F = int(rng.integers(1, 10)), int(rng.integers(1, 16))
+        B = int(rng.integers(0, 4))
+        X, Y = rng.normal(size=(A, F)), rng.normal(size=(B, F) if B else F) / np.sqrt(F)
+        cases.append((("/jacobian", "/hessian", "/hvp")[i % 3], X, Y, rng.normal(size=(A, F)), B))
+
+    async def soak(n: int) -> list[str]:
+        errors: list[str] = []
+        async with httpx.AsyncClient(
+            base_url=live_server.url, timeout=60, limits=httpx.Limits(max_connections=16)
+        ) as c:
+
+            async def client(k: int) -> None:
+                for i in range(k, n, 16):
+                    path, X, Y, V, B = cases[i % len(cases)]
+                    body = {"X": X.tolist(), "Y": Y.tolist(), "dtype": "float64"}
+                    if path == "/hvp":
+                        body["V"] = V.tolist()
+                    r = await c.post(path, json=body)
+                    if r.status_code != 200:
+                        errors.append(f"{path} {r.status_code} {r.text[:200]}")
+                        continue
+                    y = Y[0] if B else Y
+                    name = {"/jacobian": "J", "/hessian": "H", "/hvp": "HV"}[path]
+                    got = np.asarray(r.json()[name])
+                    H = oracles.hessian(X, y)
+                    want = {"J": oracles.jacobian(X, y), "H": H, "HV": np.einsum("ijklm,lm->ijk", H, V)}[name]
+                    assert_close(got[0] if B else got, want, 1e-9)
+
+            await asyncio.gather(*(client(k) for k in range(16)))
+        return errors
+
+    traces = httpx.get(live_server.url + "/health/ready").json()["trace_count"]
+    assert asyncio.run(soak(300)) == []  # warm: allocator pools, connections
+    before = rss_mib(live_server.proc.pid)
+    t = time.perf_counter()
+    errors = asyncio.run(soak(3000))
+    seconds = time.perf_counter() - t
+    growth = rss_mib(live_server.proc.pid) - before
+    print(
+        f"\nsoak: 3000 requests, 16 clients, {seconds:.1f} s, {3000 / seconds:.0f} req/s, RSS growth {growth:+.1f} MiB"
+    )
+    assert errors == []
+    assert growth < 64
+    assert httpx.get(live_server.url + "/health/ready").json()["trace_count"] == traces
