@@ -156,3 +156,42 @@ def test_trace_count_is_flat_across_shapes_and_dtypes(engine: Engine, rng) -> No
 def test_device_is_reported(engine: Engine) -> None:
     result = engine.run_rows(ops.JACOBIAN, np.ones((1, 2, 2), np.float32), np.ones((1, 2), np.float32))
     assert result.device.startswith("/device:") and result.device.split(":")[1] in ("CPU", "GPU")
+
+
+@pytest.fixture(scope="module")
+def xla_engine() -> Engine:
+    return Engine(xla=True, xla_after=1)
+
+
+@pytest.mark.parametrize("A,F,B", [(2, 4, 1), (5, 7, 3), (12, 48, 1)])
+def test_xla_path_matches_closed_form_after_compiling(xla_engine: Engine, rng, A: int, F: int, B: int) -> None:
+    X, Y = rng.normal(size=(A, F)), rng.normal(size=(B, F)) / np.sqrt(F)
+    before = xla_engine.xla_shapes
+    first = xla_engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays  # graph path; queues a compile
+    xla_engine.wait_for_compiles()
+    assert xla_engine.xla_shapes == before + 1
+    compiled = xla_engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays  # XLA path, rows padded to 4
+    for out in (first, compiled):
+        assert out["J"].shape == (B, A, A, F)
+        for b in range(B):
+            assert_close(out["J"][b], oracles.jacobian(X, Y[b]), 1e-9)
+            assert_close(out["J_Y"][b], oracles.jacobian_y(X, Y[b]), 1e-9)
+    H = xla_engine.run_rows(ops.HESSIAN, *rows(X, Y))
+    xla_engine.wait_for_compiles()
+    H = xla_engine.run_rows(ops.HESSIAN, *rows(X, Y)).arrays["H_lse"]
+    assert_close(broadcast_hessian(H, A)[0], oracles.hessian(X, Y[0]), 1e-9)
+
+
+def test_xla_compiles_are_capped_and_never_retrace(rng) -> None:
+    engine = Engine(xla=True, xla_after=2, xla_max_shapes=2)
+    traces = engine.trace_count
+    for F in range(1, 6):
+        X, Y = rng.normal(size=(1, 2, F)), rng.normal(size=(1, F))
+        before = engine.xla_shapes
+        engine.run_rows(ops.JACOBIAN, X, Y)
+        engine.wait_for_compiles()
+        assert engine.xla_shapes == before  # asked for once: served by the graph, not compiled
+        engine.run_rows(ops.JACOBIAN, X, Y)
+        engine.wait_for_compiles()
+        assert engine.xla_shapes == min(before + 1, 2)
+    assert engine.xla_shapes == 2 and engine.trace_count == traces
