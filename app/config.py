@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(256, gt=0, description="Most rows (states) stacked into one TF call.")
     max_pending: int = Field(64, gt=0, description="Most requests running or waiting; beyond it, 503.")
     deadline_s: float = Field(30.0, gt=0, description="Per-request compute deadline; beyond it, 504.")
-    xla: bool = False
+    xla: bool = Field(True, description="Serve shapes asked for repeatedly with XLA-compiled functions.")
+    xla_after: int = Field(2, gt=0, description="Requests of one shape before it is compiled with XLA.")
+    xla_max_shapes: int = Field(64, ge=0, description="Most shapes compiled with XLA (bounds its cache).")
 
     api_key: SecretStr | None = Field(None, description="When set, compute endpoints require it.")
 

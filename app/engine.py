@@ -221,10 +221,7 @@ class Engine:
         if len(self._seen) > 100 * self._xla_max_shapes:
             self._seen.clear()  # many one-off shapes: forget them rather than grow without bound
         self._seen[shape_key] += 1
-        if (
-            self._seen[shape_key] < self._xla_after
-            or shape_key in self._compiling
-        ):
+        if self._seen[shape_key] < self._xla_after or shape_key in self._compiling:
             return
         self._compiling.add(shape_key)
         zeros = tuple(np.zeros_like(a) for a in padded)  # the shape is what compiles, not the values

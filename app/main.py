@@ -41,11 +41,11 @@ AUTH_DOC = (
 )
 
 
-def _load_engine(xla: bool) -> Any:
+def _load_engine(settings: Settings) -> Any:
     from app import engine  # the TensorFlow import happens here, off the event loop
 
     engine.enable_gpu_memory_growth()
-    eng = engine.Engine(xla=xla)
+    eng = engine.Engine(xla=settings.xla, xla_after=settings.xla_after, xla_max_shapes=settings.xla_max_shapes)
     eng.warm_up()
     return eng, engine
 
@@ -53,7 +53,7 @@ def _load_engine(xla: bool) -> Any:
 async def _start(app: FastAPI) -> None:
     state, settings = app.state, app.state.settings
     try:
-        eng, module = await asyncio.to_thread(_load_engine, settings.xla)
+        eng, module = await asyncio.to_thread(_load_engine, settings)
     except Exception:
         log.exception("TensorFlow failed to load")
         state.status = "failed"

@@ -277,5 +277,6 @@ async def ready(request: Request) -> Response:
         devices=state.devices,
         xla=state.settings.xla,
         trace_count=state.engine.trace_count if state.engine else None,
+        xla_shapes=state.engine.xla_shapes if state.engine else None,
     )
     return Response(body.model_dump_json(), 200 if state.status == "ready" else 503, media_type=codec.JSON)

@@ -112,3 +112,4 @@ class Readiness(BaseModel):
     devices: list[str] = Field(default_factory=list, description="Visible TensorFlow devices.")
     xla: bool
     trace_count: int | None = Field(None, description="tf.function traces so far; flat after warm-up.")
+    xla_shapes: int | None = Field(None, description="Shapes compiled with XLA so far.")
