@@ -69,6 +69,12 @@ class Overloaded(ServiceError):
         self.retry_after_s = retry_after_s
 
 
+class ClientDisconnected(ServiceError):
+    """499 (nginx's convention): the client went away; nobody reads this answer."""
+
+    code = "client_disconnected"
+
+
 class DeadlineExceeded(ServiceError):
     """504: the computation did not finish within the configured deadline."""
 

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.errors import (
+    ClientDisconnected,
     DeadlineExceeded,
     InvalidInput,
     MalformedBody,
@@ -35,6 +36,7 @@ STATUS: dict[type[ServiceError], int] = {
     NotReady: 503,
     Overloaded: 503,
     DeadlineExceeded: 504,
+    ClientDisconnected: 499,
 }
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}

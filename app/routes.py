@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +14,15 @@ from starlette.responses import PlainTextResponse, Response
 
 from app import codec
 from app.config import Settings
-from app.errors import InvalidInput, MalformedBody, NotReady, TooLarge, Unauthorized, UnsupportedMediaType
+from app.errors import (
+    ClientDisconnected,
+    InvalidInput,
+    MalformedBody,
+    NotReady,
+    TooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from app.problems import FLOAT_DTYPES, Problem
 from app.schemas import (
     ErrorBody,
@@ -162,7 +171,30 @@ async def read_problem(
     return codec.decode_json(body, model, dtype or settings.default_dtype)
 
 
+BIG_ANSWER = 2**18  # elements; below this, encoding costs less than a thread hop
+
 Compute = Callable[[Service, Problem, bool], Awaitable[Answer]]
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[Answer]) -> Answer:
+    """Await `work`, but drop it if the client hangs up first: a request still queued for the
+    engine is then never computed."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnected("The client disconnected before the answer was ready")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # After the body, the server's next message for this request is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _serve(request: Request, model: type[BaseModel], members: tuple[str, ...], compute: Compute) -> Response:
@@ -171,13 +203,14 @@ async def _serve(request: Request, model: type[BaseModel], members: tuple[str, .
     check_api_key(request, service.settings)
     problem = await read_problem(request, service.settings, model, members)
     as_npz = codec.wants_npz(request.headers.get("accept"))
-    answer = await compute(service, problem, as_npz)
-    request.app.state.metrics.output_elements.labels(request.url.path).observe(
-        sum(a.size for a in answer.arrays.values())
-    )
-    if as_npz:
-        return Response(codec.encode_npz(answer.arrays, answer.meta), media_type=codec.NPZ)
-    return Response(codec.encode_json(answer.arrays, answer.meta), media_type=codec.JSON)
+    answer = await _unless_disconnected(request, compute(service, problem, as_npz))
+    elements = sum(a.size for a in answer.arrays.values())
+    request.app.state.metrics.output_elements.labels(request.url.path).observe(elements)
+    encode, media = (codec.encode_npz, codec.NPZ) if as_npz else (codec.encode_json, codec.JSON)
+    if elements < BIG_ANSWER:
+        return Response(encode(answer.arrays, answer.meta), media_type=media)
+    # Encoding megabytes takes tens of ms: off the event loop, so other requests keep flowing.
+    return Response(await asyncio.to_thread(encode, answer.arrays, answer.meta), media_type=media)
 
 
 @router.post(

@@ -1,0 +1,118 @@
+"""The batcher and the disconnect guard, with a real engine behind a slow first call."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from starlette.requests import Request
+
+from app import ops
+from app.batcher import Batcher
+from app.engine import Engine
+from app.errors import ClientDisconnected, Overloaded
+from app.routes import _unless_disconnected
+from tests import oracles
+from tests.oracles import assert_close
+
+
+class SlowFirstCall:
+    """Runs the real engine; the first call holds the worker thread until released."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.calls: list[int] = []
+        self.release = threading.Event()
+
+    def __call__(self, op: str, *rows: np.ndarray):
+        self.calls.append(len(rows[0]))
+        if len(self.calls) == 1:
+            self.release.wait(10)
+        return self.engine.run_rows(op, *rows)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+def problem(rng: np.random.Generator, A: int = 3, F: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    return rng.normal(size=(1, A, F)), rng.normal(size=(1, F))
+
+
+def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(engine: Engine, rng) -> None:
+    async def scenario() -> None:
+        slow = SlowFirstCall(engine)
+        batcher = Batcher(slow, max_batch_rows=64, max_pending=64)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
+        await asyncio.sleep(0.05)  # the first call is now holding the worker
+        queued = [problem(rng) for _ in range(6)]
+        waiting = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *p)) for p in queued]
+        await asyncio.sleep(0.05)
+        slow.release.set()
+        await first
+        results = await asyncio.gather(*waiting)
+        assert slow.calls == [1, 6]  # no waiting window, and everything queued went together
+        for (X, Y), result in zip(queued, results, strict=True):
+            assert_close(result.arrays["J"][0], oracles.jacobian(X[0], Y[0]), 1e-9)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_cancelled_requests_are_never_computed(engine: Engine, rng) -> None:
+    async def scenario() -> None:
+        slow = SlowFirstCall(engine)
+        batcher = Batcher(slow, max_batch_rows=64, max_pending=64)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
+        await asyncio.sleep(0.05)
+        gone = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        for task in gone:
+            task.cancel()  # what a deadline or a disconnect does
+        slow.release.set()
+        await first
+        await asyncio.sleep(0.05)
+        assert slow.calls == [1]
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_pending_bound_refuses_at_once(engine: Engine, rng) -> None:
+    async def scenario() -> None:
+        slow = SlowFirstCall(engine)
+        batcher = Batcher(slow, max_batch_rows=64, max_pending=2)
+        batcher.start()
+        running = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        t = time.perf_counter()
+        with pytest.raises(Overloaded):
+            await batcher.submit(ops.JACOBIAN, *problem(rng))
+        assert time.perf_counter() - t < 0.05
+        slow.release.set()
+        await asyncio.gather(*running)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_hangs_up_cancels_its_work() -> None:
+    async def scenario() -> None:
+        async def receive() -> dict:
+            await asyncio.sleep(0.01)
+            return {"type": "http.disconnect"}
+
+        request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+        work = asyncio.ensure_future(asyncio.sleep(10))
+        with pytest.raises(ClientDisconnected):
+            await _unless_disconnected(request, work)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        assert work.cancelled()
+
+    asyncio.run(scenario())
