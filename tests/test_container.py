@@ -4,6 +4,7 @@ command serves."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,8 @@ def test_hadolint_reports_nothing_at_warning_or_above() -> None:
 
 def test_dockerfile_essentials() -> None:
     text = (ROOT / "Dockerfile").read_text()
+    # The pinned TensorFlow declares the CUDA libraries the GPU image installs with it.
+    assert any('extra == "and-cuda"' in r for r in importlib.metadata.requires("tensorflow") or [])
     assert "tensorflow[and-cuda]==2.21.0" in (ROOT / "pyproject.toml").read_text()
     assert "ARG VARIANT=gpu" in text and '".[cuda]"' in text  # GPU by default, CPU by build arg
     assert "USER 10001" in text and "HEALTHCHECK" in text and "--start-period=" in text
