@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from app.errors import InvalidInput, MalformedBody, TooLarge
-from app.problems import FLOAT_DTYPES, Problem, from_arrays, from_lists
+from app.problems import FLOAT_DTYPES, Problem, finite_as, from_arrays, from_lists
 from app.schemas import UNION_TAGS
 
 JSON = "application/json"
@@ -64,10 +64,7 @@ def decode_npz(body: bytes, names: tuple[str, ...], dtype: str | None, max_bytes
     with archive:
         arrays = _read_members(archive, names, max_bytes)
     wide = dtype or str(np.result_type(*arrays.values()))
-    cast = {k: a.astype(wide, copy=False) for k, a in arrays.items()}
-    for name, a in cast.items():
-        if not np.isfinite(a).all():
-            raise InvalidInput(f"{name} contains NaN or infinite values (in {wide}); all entries must be finite")
+    cast = {name: finite_as(a, name, wide) for name, a in arrays.items()}
     return from_arrays(cast["X"], cast["Y"], cast.get("V"))
 
 
@@ -131,4 +128,4 @@ def _contiguous_blocks(a: np.ndarray) -> Any:
 
 
 def wants_npz(accept: str | None) -> bool:
-    return bool(accept) and NPZ in accept  # type: ignore[operator]
+    return NPZ in (accept or "")

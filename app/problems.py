@@ -50,7 +50,8 @@ def _rectangular(rows: list[list[float]], name: str) -> None:
             )
 
 
-def _to_dtype(values: object, name: str, dtype: str) -> np.ndarray:
+def finite_as(values: object, name: str, dtype: str) -> np.ndarray:
+    """`values` as a `dtype` array, refusing NaN/inf and entries that overflow `dtype`."""
     wide = np.asarray(values, dtype=np.float64)
     if not np.isfinite(wide).all():
         raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
@@ -76,9 +77,9 @@ def from_lists(
     if V is not None:
         _rectangular(V, "V")
     return from_arrays(
-        _to_dtype(X, "X", dtype),
-        _to_dtype(Y, "Y", dtype),
-        None if V is None else _to_dtype(V, "V", dtype),
+        finite_as(X, "X", dtype),
+        finite_as(Y, "Y", dtype),
+        None if V is None else finite_as(V, "V", dtype),
         wrt,
     )
 

@@ -43,13 +43,21 @@ def problem(rng: np.random.Generator, A: int = 3, F: int = 4) -> tuple[np.ndarra
     return rng.normal(size=(1, A, F)), rng.normal(size=(1, F))
 
 
+async def busy_batcher(
+    engine: Engine, rng: np.random.Generator, max_pending: int = 64
+) -> tuple[SlowFirstCall, Batcher, asyncio.Future]:
+    """A started batcher whose worker is held by a first request until `slow.release` is set."""
+    slow = SlowFirstCall(engine)
+    batcher = Batcher(slow, max_batch_rows=64, max_pending=max_pending)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
+    await asyncio.sleep(0.05)  # the first call is now holding the worker
+    return slow, batcher, first
+
+
 def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(engine: Engine, rng) -> None:
     async def scenario() -> None:
-        slow = SlowFirstCall(engine)
-        batcher = Batcher(slow, max_batch_rows=64, max_pending=64)
-        batcher.start()
-        first = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
-        await asyncio.sleep(0.05)  # the first call is now holding the worker
+        slow, batcher, first = await busy_batcher(engine, rng)
         queued = [problem(rng) for _ in range(6)]
         waiting = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *p)) for p in queued]
         await asyncio.sleep(0.05)
@@ -66,11 +74,7 @@ def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(engi
 
 def test_cancelled_requests_are_never_computed(engine: Engine, rng) -> None:
     async def scenario() -> None:
-        slow = SlowFirstCall(engine)
-        batcher = Batcher(slow, max_batch_rows=64, max_pending=64)
-        batcher.start()
-        first = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
-        await asyncio.sleep(0.05)
+        slow, batcher, first = await busy_batcher(engine, rng)
         gone = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(5)]
         await asyncio.sleep(0.01)
         for task in gone:
@@ -86,17 +90,15 @@ def test_cancelled_requests_are_never_computed(engine: Engine, rng) -> None:
 
 def test_pending_bound_refuses_at_once(engine: Engine, rng) -> None:
     async def scenario() -> None:
-        slow = SlowFirstCall(engine)
-        batcher = Batcher(slow, max_batch_rows=64, max_pending=2)
-        batcher.start()
-        running = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        slow, batcher, first = await busy_batcher(engine, rng, max_pending=2)
+        second = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
+        await asyncio.sleep(0.01)
         t = time.perf_counter()
         with pytest.raises(Overloaded):
             await batcher.submit(ops.JACOBIAN, *problem(rng))
         assert time.perf_counter() - t < 0.05
         slow.release.set()
-        await asyncio.gather(*running)
+        await asyncio.gather(first, second)
         await batcher.stop()
 
     asyncio.run(scenario())
