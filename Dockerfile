@@ -5,10 +5,15 @@
 FROM python:3.11.11-slim-bookworm
 
 ARG VARIANT=gpu
+# The app sets the two TF_* variables itself before importing TensorFlow (app/tensorflow_env.py:
+# oneDNN's AVX-512 matmul segfaults on these Jacobians); they are here too for anything else run
+# in the image, e.g. `docker exec ... python`.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    TF_ENABLE_ONEDNN_OPTS=0 \
+    TF_CPU_ALLOCATOR_USE_BFC=true \
     JACOBIAN_HOST=0.0.0.0 \
     JACOBIAN_PORT=8000
 

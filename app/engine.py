@@ -12,10 +12,6 @@ dimensions), so varying shapes never retrace; `trace_count` lets callers check t
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide C++ INFO/WARNING noise (e.g. no CUDA driver)
-
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
+
 
 from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y
 
@@ -114,6 +112,11 @@ def _signature(op: str, dtype: tf.DType) -> list[tf.TensorSpec]:
     return spec
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels (decided once, at TensorFlow's import)."""
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def device_name(tensor: tf.Tensor) -> str:
     """'/job:localhost/replica:0/task:0/device:CPU:0' -> '/device:CPU:0'."""
     full: str = tensor.device
@@ -152,6 +155,12 @@ class Engine:
     """
 
     def __init__(self, xla: bool = False, xla_after: int = 2, xla_max_shapes: int = 64) -> None:
+        if onednn_enabled():
+            # See app/tensorflow_env.py: oneDNN's AVX-512 matmul segfaults on our Jacobians.
+            raise RuntimeError(
+                "TensorFlow was imported with oneDNN on, whose AVX-512 matmul kernel crashes on these "
+                "Jacobians; import the app package before TensorFlow (or set TF_ENABLE_ONEDNN_OPTS=0)"
+            )
         self.xla = xla
         self._xla_after = xla_after
         self._xla_max_shapes = xla_max_shapes

@@ -61,6 +61,7 @@ async def _start(app: FastAPI) -> None:
     state.engine = eng
     state.tf_version = module.tf.__version__
     state.devices = module.visible_devices()
+    state.onednn = module.onednn_enabled()
     metrics: Metrics = state.metrics
 
     def observe(stats: BatchStats) -> None:
@@ -72,7 +73,9 @@ async def _start(app: FastAPI) -> None:
     batcher.start()
     state.service = Service(settings, batcher)
     state.status = "ready"
-    log.info("ready: TensorFlow %s on %s", state.tf_version, ", ".join(state.devices))
+    log.info(
+        "ready: TensorFlow %s on %s, oneDNN %s", state.tf_version, ", ".join(state.devices), "on" if state.onednn else "off"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = None
     app.state.tf_version = None
     app.state.devices = []
+    app.state.onednn = None
     app.state.metrics = Metrics()
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     install_handlers(app)

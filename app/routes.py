@@ -308,6 +308,7 @@ async def ready(request: Request) -> Response:
         status=state.status,
         tensorflow=state.tf_version,
         devices=state.devices,
+        onednn=state.onednn,
         xla=state.settings.xla,
         trace_count=state.engine.trace_count if state.engine else None,
         xla_shapes=state.engine.xla_shapes if state.engine else None,

@@ -110,6 +110,9 @@ class Readiness(BaseModel):
     status: Literal["ready", "starting", "failed"]
     tensorflow: str | None = None
     devices: list[str] = Field(default_factory=list, description="Visible TensorFlow devices.")
+    onednn: bool | None = Field(
+        None, description="Whether TensorFlow's oneDNN CPU kernels are on; the service turns them off (README)."
+    )
     xla: bool
     trace_count: int | None = Field(None, description="tf.function traces so far; flat after warm-up.")
     xla_shapes: int | None = Field(None, description="Shapes compiled with XLA so far.")
