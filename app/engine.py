@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
-
 from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y
 
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup

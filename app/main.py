@@ -73,9 +73,8 @@ async def _start(app: FastAPI) -> None:
     batcher.start()
     state.service = Service(settings, batcher)
     state.status = "ready"
-    log.info(
-        "ready: TensorFlow %s on %s, oneDNN %s", state.tf_version, ", ".join(state.devices), "on" if state.onednn else "off"
-    )
+    onednn = "on" if state.onednn else "off"
+    log.info("ready: TensorFlow %s on %s, oneDNN %s", state.tf_version, ", ".join(state.devices), onednn)
 
 
 @contextlib.asynccontextmanager
