@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
-from app.batcher import Batcher, BatchStats
+from app.batcher import Batcher, BatchStats, RunRows
 from app.config import Settings, get_settings
 from app.handlers import install_handlers
 from app.observability import Metrics, RequestObserver
@@ -69,7 +69,9 @@ async def _start(app: FastAPI) -> None:
         metrics.batch_rows.observe(stats.rows)
         metrics.batch_requests.observe(stats.requests)
 
-    batcher = Batcher(eng.run_rows, settings.max_batch_rows, settings.max_pending, on_batch=observe)
+    batcher = Batcher(
+        state.wrap_run_rows(eng.run_rows), settings.max_batch_rows, settings.max_pending, on_batch=observe
+    )
     batcher.start()
     state.service = Service(settings, batcher)
     state.status = "ready"
@@ -88,7 +90,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.service.batcher.stop()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRows], RunRows] | None = None) -> FastAPI:
+    """The app; `wrap_run_rows` wraps every engine call (tests use it to hold the engine busy)."""
     app = FastAPIOffline(
         title="Jacobian service",
         version="0.1.0",
@@ -96,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or get_settings()
+    app.state.wrap_run_rows = wrap_run_rows or (lambda run_rows: run_rows)
     app.state.status = "starting"
     app.state.engine = None
     app.state.service = None

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("app.requests")
@@ -27,6 +27,9 @@ class Metrics:
         )
         self.latency = Histogram(
             "jacobian_request_seconds", "HTTP request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.in_progress = Gauge(
+            "jacobian_requests_in_progress", "HTTP requests being handled, by method", ["method"], registry=r
         )
         self.rejected = Counter("jacobian_rejected_requests", "Requests refused, by reason", ["reason"], registry=r)
         self.compute = Histogram(
@@ -62,6 +65,11 @@ class RequestObserver:
         request_id = _incoming_id(scope) or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        # A bounded label: any token is a valid HTTP method.
+        in_progress = self.metrics.in_progress.labels(
+            scope["method"] if scope["method"] in ("GET", "POST") else "other"
+        )
+        in_progress.inc()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -73,6 +81,7 @@ class RequestObserver:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            in_progress.dec()
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
             self.metrics.requests.labels(route, str(status)).inc()

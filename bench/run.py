@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from app import lifeline
+
 ROOT = Path(__file__).resolve().parent.parent
 JSON, NPZ = "application/json", "application/x-npz"
 
@@ -124,7 +126,8 @@ class Server:
 def server(name: str, module: str, port: int, env: dict[str, str] | None = None) -> Iterator[Server]:
     cmd = [sys.executable, "-m", "uvicorn", module, "--port", str(port), "--workers", "1"]
     cmd += ["--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})})
+    # lifeline: the server dies with this process, even if it is killed before `finally` runs.
+    proc = subprocess.Popen(lifeline.command(cmd), cwd=ROOT, env={**os.environ, **(env or {})})
     try:
         deadline = time.monotonic() + 180
         while True:

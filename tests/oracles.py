@@ -65,3 +65,13 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, rel: float) -> None:
     scale = max(float(np.abs(expected).max(initial=0.0)), 1e-300)
     err = float(np.abs(actual - expected).max(initial=0.0))
     assert err <= rel * scale, f"max abs error {err:.3e} > {rel:g} × scale {scale:.3e}"
+
+
+def hvp(X: np.ndarray, y: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """(A, A, F): Σ_lm H[i][j][k][l][m]·V_lm = −p_j·y_k·((V·y)_j − p·(V·y)), the same for every i,
+    without forming H (so it also serves sizes whose Hessian would not fit)."""
+    p, A = softmax(X, y), X.shape[0]
+    y64 = y.astype(np.float64)
+    Vy = V.astype(np.float64) @ y64
+    row = -(p * (Vy - p @ Vy))[:, None] * y64[None, :]
+    return np.broadcast_to(row[None], (A, *row.shape))

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.conftest import SEED, LiveServer, dockerfile_cmd
+from tests.conftest import SEED
+from tests.servers import LiveServer, dockerfile_cmd
 
 ROOT = Path(__file__).parent.parent
 

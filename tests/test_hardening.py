@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,9 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from tests import oracles
-from tests.conftest import SEED, LiveServer, start_live_server, started_client, stop_live_server
+from tests import oracles, servers
+from tests.conftest import SEED, started_client
 from tests.oracles import assert_close
+from tests.servers import LiveServer
 
 ROOT = Path(__file__).parent.parent
 MiB = 2**20
@@ -84,8 +83,7 @@ def test_64_mib_bodies_get_413_quickly(live_server: LiveServer, chunked: bool) -
 
 
 def test_overload_gives_503_with_retry_after_then_recovers(tmp_path: Path) -> None:
-    server = start_live_server(tmp_path, {"JACOBIAN_MAX_PENDING": "2", "JACOBIAN_MAX_BATCH_ROWS": "1"})
-    try:
+    with servers.running(tmp_path, {"JACOBIAN_MAX_PENDING": "2", "JACOBIAN_MAX_BATCH_ROWS": "1"}) as server:
         X = np.random.default_rng(0).normal(size=(48, 256)).tolist()
         body = {"X": X, "Y": [0.01] * 256}
 
@@ -105,15 +103,6 @@ def test_overload_gives_503_with_retry_after_then_recovers(tmp_path: Path) -> No
             if r.status_code == 503:
                 assert r.headers["retry-after"].isdigit() and r.json()["code"] == "overloaded"
         assert httpx.post(server.url + "/jacobian", json=SEED).status_code == 200
-    finally:
-        stop_live_server(server)
-
-
-def test_deadline_gives_504() -> None:
-    for client in started_client(Settings(deadline_s=0.001)):
-        X = np.full((64, 512), 0.01).tolist()
-        r = client.post("/jacobian", json={"X": X, "Y": [1.0] * 512}, headers={"accept": "application/x-npz"})
-        assert r.status_code == 504 and r.json()["code"] == "deadline_exceeded"
 
 
 def test_api_key_when_configured() -> None:
@@ -144,26 +133,6 @@ def test_error_bodies_leak_no_versions_or_paths(client: TestClient) -> None:
     ):
         assert r.status_code in (400, 422)
         assert version not in r.text and "site-packages" not in r.text and "Traceback" not in r.text
-
-
-def test_sigterm_finishes_in_flight_work_then_exits(tmp_path: Path) -> None:
-    server = start_live_server(tmp_path)
-    X = np.full((64, 512), 0.01).tolist()
-
-    async def run() -> httpx.Response:
-        async with httpx.AsyncClient(timeout=60) as c:
-            pending = asyncio.create_task(c.post(server.url + "/jacobian", json={"X": X, "Y": [1.0] * 512}))
-            await asyncio.sleep(0.05)  # the request is in flight
-            os.kill(server.proc.pid, signal.SIGTERM)
-            return await pending
-
-    r = asyncio.run(run())
-    assert r.status_code == 200 and np.array(r.json()["J"]).shape == (64, 64, 512)
-    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
-    assert server.proc.wait(30) in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in server.log.read_text()
-    with pytest.raises(httpx.TransportError):
-        httpx.get(server.url + "/health/live", timeout=2)
 
 
 def rss_mib(pid: int) -> float:
@@ -198,17 +167,16 @@ def test_soak_3000_mixed_requests_16_clients(live_server: LiveServer) -> None:
                     if r.status_code != 200:
                         errors.append(f"{path} {r.status_code} {r.text[:200]}")
                         continue
-                    y = Y[0] if B else Y
                     name = {"/jacobian": "J", "/hessian": "H", "/hvp": "HV"}[path]
                     got = np.asarray(r.json()[name])
-                    H = oracles.hessian(X, y)
-                    want = {"J": oracles.jacobian(X, y), "H": H, "HV": np.einsum("ijklm,lm->ijk", H, V)}[name]
-                    assert_close(got[0] if B else got, want, 1e-9)
+                    for b, y in enumerate(Y if B else Y[None]):  # every state of a batch
+                        H = oracles.hessian(X, y)
+                        want = {"J": oracles.jacobian(X, y), "H": H, "HV": np.einsum("ijklm,lm->ijk", H, V)}[name]
+                        assert_close(got[b] if B else got, want, 1e-9)
 
             await asyncio.gather(*(client(k) for k in range(16)))
         return errors
 
-    traces = httpx.get(live_server.url + "/health/ready").json()["trace_count"]
     assert asyncio.run(soak(300)) == []  # warm: allocator pools, connections
     before = rss_mib(live_server.proc.pid)
     t = time.perf_counter()
@@ -220,4 +188,5 @@ def test_soak_3000_mixed_requests_16_clients(live_server: LiveServer) -> None:
     )
     assert errors == []
     assert growth < 64
-    assert httpx.get(live_server.url + "/health/ready").json()["trace_count"] == traces
+    # Hot shapes are served by XLA, and its cache stays within JACOBIAN_XLA_MAX_SHAPES.
+    assert 0 < httpx.get(live_server.url + "/health/ready").json()["xla_shapes"] <= Settings().xla_max_shapes

@@ -1,0 +1,40 @@
+"""Child processes that cannot outlive the process that started them.
+
+`python -m app.lifeline PID CMD...` asks the kernel (Linux `PR_SET_PDEATHSIG`) to SIGKILL it when
+its parent dies, checks that the parent is still PID (it may have died before the request), then
+execs CMD, which keeps the request. So a server started by a test or the benchmark is gone even
+when the process that started it is killed or crashes before any `finally` can run.
+
+The kernel ties this to the *thread* that forked: start children from a thread that lives as
+long as they should (the main thread).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def command(cmd: list[str]) -> list[str]:
+    """`cmd`, run so that it dies with this process."""
+    return [sys.executable, "-m", "app.lifeline", str(os.getpid()), *cmd]
+
+
+def main(argv: list[str]) -> None:
+    parent, cmd = int(argv[0]), argv[1:]
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        sys.exit(f"lifeline: parent {parent} is already gone; not starting {cmd[0]}")
+    os.execvp(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

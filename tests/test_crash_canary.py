@@ -1,0 +1,154 @@
+"""Crash canary: a grid of operations × dtypes × shapes × (graph, XLA) run through the engine in
+child processes. A native fault (the oneDNN AVX-512 segfault, an XLA abort, an allocator failure)
+kills the process it happens in; here it kills only a child, and becomes a failing test that names
+the case, while the rest of the grid still runs. On a CPU without AVX-512 it guards every other
+way the engine could crash, and checks that no oneDNN kernel runs at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from app import lifeline, ops
+from app.config import Settings
+
+ROOT = Path(__file__).parent.parent
+TOL = {"float64": 1e-9, "float32": 1e-5}
+
+
+def _shapes() -> dict[str, list[tuple[int, int, int]]]:
+    """(A, F, B) per family of operations: the sizes where the segfault was seen, and the largest
+    answers the default limits admit (JSON, npz, and the batcher's row bound)."""
+    s = Settings()
+    json_max, npz_max, rows = s.max_json_output_elements, s.max_output_elements, s.max_batch_rows
+    seen = [(2, 4, 1), (8, 64, 1), (16, 128, 1), (32, 256, 1), (32, 512, 1), (64, 128, 1), (64, 256, 1)]
+    seen += [(64, 512, 1), (128, 64, 1)]
+    # J-shaped answers: B·A·A·F elements.
+    limits = [(64, json_max // 64**2, 1), (128, json_max // 128**2, 1), (32, 256, json_max // (32 * 32 * 256))]
+    limits += [
+        (8, json_max // (8 * 8 * rows), rows),
+        (256, npz_max // 256**2, 1),
+        (64, 256, npz_max // (64 * 64 * 256)),
+    ]
+    # The Hessian: B·A³·F² elements.
+    hessian = [(2, 4, 1), (6, 8, 3), (16, 32, 1), (8, 32, json_max // (8**3 * 32**2)), (16, 128, 1), (32, 32, 2)]
+    return {"jacobian-like": seen + limits, "hessian": hessian}
+
+
+def _grid() -> list[dict]:
+    shapes = _shapes()
+    cases = []
+    for op in (ops.JACOBIAN, ops.JACOBIAN_XY, ops.JACOBIAN_Y, ops.HVP, ops.HESSIAN):
+        for path in ("graph", "xla"):
+            for dtype in ("float32", "float64"):
+                for A, F, B in shapes["hessian" if op == ops.HESSIAN else "jacobian-like"]:
+                    case_id = f"{op}-{path}-{dtype}-{A}x{F}" + (f"-B{B}" if B > 1 else "")
+                    cases.append({"id": case_id, "op": op, "dtype": dtype, "A": A, "F": F, "B": B, "path": path})
+    return cases
+
+
+GRID = _grid()
+
+
+@dataclass
+class Outcome:
+    errors: dict[str, float] = field(default_factory=dict)
+    crashes: dict[str, str] = field(default_factory=dict)  # case id -> how the child died, with its log
+    onednn: list[bool] = field(default_factory=list)
+    onednn_lines: list[str] = field(default_factory=list)
+
+
+def _run_children(cases: list[dict], log_dir: Path, timeout_s: float) -> Outcome:
+    """Run `cases` in a child; when it dies on one, record that case and go on in a new child."""
+    outcome, todo, attempt = Outcome(), list(cases), 0
+    # Hostile on purpose: the app must turn oneDNN off itself; the verbose log shows if it did not.
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_VERBOSE": "1", "PYTHONFAULTHANDLER": "1"}
+    while todo:
+        attempt += 1
+        log = log_dir / f"canary-{attempt}.log"
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                lifeline.command([sys.executable, "-m", "tests.canary_child"]),
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+            try:
+                stdout, _ = proc.communicate(json.dumps(todo), timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, _ = proc.communicate()
+        current = None
+        for line in stdout.splitlines():
+            if line.startswith("start "):
+                current = line.split(" ", 1)[1]
+            elif _onednn_work(line):
+                outcome.onednn_lines.append(line)
+            elif line.startswith("{"):
+                msg = json.loads(line)
+                if "onednn" in msg:
+                    outcome.onednn.append(msg["onednn"])
+                else:
+                    outcome.errors[msg["id"]] = msg["error"]
+                    current = None
+        outcome.onednn_lines += [ln for ln in log.read_text().splitlines() if _onednn_work(ln)]
+        done = {c["id"] for c in todo if c["id"] in outcome.errors}
+        if proc.returncode == 0 and len(done) == len(todo):
+            break
+        how = _how_it_died(proc.returncode)
+        dead = current or next((c["id"] for c in todo if c["id"] not in done), "?")
+        outcome.crashes[dead] = f"child {how} on {dead}; log {log}:\n" + log.read_text()[-3000:]
+        todo = [c for c in todo if c["id"] not in done and c["id"] != dead]
+    return outcome
+
+
+def _onednn_work(line: str) -> bool:
+    """A oneDNN primitive created or run (`onednn_verbose,v1,primitive,exec,cpu,matmul,…`); the
+    library's own `info` lines print whenever it is loaded, which XLA does even with oneDNN off."""
+    parts = line.split(",")
+    return parts[0] == "onednn_verbose" and len(parts) > 3 and parts[3] != "info"
+
+
+def _how_it_died(returncode: int | None) -> str:
+    if returncode is None:
+        return "hung (killed after the timeout)"
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    return _run_children(GRID, tmp_path_factory.mktemp("canary"), timeout_s=900)
+
+
+@pytest.mark.parametrize("case", GRID, ids=[c["id"] for c in GRID])
+def test_case_runs_without_crashing_and_matches_the_closed_form(outcome: Outcome, case: dict) -> None:
+    assert case["id"] not in outcome.crashes, outcome.crashes[case["id"]]
+    assert case["id"] in outcome.errors, "the child never reached this case"
+    assert outcome.errors[case["id"]] <= TOL[case["dtype"]], outcome.errors[case["id"]]
+
+
+def test_no_onednn_kernel_runs_even_when_the_environment_asks_for_them(outcome: Outcome) -> None:
+    assert outcome.onednn and not any(outcome.onednn), "TensorFlow started with oneDNN on"
+    assert outcome.onednn_lines == [], outcome.onednn_lines[:5]
+
+
+def test_the_canary_sees_a_native_crash(tmp_path: Path) -> None:
+    """The harness itself: a case that kills its child is reported as that case, and the next
+    case still runs in a new child."""
+    crash = {"id": "segfault", "op": "crash", "dtype": "float32", "A": 1, "F": 1, "B": 1, "path": "graph"}
+    after = {**GRID[0], "id": "after"}
+    result = _run_children([crash, after], tmp_path, timeout_s=300)
+    assert "killed by SIGSEGV on segfault" in result.crashes["segfault"]
+    assert set(result.crashes) == {"segfault"} and result.errors["after"] <= TOL[after["dtype"]]

@@ -1,0 +1,191 @@
+"""What happens to a request between arriving and being answered, over real sockets and with
+no timing guesses: the engine is held busy by a gate until the test opens it, so "queued" and
+"in flight" are states the test waits for, not durations it hopes for."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+import uvicorn
+
+from app import codec
+from app.config import Settings
+from app.main import create_app
+from tests import oracles, servers
+from tests.conftest import SEED
+from tests.helpers import NPZ, load_npz
+from tests.oracles import assert_close
+
+
+class Gate:
+    """Wraps the engine: every call records its rows' shape, then waits until the gate opens."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+        self.entered = threading.Event()
+        self.open = threading.Event()
+
+    def wrap(self, run_rows: Callable) -> Callable:
+        def gated(op: str, *rows: np.ndarray):
+            self.calls.append(rows[0].shape)
+            self.entered.set()
+            assert self.open.wait(60), "the test never opened the gate"
+            return run_rows(op, *rows)
+
+        return gated
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
+    """The real app under uvicorn on a loopback port, in a thread of this process."""
+    app = create_app(settings, wrap_run_rows=gate.wrap)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=servers.free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.config.port}"
+    try:
+        wait_until(lambda: app.state.status == "ready" and server.started, "the server is ready")
+        yield url, app
+    finally:
+        gate.open.set()
+        server.should_exit = True
+        thread.join(30)
+
+
+def raw_post(url: str, path: str, body: bytes, hold_back: int = 0) -> socket.socket:
+    """POST a JSON body on a socket of its own, all but its last `hold_back` bytes."""
+    host, port = url.removeprefix("http://").split(":")
+    s = socket.create_connection((host, int(port)), timeout=60)
+    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {codec.JSON}\r\nContent-Length: {len(body)}\r\n\r\n"
+    s.sendall(head.encode() + body[: len(body) - hold_back])
+    return s
+
+
+def json_body(X: np.ndarray, y: np.ndarray) -> bytes:
+    return codec.encode_json({"X": X, "Y": y}, {"dtype": "float64"})
+
+
+def pending(app) -> int:
+    return app.state.service.batcher.pending  # type: ignore[attr-defined, no-any-return]
+
+
+def test_clients_that_hang_up_while_queued_are_never_computed(rng) -> None:
+    gate = Gate()
+    with serving(Settings(xla=False), gate) as (url, app), httpx.Client(timeout=60) as client:
+        first = threading.Thread(target=lambda: client.post(url + "/jacobian", json=SEED))
+        first.start()
+        assert gate.entered.wait(60)
+        X, y = rng.normal(size=(3, 5)), rng.normal(size=5)
+        queued = [raw_post(url, "/jacobian", json_body(X, y)) for _ in range(5)]
+        wait_until(lambda: pending(app) == 6, "five requests queue behind the busy engine")
+        for s in queued:
+            s.close()
+        wait_until(lambda: pending(app) == 1, "the server sees the five hang-ups")
+        gate.open.set()
+        first.join(60)
+        after = client.post(url + "/jacobian", json={"X": X.tolist(), "Y": y.tolist(), "dtype": "float64"})
+        assert after.status_code == 200
+        assert_close(np.array(after.json()["J"]), oracles.jacobian(X, y), 1e-9)
+    assert gate.calls == [(1, 2, 4), (1, 3, 5)]  # the seed, then `after`: none of the five
+
+
+def test_requests_past_their_deadline_get_504_and_are_never_computed(rng) -> None:
+    gate = Gate()
+    with serving(Settings(xla=False, deadline_s=0.5), gate) as (url, app), httpx.Client(timeout=60) as client:
+        first = threading.Thread(target=lambda: client.post(url + "/jacobian", json=SEED))
+        first.start()
+        assert gate.entered.wait(60)
+        X, y = rng.normal(size=(3, 5)), rng.normal(size=5)
+        late = client.post(url + "/jacobian", json={"X": X.tolist(), "Y": y.tolist()})  # waits behind the gate
+        assert late.status_code == 504 and late.json()["code"] == "deadline_exceeded"
+        assert pending(app) == 0 and not gate.open.is_set()  # it gave up while still queued
+        gate.open.set()
+        first.join(60)
+        assert client.post(url + "/jacobian", json={"X": [[1.0, 2.0]], "Y": [0.5, 0.25]}).status_code == 200
+    assert gate.calls == [(1, 2, 4), (1, 1, 2)]
+
+
+def test_a_big_answer_being_encoded_does_not_stall_other_requests(monkeypatch: pytest.MonkeyPatch, rng) -> None:
+    encoding, release = threading.Event(), threading.Event()
+    real = codec.encode_npz
+
+    def slow_encode(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> bytes:
+        if sum(a.size for a in arrays.values()) > 2**18:
+            encoding.set()
+            assert release.wait(60)
+        return real(arrays, meta)
+
+    monkeypatch.setattr(codec, "encode_npz", slow_encode)
+    gate = Gate()
+    gate.open.set()
+    X, y = rng.normal(size=(64, 72)), rng.normal(size=72) / 8
+    body = {"X": X.tolist(), "Y": y.tolist(), "dtype": "float64"}
+    with serving(Settings(xla=False), gate) as (url, _app):
+
+        async def scenario() -> httpx.Response:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+                big = asyncio.create_task(c.post("/jacobian", json=body, headers={"accept": NPZ}))
+                while not encoding.is_set():
+                    await asyncio.sleep(0.005)
+                small = await asyncio.wait_for(c.post("/jacobian", json=SEED), 30)  # while the big one encodes
+                assert small.status_code == 200 and not big.done()
+                assert_close(
+                    np.array(small.json()["J"]), oracles.jacobian(np.array(SEED["X"]), np.array(SEED["Y"])), 1e-5
+                )
+                release.set()
+                return await big
+
+        big = asyncio.run(scenario())
+    assert big.status_code == 200
+    assert_close(load_npz(big.content)["J"], oracles.jacobian(X, y), 1e-9)
+
+
+def in_progress_posts(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith('jacobian_requests_in_progress{method="POST"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_sigterm_finishes_a_request_in_flight_then_exits(tmp_path: Path, rng) -> None:
+    """The request is in flight for certain: its last byte is held back until after the SIGTERM."""
+    server = servers.start(tmp_path)
+    try:
+        X, y = rng.normal(size=(64, 512)) * 0.1, rng.normal(size=512)
+        body = json_body(X, y)
+        s = raw_post(server.url, "/jacobian", body, hold_back=1)
+        wait_until(lambda: in_progress_posts(server.url) == 1, "the server is handling the request")
+        server.proc.send_signal(signal.SIGTERM)
+        s.sendall(body[-1:])
+        answer = b""
+        while chunk := s.recv(1 << 20):
+            answer += chunk
+        s.close()
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert_close(np.array(orjson.loads(payload)["J"]), oracles.jacobian(X, y), 1e-9)
+        # uvicorn drains, then re-raises SIGTERM so the exit status says why it stopped.
+        assert server.proc.wait(30) in (0, -signal.SIGTERM), server.log_tail()
+        assert "Application shutdown complete" in server.log.read_text()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(server.url + "/health/live", timeout=2)
+    finally:
+        servers.stop(server, check=False)
