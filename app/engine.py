@@ -194,13 +194,18 @@ class Engine:
         """How many (operation, dtype, shape) combinations XLA has compiled."""
         return len(self._compiled)
 
+    @property
+    def compiled_shapes(self) -> frozenset[tuple[Any, ...]]:
+        """(operation, dtype, *input shapes) of each XLA-compiled shape, rows padded."""
+        return frozenset(self._compiled)
+
     def warm_up(self) -> None:
         """Run every graph function once, so the first request pays no start-up cost."""
         for op, dtype_name in self._graph:
             dtype = np.dtype(dtype_name)
             Xr, Yr = np.ones((1, 2, 3), dtype), np.ones((1, 3), dtype)
             extra = (np.ones((1, 2, 3), dtype),) if op == HVP else ()
-            self.run_rows(op, Xr, Yr, *extra)
+            self._graph[op, dtype_name](Xr, Yr, *extra)  # not run_rows: warm-up is no request for XLA
 
     def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, *extra: np.ndarray) -> Result:
         """Run operation `op` on rows Xr: (N, A, F), Yr: (N, F) [, Vr: (N, A, F)] of one float dtype.

@@ -58,11 +58,35 @@ def central_difference(f: Callable[[np.ndarray], np.ndarray], X: np.ndarray, h: 
     return out
 
 
-def assert_close(actual: np.ndarray, expected: np.ndarray, rel: float) -> None:
-    """Max abs error within `rel` of the expected array's scale (elementwise-relative fails at 0)."""
+def natural_scale(name: str, X: np.ndarray, y: np.ndarray, V: np.ndarray | None = None) -> float:
+    """The size of the terms that output `name` is computed from, times the logits' condition.
+
+    Rounding in precision eps errs by about eps times these terms, not times the answer: where
+    p saturates, 1 − p_j cancels (the Hessian's p_j(δ_jl − p_l) is then tiny while its absolute
+    error stays ~eps·y²), and the logits z = X·y carry an error of ~eps·Σ|X_jk·y_k| into p. An
+    error bound relative to the answer alone would demand accuracy no float format has there.
+    """
+    X64, y64 = np.abs(X.astype(np.float64)), np.abs(y.astype(np.float64))
+    logits = 1.0 + float((X64 @ y64).max())
+    y_max = float(y64.max(initial=0.0))
+    if name == "W":
+        return logits
+    if name == "J":
+        return logits * y_max
+    if name == "J_Y":
+        return logits * float(X64.max())
+    if name in ("H", "H_lse"):
+        return logits * y_max**2
+    assert name == "HV" and V is not None
+    return logits * y_max * float((np.abs(V.astype(np.float64)) @ y64).max())
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, rel: float, scale: float = 0.0) -> None:
+    """Max abs error within `rel` of max(|expected|, `scale`) (elementwise-relative fails at 0);
+    pass `natural_scale(...)` where the inputs may saturate."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-300)
+    scale = max(float(np.abs(expected).max(initial=0.0)), scale, 1e-300)
     err = float(np.abs(actual - expected).max(initial=0.0))
     assert err <= rel * scale, f"max abs error {err:.3e} > {rel:g} × scale {scale:.3e}"
 

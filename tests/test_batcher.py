@@ -1,10 +1,10 @@
-"""The batcher and the disconnect guard, with a real engine behind a slow first call."""
+"""The batcher and the disconnect guard, with a real engine behind a first call that holds the
+worker until the test releases it: every "while busy" is a state waited for, not a sleep."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -25,12 +25,14 @@ class SlowFirstCall:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.calls: list[int] = []
+        self.entered = threading.Event()
         self.release = threading.Event()
 
     def __call__(self, op: str, *rows: np.ndarray):
         self.calls.append(len(rows[0]))
         if len(self.calls) == 1:
-            self.release.wait(10)
+            self.entered.set()
+            assert self.release.wait(60), "the test never released the worker"
         return self.engine.run_rows(op, *rows)
 
 
@@ -51,8 +53,14 @@ async def busy_batcher(
     batcher = Batcher(slow, max_batch_rows=64, max_pending=max_pending)
     batcher.start()
     first = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
-    await asyncio.sleep(0.05)  # the first call is now holding the worker
+    assert await asyncio.to_thread(slow.entered.wait, 60)  # the first call now holds the worker
     return slow, batcher, first
+
+
+async def until_pending(batcher: Batcher, n: int) -> None:
+    """Let submitted tasks run up to their wait for the engine."""
+    while batcher.pending != n:
+        await asyncio.sleep(0)
 
 
 def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(engine: Engine, rng) -> None:
@@ -60,7 +68,7 @@ def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(engi
         slow, batcher, first = await busy_batcher(engine, rng)
         queued = [problem(rng) for _ in range(6)]
         waiting = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *p)) for p in queued]
-        await asyncio.sleep(0.05)
+        await until_pending(batcher, 7)
         slow.release.set()
         await first
         results = await asyncio.gather(*waiting)
@@ -76,13 +84,17 @@ def test_cancelled_requests_are_never_computed(engine: Engine, rng) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(engine, rng)
         gone = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(5)]
-        await asyncio.sleep(0.01)
+        await until_pending(batcher, 6)
         for task in gone:
             task.cancel()  # what a deadline or a disconnect does
+        await until_pending(batcher, 1)
         slow.release.set()
         await first
-        await asyncio.sleep(0.05)
-        assert slow.calls == [1]
+        # Jobs run in order, so once a later one is answered, the cancelled ones had their turn.
+        X, Y = problem(rng, A=2, F=3)
+        later = await batcher.submit(ops.JACOBIAN, X, Y)
+        assert_close(later.arrays["J"][0], oracles.jacobian(X[0], Y[0]), 1e-9)
+        assert slow.calls == [1, 1]
         await batcher.stop()
 
     asyncio.run(scenario())
@@ -92,11 +104,10 @@ def test_pending_bound_refuses_at_once(engine: Engine, rng) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(engine, rng, max_pending=2)
         second = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
-        await asyncio.sleep(0.01)
-        t = time.perf_counter()
+        await until_pending(batcher, 2)
+        refused = batcher.submit(ops.JACOBIAN, *problem(rng))
         with pytest.raises(Overloaded):
-            await batcher.submit(ops.JACOBIAN, *problem(rng))
-        assert time.perf_counter() - t < 0.05
+            refused.send(None)  # at its first step: refused without ever waiting
         slow.release.set()
         await asyncio.gather(first, second)
         await batcher.stop()

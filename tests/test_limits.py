@@ -80,9 +80,19 @@ def test_2000_by_2000_is_refused_before_computing(client: TestClient) -> None:
     t = time.perf_counter()
     r = client.post("/jacobian", content=npz_bytes(X=X, Y=np.ones(2000, np.float32)), headers={"content-type": NPZ})
     assert r.status_code == 413 and "8,000,000,000" in r.json()["message"]
+    # As JSON, 2000×2000 is an 88 MB body: the body limit refuses it before the output check.
     as_json = client.post("/jacobian", json={"X": X.tolist(), "Y": [1.0] * 2000})
-    assert as_json.status_code == 413
+    assert as_json.status_code == 413 and "JACOBIAN_MAX_REQUEST_BYTES" in as_json.json()["message"]
     assert batches(client) == before and time.perf_counter() - t < 30
+
+
+def test_json_body_within_limits_whose_answer_is_too_big_is_refused_by_the_output_check(client: TestClient) -> None:
+    X = [[0.001] * 256] * 256  # a 1.5 MB body; J would have 256·256·256 = 16,777,216 > 2²² numbers
+    before = batches(client)
+    r = client.post("/jacobian", json={"X": X, "Y": [1.0] * 256})
+    message = r.json()["message"]
+    assert r.status_code == 413 and "16,777,216" in message and "npz" in message
+    assert "JACOBIAN_MAX_REQUEST_BYTES" not in message and batches(client) == before
 
 
 def test_200_by_200_hessian_is_refused(client: TestClient) -> None:

@@ -27,9 +27,13 @@ def test_metrics_count_requests_rejections_batches_and_outputs(client: TestClien
     assert metric(text, ok[0], **ok[1]) == metric(before, ok[0], **ok[1]) + 1
     bad = ("jacobian_rejected_requests_total", {"reason": "invalid_input"})
     assert metric(text, bad[0], **bad[1]) == metric(before, bad[0], **bad[1]) + 1
-    assert metric(text, "jacobian_batch_rows_count") >= metric(before, "jacobian_batch_rows_count") + 1
-    assert metric(text, "jacobian_compute_seconds_count", op="jacobian") >= 1
-    assert metric(text, "jacobian_output_elements_sum", op="/jacobian") >= 16
+    # Each from its own value before: earlier tests on the shared client must not satisfy them.
+    assert metric(text, "jacobian_batch_rows_count") == metric(before, "jacobian_batch_rows_count") + 1
+    computed = ("jacobian_compute_seconds_count", {"op": "jacobian"})
+    assert metric(text, computed[0], **computed[1]) == metric(before, computed[0], **computed[1]) + 1
+    elements = ("jacobian_output_elements_sum", {"op": "/jacobian"})
+    assert metric(text, elements[0], **elements[1]) == metric(before, elements[0], **elements[1]) + 2 + 16  # W, J
+    assert metric(text, "jacobian_requests_in_progress", method="POST") == 0
     assert 'jacobian_request_seconds_bucket{le="0.5",route="/jacobian"}' in text
 
 

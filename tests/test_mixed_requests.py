@@ -1,0 +1,72 @@
+"""1000 mixed requests through the real app: every answer checked against its closed form, and
+XLA compiles exactly the shapes its policy names (asked for `xla_after` times, at most
+`xla_max_shapes`), which is what bounds its cache and start-up cost under varied traffic."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app import ops
+from app.config import Settings
+from tests import oracles
+from tests.conftest import started_client
+from tests.helpers import NPZ, load_npz
+from tests.oracles import assert_close
+
+XLA_AFTER, XLA_MAX_SHAPES = 2, 12
+OPS = {"/jacobian": ops.JACOBIAN, "/hessian": ops.HESSIAN, "/hvp": ops.HVP}
+
+
+@pytest.fixture(scope="module")
+def xla_client() -> Iterator[TestClient]:
+    yield from started_client(Settings(xla_after=XLA_AFTER, xla_max_shapes=XLA_MAX_SHAPES))
+
+
+def expected(path: str, X: np.ndarray, y: np.ndarray, V: np.ndarray) -> tuple[str, np.ndarray]:
+    if path == "/jacobian":
+        return "J", oracles.jacobian(X, y)
+    if path == "/hessian":
+        return "H", oracles.hessian(X, y)
+    return "HV", oracles.hvp(X, y, V)
+
+
+def test_1000_mixed_requests_are_right_and_compile_only_hot_shapes(xla_client: TestClient) -> None:
+    rng = np.random.default_rng(7)
+    seen: Counter[tuple] = Counter()
+    to_compile: list[tuple] = []
+    for n in range(1000):
+        A, F = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+        B = int(rng.integers(0, 4))  # 0: a single state
+        dtype = "float64" if n % 2 else "float32"
+        X, V = rng.normal(size=(A, F)), rng.normal(size=(A, F))
+        Y = rng.normal(size=(B, F) if B else F)
+        path = ("/jacobian", "/hessian", "/hvp")[n % 3]
+        body = {"X": X.tolist(), "Y": Y.tolist(), "dtype": dtype}
+        if path == "/hvp":
+            body["V"] = V.tolist()
+        r = xla_client.post(path, json=body, headers={"accept": NPZ} if n % 5 == 0 else {})
+        assert r.status_code == 200, r.text
+        out = load_npz(r.content) if n % 5 == 0 else r.json()
+        # The oracle sees what the server computed on: the inputs rounded to the request's dtype.
+        Xd, Yd, Vd = (a.astype(dtype) for a in (X, Y if B else Y[None], V))
+        for b, y in enumerate(Yd):
+            name, want = expected(path, Xd, y, Vd)
+            got = np.asarray(out[name])
+            scale = oracles.natural_scale(name, Xd, y, Vd)
+            assert_close(got[b] if B else got, want, 1e-9 if dtype == "float64" else 1e-5, scale)
+        # The engine's policy, restated: rows padded to a power of two; compile on the
+        # XLA_AFTER-th request of a shape while fewer than XLA_MAX_SHAPES are compiled.
+        key = (OPS[path], dtype, 1 << (max(B, 1) - 1).bit_length(), A, F)
+        seen[key] += 1
+        if seen[key] == XLA_AFTER and len(to_compile) < XLA_MAX_SHAPES:
+            to_compile.append(key)
+    engine = xla_client.app.state.engine  # type: ignore[attr-defined]
+    engine.wait_for_compiles()
+    assert len(to_compile) == XLA_MAX_SHAPES and engine.xla_shapes == XLA_MAX_SHAPES
+    compiled = {(op, dtype, *x_shape) for op, dtype, x_shape, *_ in engine.compiled_shapes}
+    assert compiled == set(to_compile)
