@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -12,8 +13,11 @@ from app.config import Settings
 from app.main import create_app
 from tests import servers
 
-hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
-hypothesis_settings.load_profile("ci")
+# New examples every run (a failure prints the seed to reproduce it); `HYPOTHESIS_PROFILE=deep`
+# for a longer search.
+hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("deep", max_examples=1500, deadline=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SEED = {"X": [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]], "Y": [1.0, 2.0, 3.0, 4.0]}
 
