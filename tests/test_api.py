@@ -52,9 +52,23 @@ def test_wrt_y_adds_the_jacobian_in_y(client: TestClient, rng, wrt: list[str]) -
     assert ("J" in body) == ("X" in wrt)
 
 
-def test_huge_logits_stay_finite(client: TestClient) -> None:
-    body = client.post("/jacobian", json={"X": [[1000.0], [-1000.0]], "Y": [1.0]}).json()
-    assert body["W"][0] == pytest.approx(0.0, abs=1e-6) and body["W"][1] == pytest.approx(-2000.0, rel=1e-6)
+def test_huge_logits_give_exact_saturated_derivatives(client: TestClient) -> None:
+    body = client.post("/jacobian", json={"X": [[1000.0], [-1000.0]], "Y": [2.0], "wrt": ["X", "Y"]}).json()
+    assert body["W"][0] == pytest.approx(0.0, abs=1e-6) and body["W"][1] == pytest.approx(-4000.0, rel=1e-6)
+    # p = (1, 0) exactly: J[i][j][0] = (δ_ij − p_j)·2, J_Y[i] = X_i − X_0.
+    assert body["J"] == [[[0.0], [0.0]], [[-2.0], [2.0]]] and body["J_Y"] == [[0.0], [-2000.0]]
+    H = client.post("/hessian", json={"X": [[1000.0], [-1000.0]], "Y": [2.0]}).json()["H"]
+    assert not np.any(H)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_readme_headline_64_by_512_fits_in_json_and_is_right(client: TestClient, rng, dtype: str) -> None:
+    X, y = (rng.normal(size=(64, 512)) * 0.1).astype(dtype), rng.normal(size=512).astype(dtype)
+    r = client.post("/jacobian", json={"X": X.tolist(), "Y": y.tolist(), "dtype": dtype})
+    assert r.status_code == 200
+    J = np.array(r.json()["J"])
+    assert J.shape == (64, 64, 512)
+    assert_close(J, oracles.jacobian(X, y), {"float32": 1e-5, "float64": 1e-9}[dtype])
 
 
 def test_npz_round_trip(client: TestClient, rng) -> None:

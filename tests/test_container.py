@@ -11,12 +11,18 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pytest
 import yaml
 
+from tests import oracles
 from tests.conftest import SEED
+from tests.helpers import NPZ, load_npz, npz_bytes
+from tests.oracles import assert_close
 from tests.servers import LiveServer, dockerfile_cmd
 
 ROOT = Path(__file__).parent.parent
+TOL = {"float32": 1e-5, "float64": 1e-9}
 
 
 def test_hadolint_reports_nothing_at_warning_or_above() -> None:
@@ -36,7 +42,8 @@ def test_dockerfile_essentials() -> None:
     assert "ARG VARIANT=gpu" in text and '".[cuda]"' in text  # GPU by default, CPU by build arg
     assert "USER 10001" in text and "HEALTHCHECK" in text and "--start-period=" in text
     assert "/health/ready" in text
-    assert dockerfile_cmd() == ["python", "-m", "app"]
+    assert dockerfile_cmd() == ["python", "-m", "app"]  # imports the app package first: oneDNN off
+    assert "TF_ENABLE_ONEDNN_OPTS=0" in text  # also for anything else run in the image
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests"} <= set(ignored)
 
@@ -72,3 +79,26 @@ def test_the_images_start_command_serves(live_server: LiveServer) -> None:
     assert ready["status"] == "ready" and "/device:CPU:0" in ready["devices"]
     r = httpx.post(live_server.url + "/jacobian", json=SEED)
     assert r.status_code == 200 and r.json()["device"] in ready["devices"]
+
+
+# The sizes at which the oneDNN AVX-512 kernel used to kill the server, and neighbours.
+CRASH_SHAPES = [(32, 256), (64, 128), (64, 256), (64, 512), (128, 64), (8, 64), (16, 128), (32, 512)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_served_process_answers_every_shape_that_once_crashed_it(live_server: LiveServer, dtype: str) -> None:
+    rng = np.random.default_rng(9)
+    with httpx.Client(base_url=live_server.url, timeout=120) as c:
+        for A, F in CRASH_SHAPES:
+            X, y = (rng.normal(size=(A, F)) * 0.1).astype(dtype), rng.normal(size=F).astype(dtype)
+            want = oracles.jacobian(X, y)
+            as_json = c.post("/jacobian", json={"X": X.tolist(), "Y": y.tolist(), "dtype": dtype})
+            assert as_json.status_code == 200, (A, F, as_json.text[:300])
+            assert_close(np.array(as_json.json()["J"]), want, TOL[dtype])
+            as_npz = c.post("/jacobian", content=npz_bytes(X=X, Y=y), headers={"content-type": NPZ, "accept": NPZ})
+            assert as_npz.status_code == 200, (A, F, as_npz.text[:300])
+            out = load_npz(as_npz.content)
+            assert out["J"].dtype == np.dtype(dtype)
+            assert_close(out["J"], want, TOL[dtype])
+    ready = httpx.get(live_server.url + "/health/ready").json()
+    assert ready["status"] == "ready" and ready["onednn"] is False
