@@ -12,6 +12,12 @@ dies executing it; float64 takes TensorFlow's own Eigen kernels and never crashe
 off removes every oneDNN kernel, not just that one, so the fix does not depend on which CPU or
 which operation (a user's own model will have matmuls of every shape).
 
+XLA's CPU code still calls oneDNN's `dnnl_sgemm` for float32 dots whatever
+TF_ENABLE_ONEDNN_OPTS says (`ONEDNN_VERBOSE=1` shows `gemm_api`). That is not the kernel that
+crashes, and no case in the crash canary crashes it, but `ONEDNN_MAX_CPU_ISA=AVX2` keeps every
+oneDNN code left in the process off its AVX-512 kernels too, at no measurable cost for those
+small dots.
+
 Why the BFC CPU allocator. With oneDNN on, TensorFlow also swapped in oneDNN's pooling CPU
 allocator; without it every large answer is a fresh mmap whose pages fault in on first write
 (268 MB for a 256×1024 float32 J). TensorFlow's own BFC allocator pools them: 256×1024 float32
@@ -25,6 +31,7 @@ import os
 
 FORCED = {"TF_ENABLE_ONEDNN_OPTS": "0"}  # a crash is not a preference: overrides the caller's value
 DEFAULTS = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
     "TF_CPU_ALLOCATOR_USE_BFC": "true",
     "TF_CPP_MIN_LOG_LEVEL": "2",  # hide C++ INFO/WARNING noise (e.g. "no CUDA driver")
 }

@@ -62,7 +62,8 @@ class Outcome:
     errors: dict[str, float] = field(default_factory=dict)
     crashes: dict[str, str] = field(default_factory=dict)  # case id -> how the child died, with its log
     onednn: list[bool] = field(default_factory=list)
-    onednn_lines: list[str] = field(default_factory=list)
+    onednn_work: list[str] = field(default_factory=list)  # oneDNN primitives created or run
+    onednn_isa: set[str] = field(default_factory=set)  # the instruction sets oneDNN said it would use
 
 
 def _run_children(cases: list[dict], log_dir: Path, timeout_s: float) -> Outcome:
@@ -92,8 +93,8 @@ def _run_children(cases: list[dict], log_dir: Path, timeout_s: float) -> Outcome
         for line in stdout.splitlines():
             if line.startswith("start "):
                 current = line.split(" ", 1)[1]
-            elif _onednn_work(line):
-                outcome.onednn_lines.append(line)
+            elif line.startswith("onednn_verbose,"):
+                _note_onednn(outcome, line)
             elif line.startswith("{"):
                 msg = json.loads(line)
                 if "onednn" in msg:
@@ -101,7 +102,9 @@ def _run_children(cases: list[dict], log_dir: Path, timeout_s: float) -> Outcome
                 else:
                     outcome.errors[msg["id"]] = msg["error"]
                     current = None
-        outcome.onednn_lines += [ln for ln in log.read_text().splitlines() if _onednn_work(ln)]
+        for line in log.read_text().splitlines():
+            if line.startswith("onednn_verbose,"):
+                _note_onednn(outcome, line)
         done = {c["id"] for c in todo if c["id"] in outcome.errors}
         if proc.returncode == 0 and len(done) == len(todo):
             break
@@ -112,11 +115,13 @@ def _run_children(cases: list[dict], log_dir: Path, timeout_s: float) -> Outcome
     return outcome
 
 
-def _onednn_work(line: str) -> bool:
-    """A oneDNN primitive created or run (`onednn_verbose,v1,primitive,exec,cpu,matmul,…`); the
-    library's own `info` lines print whenever it is loaded, which XLA does even with oneDNN off."""
+def _note_onednn(outcome: Outcome, line: str) -> None:
+    """`onednn_verbose,v1,primitive,exec,cpu,matmul,…` is work; `…,info,cpu,isa:…` its ISA."""
     parts = line.split(",")
-    return parts[0] == "onednn_verbose" and len(parts) > 3 and parts[3] != "info"
+    if parts[2:4] == ["info", "cpu"] and parts[4].startswith("isa:"):
+        outcome.onednn_isa.add(parts[4].removeprefix("isa:"))
+    elif len(parts) > 5 and parts[2] in ("primitive", "graph") and parts[3] != "info":
+        outcome.onednn_work.append(line)
 
 
 def _how_it_died(returncode: int | None) -> str:
@@ -140,8 +145,12 @@ def test_case_runs_without_crashing_and_matches_the_closed_form(outcome: Outcome
 
 
 def test_no_onednn_kernel_runs_even_when_the_environment_asks_for_them(outcome: Outcome) -> None:
+    """TensorFlow's oneDNN kernels stay off; what oneDNN XLA still calls (`dnnl_sgemm` for float32
+    dots, `gemm_api` in the log) is held to AVX2 (app/tensorflow_env.py)."""
     assert outcome.onednn and not any(outcome.onednn), "TensorFlow started with oneDNN on"
-    assert outcome.onednn_lines == [], outcome.onednn_lines[:5]
+    kinds = {line.split(",")[5] for line in outcome.onednn_work}
+    assert kinds <= {"gemm_api"}, [ln for ln in outcome.onednn_work if ",gemm_api," not in ln][:5]
+    assert outcome.onednn_isa <= {"Intel AVX2"}, outcome.onednn_isa
 
 
 def test_the_canary_sees_a_native_crash(tmp_path: Path) -> None:
