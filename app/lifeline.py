@@ -1,6 +1,6 @@
 """Child processes that cannot outlive the process that started them.
 
-`python -m app.lifeline PID CMD...` asks the kernel (Linux `PR_SET_PDEATHSIG`) to SIGKILL it when
+`python app/lifeline.py PID CMD...` asks the kernel (Linux `PR_SET_PDEATHSIG`) to SIGKILL it when
 its parent dies, checks that the parent is still PID (it may have died before the request), then
 execs CMD, which keeps the request. So a server started by a test or the benchmark is gone even
 when the process that started it is killed or crashes before any `finally` can run.
@@ -21,8 +21,10 @@ PR_SET_PDEATHSIG = 1
 
 
 def command(cmd: list[str]) -> list[str]:
-    """`cmd`, run so that it dies with this process."""
-    return [sys.executable, "-m", "app.lifeline", str(os.getpid()), *cmd]
+    """`cmd`, run so that it dies with this process, with the environment it is given."""
+    # Run as a file, not `-m app.lifeline`: importing the package would apply its TensorFlow
+    # environment (app/__init__.py) to the child, and a child may want another one.
+    return [sys.executable, os.path.abspath(__file__), str(os.getpid()), *cmd]
 
 
 def main(argv: list[str]) -> None:

@@ -1,6 +1,7 @@
 """What turning oneDNN off costs or saves: the engine's Jacobian at 2×4, 64×512 and 256×1024 in
-both dtypes, under TensorFlow's default (oneDNN on), oneDNN off with the default allocator, and
-as served (oneDNN off, BFC CPU allocator; plain graph and XLA). Each case runs in a child
+both dtypes, under TensorFlow's default (oneDNN on, every ISA), oneDNN on but held to AVX2,
+oneDNN off with the default allocator, and as served (oneDNN off, BFC CPU allocator; plain graph
+and XLA). Each case runs in a child
 process, since these settings are read once when TensorFlow is imported, and a case that kills
 its child (the oneDNN AVX-512 segfault) is reported as such.
 
@@ -18,12 +19,19 @@ import sys
 import time
 from pathlib import Path
 
-from app import lifeline
-
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [(2, 4), (64, 512), (256, 1024)]
 CONFIGS = {
-    "oneDNN on (TensorFlow's default)": {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPU_ALLOCATOR_USE_BFC": "false"},
+    "oneDNN on, all ISAs (TensorFlow's default)": {
+        "TF_ENABLE_ONEDNN_OPTS": "1",
+        "ONEDNN_MAX_CPU_ISA": "ALL",
+        "TF_CPU_ALLOCATOR_USE_BFC": "false",
+    },
+    "oneDNN on, ISA capped at AVX2": {
+        "TF_ENABLE_ONEDNN_OPTS": "1",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "TF_CPU_ALLOCATOR_USE_BFC": "false",
+    },
     "oneDNN off, default allocator": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "false"},
     "oneDNN off, BFC allocator (served)": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "true"},
 }
@@ -53,6 +61,8 @@ def child(A: int, F: int, dtype: str, path: str) -> None:
 
 
 def measure(config: dict[str, str], A: int, F: int, dtype: str, path: str) -> str:
+    from app import lifeline  # not at the top: the child must import TensorFlow before `app`
+
     env = {**os.environ, **config, "TF_CPP_MIN_LOG_LEVEL": "3"}
     args = [sys.executable, "-m", "bench.onednn", str(A), str(F), dtype, path]
     proc = subprocess.run(lifeline.command(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -63,13 +73,13 @@ def measure(config: dict[str, str], A: int, F: int, dtype: str, path: str) -> st
     return f"{json.loads(proc.stdout.strip().splitlines()[-1])['ms']:.2f} ms"
 
 
-def table() -> str:
+def table(shapes: list[tuple[int, int]] = SHAPES) -> str:
     runs = [(name, cfg, "graph") for name, cfg in CONFIGS.items()]
     runs.append(("oneDNN off, BFC allocator, XLA (served for hot shapes)", CONFIGS[list(CONFIGS)[-1]], "xla"))
-    heads = [f"{A}×{F} {dtype}" for dtype in ("float32", "float64") for A, F in SHAPES]
+    heads = [f"{A}×{F} {dtype}" for dtype in ("float32", "float64") for A, F in shapes]
     lines = ["| engine Jacobian, median per call | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for name, cfg, path in runs:
-        cells = [measure(cfg, A, F, dtype, path) for dtype in ("float32", "float64") for A, F in SHAPES]
+        cells = [measure(cfg, A, F, dtype, path) for dtype in ("float32", "float64") for A, F in shapes]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

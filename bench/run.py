@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from app import lifeline
+from bench import onednn
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON, NPZ = "application/json", "application/x-npz"
@@ -441,7 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         f" XLA: {Settings().xla}.\n\nRatios are project/floor from one interleaved run"
         " (throughput: project/floor, higher is better; times: lower is better).\n\n"
         + table(rows)
-        + "\n\n![latency against output size](latency.png)\n"
+        + "\n\n![latency against output size](latency.png)\n\n"
+        + "## oneDNN off: what it costs or saves (`python -m bench.onednn`)\n\n"
+        + "TensorFlow's oneDNN kernels segfault on AVX-512 CPUs for float32 Jacobians (README, Troubleshooting); "
+        + "the service turns them off and uses TensorFlow's BFC CPU allocator. Each cell is its own process.\n\n"
+        + onednn.table(onednn.SHAPES[:1] if args.quick else onednn.SHAPES)
+        + "\n"
     )
     (args.out / "results.md").write_text(report)
     print(report)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from app import lifeline
+
 PARENT = """
 import os, signal, subprocess, sys
 from app import lifeline
@@ -44,5 +46,13 @@ def test_the_child_dies_when_its_parent_is_killed(how: str) -> None:
 
 
 def test_a_child_whose_parent_is_already_gone_does_not_start() -> None:
-    r = subprocess.run([sys.executable, "-m", "app.lifeline", "1", "true"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, lifeline.__file__, "1", "true"], capture_output=True, text=True)
     assert r.returncode != 0 and "already gone" in r.stderr
+
+
+def test_the_child_gets_the_environment_it_is_given() -> None:
+    """The launcher must not add the app's TensorFlow settings: the canary's hostile environment
+    and the benchmark's configurations depend on it."""
+    cmd = lifeline.command([sys.executable, "-c", "import os; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"])
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True).stdout.strip() == "1"
