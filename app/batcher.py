@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -40,12 +40,47 @@ class _Job:
         return int(self.rows[0].shape[0])
 
 
+class Batchable(Protocol):
+    """A queued job: its rows (each with a leading row axis) and what it may be stacked with."""
+
+    rows: tuple[np.ndarray, ...]
+    key: tuple[Any, ...]
+
+    @property
+    def n(self) -> int: ...
+
+
+J = TypeVar("J", bound=Batchable)
+
+
+def take_batch(queue: deque[J], max_rows: int) -> tuple[list[J], deque[J]]:
+    """The oldest job and every queued job compatible with it, up to the row bound; and the rest."""
+    first = queue.popleft()
+    batch, rows, rest = [first], first.n, deque[J]()
+    while queue:
+        job = queue.popleft()
+        if job.key == first.key and rows + job.n <= max_rows:
+            batch.append(job)
+            rows += job.n
+        else:
+            rest.append(job)
+    return batch, rest
+
+
+def stack_rows(batch: list[J]) -> tuple[np.ndarray, ...]:
+    """One array per input, the jobs' rows one after another."""
+    if len(batch) == 1:
+        return batch[0].rows
+    return tuple(np.concatenate(parts) for parts in zip(*(j.rows for j in batch), strict=True))
+
+
 @dataclass(frozen=True)
 class BatchStats:
     op: str
     rows: int
     requests: int
     seconds: float  # engine time, measured on the worker thread
+    workers: int = 1  # HTTP worker processes whose requests are in the batch
 
 
 class Batcher:
@@ -100,17 +135,7 @@ class Batcher:
             self._pending -= 1
 
     def _take_batch(self) -> list[_Job]:
-        """The oldest job and every queued job compatible with it, up to the row bound."""
-        first = self._queue.popleft()
-        batch, rows, rest = [first], first.n, deque[_Job]()
-        while self._queue:
-            job = self._queue.popleft()
-            if job.key == first.key and rows + job.n <= self._max_rows:
-                batch.append(job)
-                rows += job.n
-            else:
-                rest.append(job)
-        self._queue = rest
+        batch, self._queue = take_batch(self._queue, self._max_rows)
         return batch
 
     async def _loop(self) -> None:
@@ -129,11 +154,7 @@ class Batcher:
         return self._run_rows(op, *rows), time.perf_counter() - start
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
-        stacked = (
-            batch[0].rows
-            if len(batch) == 1
-            else tuple(np.concatenate(parts) for parts in zip(*(j.rows for j in batch), strict=True))
-        )
+        stacked = stack_rows(batch)
         try:
             result, seconds = await loop.run_in_executor(self._executor, self._timed, batch[0].op, stacked)
         except Exception as err:  # delivered to each waiting request, mapped to a status there

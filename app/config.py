@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -37,6 +38,18 @@ class Settings(BaseSettings):
     xla_max_shapes: int = Field(64, ge=0, description="Most shapes compiled with XLA (bounds its cache).")
 
     api_key: SecretStr | None = Field(None, description="When set, compute endpoints require it.")
+
+    workers: int = Field(
+        default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1, description="HTTP worker processes."
+    )
+    devices: str | None = Field(
+        None, description="GPUs to run one engine process each on, e.g. '0,1'; default: all visible, else the CPU."
+    )
+    shm_dir: str = Field("/dev/shm", description="Where big answers pass from an engine to a worker.")
+    # Set by the supervisor for the processes it starts; unset, the app runs TensorFlow in-process.
+    runtime_dir: str | None = None
+    shm_prefix: str = "jacobian"
+    engines: int = Field(1, ge=1, description="Engine processes the workers talk to (set by the supervisor).")
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -69,6 +69,16 @@ class Overloaded(ServiceError):
         self.retry_after_s = retry_after_s
 
 
+class EngineUnavailable(ServiceError):
+    """503 with Retry-After: the engine process died or is restarting; the supervisor brings it back."""
+
+    code = "engine_unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ClientDisconnected(ServiceError):
     """499 (nginx's convention): the client went away; nobody reads this answer."""
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from app.errors import (
     ClientDisconnected,
     DeadlineExceeded,
+    EngineUnavailable,
     InvalidInput,
     MalformedBody,
     NonFiniteResult,
@@ -35,6 +36,7 @@ STATUS: dict[type[ServiceError], int] = {
     NonFiniteResult: 422,
     NotReady: 503,
     Overloaded: 503,
+    EngineUnavailable: 503,
     DeadlineExceeded: 504,
     ClientDisconnected: 499,
 }
@@ -52,7 +54,7 @@ def error_response(
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     headers = {}
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded | EngineUnavailable):
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"

@@ -27,14 +27,19 @@ def command(cmd: list[str]) -> list[str]:
     return [sys.executable, os.path.abspath(__file__), str(os.getpid()), *cmd]
 
 
-def main(argv: list[str]) -> None:
-    parent, cmd = int(argv[0]), argv[1:]
+def die_with_parent(parent: int | None = None) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (from now on, across exec)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:
-        sys.exit(f"lifeline: parent {parent} is already gone; not starting {cmd[0]}")
+    if parent is not None and os.getppid() != parent:
+        sys.exit(f"lifeline: parent {parent} is already gone")
+
+
+def main(argv: list[str]) -> None:
+    parent, cmd = int(argv[0]), argv[1:]
+    die_with_parent(parent)
     os.execvp(cmd[0], cmd)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
+from app import ipc, lifeline
 from app.batcher import Batcher, BatchStats, RunRows
 from app.config import Settings, get_settings
 from app.handlers import install_handlers
@@ -50,7 +52,31 @@ def _load_engine(settings: Settings) -> Any:
     return eng, engine
 
 
-async def _start(app: FastAPI) -> None:
+class InProcessEngine:
+    """TensorFlow in this process, behind the asyncio batcher: the app run by plain uvicorn or
+    a test client, without the supervisor's engine processes."""
+
+    def __init__(self, engine: Any, module: Any, batcher: Batcher) -> None:
+        self.engine, self.module, self.batcher = engine, module, batcher
+        self.submit = batcher.submit
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    def readiness(self) -> dict[str, Any]:
+        return {
+            "status": "ready",
+            "engine_pids": [os.getpid()],
+            "engines": [{"index": 0, "pid": os.getpid(), "state": "ready"}],
+            "tensorflow": self.module.tf.__version__,
+            "devices": self.module.visible_devices(),
+            "onednn": self.module.onednn_enabled(),
+            "trace_count": self.engine.trace_count,
+            "xla_shapes": self.engine.xla_shapes,
+        }
+
+
+async def _start_in_process(app: FastAPI) -> None:
     state, settings = app.state, app.state.settings
     try:
         eng, module = await asyncio.to_thread(_load_engine, settings)
@@ -58,36 +84,53 @@ async def _start(app: FastAPI) -> None:
         log.exception("TensorFlow failed to load")
         state.status = "failed"
         return
-    state.engine = eng
-    state.tf_version = module.tf.__version__
-    state.devices = module.visible_devices()
-    state.onednn = module.onednn_enabled()
     metrics: Metrics = state.metrics
 
     def observe(stats: BatchStats) -> None:
-        metrics.compute.labels(stats.op).observe(stats.seconds)
-        metrics.batch_rows.observe(stats.rows)
-        metrics.batch_requests.observe(stats.requests)
+        assert metrics.engine is not None
+        metrics.engine.observe(stats)
 
     batcher = Batcher(
         state.wrap_run_rows(eng.run_rows), settings.max_batch_rows, settings.max_pending, on_batch=observe
     )
     batcher.start()
+    state.engine = eng
+    state.runtime = InProcessEngine(eng, module, batcher)
     state.service = Service(settings, batcher)
     state.status = "ready"
-    onednn = "on" if state.onednn else "off"
-    log.info("ready: TensorFlow %s on %s, oneDNN %s", state.tf_version, ", ".join(state.devices), onednn)
+    ready = state.runtime.readiness()
+    onednn = "on" if ready["onednn"] else "off"
+    log.info("ready: TensorFlow %s on %s, oneDNN %s", ready["tensorflow"], ", ".join(ready["devices"]), onednn)
+
+
+def _start_worker(app: FastAPI) -> None:
+    """An HTTP worker started by the supervisor: no TensorFlow here, the engines are processes."""
+    from app.engine_client import Engines
+
+    lifeline.die_with_parent()
+    state, settings = app.state, app.state.settings
+    engines = Engines(settings, observe_ipc=state.metrics.ipc.observe)
+    engines.start()
+    state.shm = ipc.shm_report(settings.shm_dir, settings.max_output_elements * 8)
+    state.runtime = engines
+    state.service = Service(settings, engines)
+    state.status = "running"
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    starting = asyncio.create_task(_start(app))
+    if app.state.settings.runtime_dir is not None:
+        _start_worker(app)
+        yield
+        await app.state.runtime.stop()
+        return
+    starting = asyncio.create_task(_start_in_process(app))
     yield
     starting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await starting
-    if app.state.service is not None:
-        await app.state.service.batcher.stop()
+    if app.state.runtime is not None:
+        await app.state.runtime.stop()
 
 
 def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRows], RunRows] | None = None) -> FastAPI:
@@ -103,9 +146,8 @@ def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRow
     app.state.status = "starting"
     app.state.engine = None
     app.state.service = None
-    app.state.tf_version = None
-    app.state.devices = []
-    app.state.onednn = None
+    app.state.runtime = None
+    app.state.shm = None
     app.state.metrics = Metrics()
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     install_handlers(app)

@@ -4,16 +4,51 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("app.requests")
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
+
+
+class EngineMetrics:
+    """What the batcher in front of TensorFlow records, in whichever process runs it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.compute = Histogram(
+            "jacobian_compute_seconds", "TensorFlow time per engine call", ["op"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.batch_rows = Histogram(
+            "jacobian_batch_rows", "States per engine call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r
+        )
+        self.batch_requests = Histogram(
+            "jacobian_batch_requests", "Requests per engine call", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
+        )
+        self.batch_workers = Histogram(
+            "jacobian_batch_workers",
+            "HTTP worker processes with requests in one engine call",
+            buckets=(1, 2, 4, 8, 16),
+            registry=r,
+        )
+
+    def observe(self, stats: Any) -> None:
+        self.compute.labels(stats.op).observe(stats.seconds)
+        self.batch_rows.observe(stats.rows)
+        self.batch_requests.observe(stats.requests)
+        self.batch_workers.observe(stats.workers)
+
+
+def multiprocess_dir() -> str | None:
+    """Set by the supervisor: every process then writes its metrics to files there (prometheus_client's
+    multiprocess mode), and /metrics, served by any worker, adds them up."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 class Metrics:
@@ -29,18 +64,21 @@ class Metrics:
             "jacobian_request_seconds", "HTTP request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r
         )
         self.in_progress = Gauge(
-            "jacobian_requests_in_progress", "HTTP requests being handled, by method", ["method"], registry=r
+            "jacobian_requests_in_progress",
+            "HTTP requests being handled, by method",
+            ["method"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejected = Counter("jacobian_rejected_requests", "Requests refused, by reason", ["reason"], registry=r)
-        self.compute = Histogram(
-            "jacobian_compute_seconds", "TensorFlow time per engine call", ["op"], buckets=_LATENCY_BUCKETS, registry=r
+        self.ipc = Histogram(
+            "jacobian_ipc_seconds",
+            "Time a request spends between an HTTP worker and the engine process, less TensorFlow's",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.batch_rows = Histogram(
-            "jacobian_batch_rows", "States per engine call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r
-        )
-        self.batch_requests = Histogram(
-            "jacobian_batch_requests", "Requests per engine call", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r
-        )
+        self.engine_restarts = Counter("jacobian_engine_restarts", "Engine processes restarted after dying", registry=r)
+        self.engine: EngineMetrics | None = None if multiprocess_dir() else EngineMetrics(r)
         self.output_elements = Histogram(
             "jacobian_output_elements",
             "Elements in each answer",
@@ -97,6 +135,15 @@ class RequestObserver:
                 elapsed * 1e3,
                 request_id,
             )
+
+
+def exposition(metrics: Metrics) -> bytes:
+    """The Prometheus text for /metrics: this process's registry, or every process's files."""
+    if multiprocess_dir() is None:
+        return generate_latest(metrics.registry)  # type: ignore[no-any-return]
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)  # type: ignore[no-any-return]
 
 
 def _incoming_id(scope: Scope) -> str | None:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
@@ -23,6 +23,7 @@ from app.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from app.observability import exposition
 from app.problems import FLOAT_DTYPES, Problem
 from app.schemas import (
     ErrorBody,
@@ -274,7 +275,7 @@ async def hvp(request: Request) -> Response:
     tags=["operations"],
 )
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(
@@ -304,13 +305,9 @@ async def live() -> dict[str, str]:
 )
 async def ready(request: Request) -> Response:
     state = request.app.state
-    body = Readiness(
-        status=state.status,
-        tensorflow=state.tf_version,
-        devices=state.devices,
-        onednn=state.onednn,
-        xla=state.settings.xla,
-        trace_count=state.engine.trace_count if state.engine else None,
-        xla_shapes=state.engine.xla_shapes if state.engine else None,
-    )
-    return Response(body.model_dump_json(), 200 if state.status == "ready" else 503, media_type=codec.JSON)
+    if state.runtime is None:
+        fields = {"status": state.status, "reason": "loading TensorFlow and warming up"}
+    else:
+        fields = state.runtime.readiness()
+    body = Readiness(**fields, xla=state.settings.xla, shm=state.shm)
+    return Response(body.model_dump_json(), 200 if body.status == "ready" else 503, media_type=codec.JSON)

@@ -106,8 +106,25 @@ class Liveness(BaseModel):
     status: Literal["ok"]
 
 
+class EngineState(BaseModel):
+    index: int
+    pid: int | None = Field(description="The engine's process id; null while it is down.")
+    state: Literal["ready", "starting", "down"]
+
+
+class SharedMemory(BaseModel):
+    dir: str
+    free_bytes: int
+    needed_bytes: int = Field(description="The largest answer the limits admit (float64).")
+    ok: bool = Field(description="Whether the largest answer fits; if not, big answers go through the socket.")
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "starting", "failed"]
+    reason: str | None = Field(None, description="Why not ready, e.g. an engine process restarting.")
+    engine_pids: list[int] = Field(default_factory=list, description="Process ids of the engines that are up.")
+    engines: list[EngineState] = Field(default_factory=list)
+    shm: SharedMemory | None = Field(None, description="Shared memory for big answers (engine processes only).")
     tensorflow: str | None = None
     devices: list[str] = Field(default_factory=list, description="Visible TensorFlow devices.")
     onednn: bool | None = Field(

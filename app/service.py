@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-from app.batcher import Batcher
 from app.config import Settings
 from app.errors import DeadlineExceeded
 from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y
@@ -23,6 +23,12 @@ def broadcast_hessian(H_lse: np.ndarray, A: int) -> np.ndarray:
     return np.broadcast_to(H_lse[:, None], (H_lse.shape[0], A, *H_lse.shape[1:]))
 
 
+class Submits(Protocol):
+    """The in-process batcher, or the client of the engine processes."""
+
+    async def submit(self, op: str, *rows: np.ndarray) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Answer:
     arrays: dict[str, np.ndarray]
@@ -35,7 +41,7 @@ class Answer:
 
 
 class Service:
-    def __init__(self, settings: Settings, batcher: Batcher) -> None:
+    def __init__(self, settings: Settings, batcher: Submits) -> None:
         self.settings = settings
         self.batcher = batcher
 

@@ -47,7 +47,7 @@ def test_the_child_dies_when_its_parent_is_killed(how: str) -> None:
 
 def test_a_child_whose_parent_is_already_gone_does_not_start() -> None:
     r = subprocess.run([sys.executable, lifeline.__file__, "1", "true"], capture_output=True, text=True)
-    assert r.returncode != 0 and "already gone" in r.stderr
+    assert r.returncode != 0 and "parent 1 is already gone" in r.stderr
 
 
 def test_the_child_gets_the_environment_it_is_given() -> None:

@@ -1,0 +1,173 @@
+"""`python -m app.engine_process INDEX`: one engine process, started by the supervisor for one
+device. It owns TensorFlow, the traced functions, XLA and the dynamic batcher for requests from
+every HTTP worker, which reach it over one ZeroMQ socket (`app.ipc`).
+
+The loop drains the socket, then runs the oldest request together with every queued request of
+the same (operation, dtype, A, F), up to `max_batch_rows` rows, and drains again before the next
+batch: no waiting window, and a request its worker cancelled (the client hung up or its deadline
+passed) before its batch started is never computed. At most `max_pending` requests wait; the
+newest beyond that are answered "overloaded".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from app import ipc, lifeline
+from app.batcher import BatchStats, stack_rows, take_batch
+from app.config import Settings, get_settings
+
+log = logging.getLogger("app.engine")
+
+
+@dataclass
+class _Job:
+    peer: bytes  # the worker's ZeroMQ identity
+    id: int
+    op: str
+    rows: tuple[np.ndarray, ...]
+    shm: str | None
+    worker: int  # the worker's process id
+    key: tuple[Any, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key = (self.op, self.rows[0].dtype.name, *self.rows[0].shape[1:])
+
+    @property
+    def n(self) -> int:
+        return int(self.rows[0].shape[0])
+
+
+class EngineLoop:
+    def __init__(self, engine: Any, sock: zmq.Socket, settings: Settings, info: dict[str, Any], metrics: Any) -> None:
+        self.engine = engine
+        self.sock = sock
+        self.settings = settings
+        self.info = info
+        self.metrics = metrics
+        self.queue: deque[_Job] = deque()
+        self.stopping = False
+
+    def run(self) -> None:
+        while not (self.stopping and not self.queue):
+            if not self.queue and not self.sock.poll(100):
+                continue
+            self.drain()
+            if self.queue:
+                batch, self.queue = take_batch(self.queue, self.settings.max_batch_rows)
+                self.run_batch(batch)
+
+    def drain(self) -> None:
+        """Read every message waiting on the socket."""
+        while True:
+            try:
+                peer, header_frame, *frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            self.handle(peer.bytes, ipc.unpack_header(header_frame), frames)
+        excess = len(self.queue) - self.settings.max_pending
+        for _ in range(max(excess, 0)):
+            job = self.queue.pop()
+            self.reply(job.peer, {"id": job.id, "ok": False, "error": "overloaded"})
+
+    def handle(self, peer: bytes, header: dict[str, Any], frames: list[Any]) -> None:
+        if "cancel" in header:
+            self.queue = deque(j for j in self.queue if not (j.peer == peer and j.id == header["cancel"]))
+        elif "status" in header:
+            status = {**self.info, "trace_count": self.engine.trace_count, "xla_shapes": self.engine.xla_shapes}
+            self.reply(peer, {"id": header["id"], "status": status})
+        else:
+            rows = tuple(
+                ipc.array_from_frame(f, header["dtype"], shape)
+                for f, shape in zip(frames, header["shapes"], strict=True)
+            )
+            self.queue.append(_Job(peer, header["id"], header["op"], rows, header.get("shm"), header["worker"]))
+
+    def run_batch(self, batch: list[_Job]) -> None:
+        start = time.perf_counter()
+        try:
+            result = self.engine.run_rows(batch[0].op, *stack_rows(batch))
+        except Exception as err:  # the workers map it to a status; the engine keeps serving
+            log.exception("engine call failed")
+            for job in batch:
+                self.reply(job.peer, {"id": job.id, "ok": False, "error": "internal", "message": str(err)[:300]})
+            return
+        seconds = time.perf_counter() - start
+        workers = len({j.worker for j in batch})
+        self.metrics.observe(BatchStats(batch[0].op, sum(j.n for j in batch), len(batch), seconds, workers))
+        offset = 0
+        for job in batch:
+            arrays = {k: a[offset : offset + job.n] for k, a in result.arrays.items()}
+            offset += job.n
+            self.answer(job, arrays, result.device, seconds)
+
+    def answer(self, job: _Job, arrays: dict[str, np.ndarray], device: str, seconds: float) -> None:
+        header: dict[str, Any] = {"id": job.id, "ok": True, "device": device, "compute_s": seconds}
+        nbytes = sum(a.nbytes for a in arrays.values())
+        if job.shm is not None and nbytes > ipc.INLINE_MAX:
+            try:
+                layout = ipc.shm_write(self.settings.shm_dir, job.shm, arrays)
+            except OSError as err:  # e.g. a container's small /dev/shm: slower, but an answer
+                log.warning("shared memory refused %d bytes (%s); answering through the socket", nbytes, err)
+            else:
+                self.reply(job.peer, {**header, "shm": layout.entries, "nbytes": layout.nbytes})
+                return
+        header["arrays"] = [(name, a.dtype.name, list(a.shape)) for name, a in arrays.items()]
+        self.reply(job.peer, header, list(arrays.values()))
+
+    def reply(self, peer: bytes, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
+        self.sock.send_multipart([peer, *ipc.pack(header, arrays or [])], copy=False)
+
+
+def serve(index: int, settings: Settings) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from app import engine as engine_module  # TensorFlow: only in this process
+    from app.observability import EngineMetrics
+
+    engine_module.enable_gpu_memory_growth()
+    engine = engine_module.Engine(settings.xla, settings.xla_after, settings.xla_max_shapes)
+    engine.warm_up()
+    info = {
+        "index": index,
+        "pid": os.getpid(),
+        "tensorflow": engine_module.tf.__version__,
+        "devices": engine_module.visible_devices(),
+        "onednn": engine_module.onednn_enabled(),
+    }
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    assert settings.runtime_dir is not None
+    ipc_path = ipc.endpoint(settings.runtime_dir, index)
+    if os.path.exists(ipc_path.removeprefix("ipc://")):
+        os.unlink(ipc_path.removeprefix("ipc://"))  # left by the engine this one replaces
+    sock.bind(ipc_path)
+    loop = EngineLoop(engine, sock, settings, info, EngineMetrics(CollectorRegistry()))
+
+    def stop(*_: Any) -> None:
+        loop.stopping = True  # finish what is queued, then exit
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches the group
+    log.info("engine %d ready: pid %d, %s", index, os.getpid(), ", ".join(info["devices"]))
+    loop.run()
+    sock.close()
+    ctx.term()
+
+
+if __name__ == "__main__":
+    lifeline.die_with_parent()
+    s = get_settings()
+    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve(int(sys.argv[1]), s)

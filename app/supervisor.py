@@ -1,0 +1,156 @@
+"""`python -m app`: the supervisor. It starts one engine process per device (`app.engine_process`)
+and `JACOBIAN_WORKERS` HTTP worker processes (uvicorn, `app.main:app`, no TensorFlow) sharing one
+listening socket; restarts any of them that dies; and on SIGTERM lets the workers finish what
+is in flight, then stops the engines, and removes its shared-memory files and runtime directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from app import ipc, lifeline
+from app.config import Settings, get_settings
+
+log = logging.getLogger("app.supervisor")
+
+
+def engine_devices(settings: Settings) -> list[str | None]:
+    """One entry per engine: a GPU index for CUDA_VISIBLE_DEVICES, or None for the CPU."""
+    if settings.devices:
+        return [d.strip() for d in settings.devices.split(",") if d.strip()]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip()] or [None]
+    gpus = sorted(p.name for p in Path("/proc/driver/nvidia/gpus").glob("*"))
+    return [str(i) for i in range(len(gpus))] or [None]
+
+
+class EngineProcess:
+    def __init__(self, index: int, device: str | None) -> None:
+        self.index, self.device = index, device
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        if self.device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.device
+        cmd = [sys.executable, "-m", "app.engine_process", str(self.index)]
+        self.proc = subprocess.Popen(lifeline.command(cmd), env=env)
+
+    def died(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout_s: float = 60) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()  # it finishes what is queued, then exits
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor (restarts dead workers, SIGTERM/SIGINT handling), plus engines."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[Any], engines: list[EngineProcess], settings: Settings):
+        super().__init__(config, sockets)
+        self.engines = engines
+        self.settings = settings
+        from prometheus_client import CollectorRegistry, Counter
+
+        self.restarts = Counter("jacobian_engine_restarts", "Engine processes restarted", registry=CollectorRegistry())
+
+    def init_processes(self) -> None:
+        for engine in self.engines:
+            engine.start()
+        super().init_processes()
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        for engine in self.engines:
+            code = engine.died()
+            if code is not None:
+                log.error("engine %d (pid %s) died with status %s; restarting it", engine.index, engine.proc.pid, code)  # type: ignore[union-attr]
+                self.restarts.inc()
+                engine.start()
+        workers = {p.pid for p in self.processes}
+        super().keep_subprocess_alive()
+        for pid in workers - {p.pid for p in self.processes}:
+            self._forget_worker(pid)
+
+    def _forget_worker(self, pid: int | None) -> None:
+        from prometheus_client import multiprocess
+
+        if pid is not None:
+            gone = ipc.sweep(self.settings.shm_dir, f"{self.settings.shm_prefix}-{pid}-")
+            multiprocess.mark_process_dead(pid)
+            log.info("worker %d replaced; removed %d shared-memory files it left", pid, gone)
+
+    def run(self) -> None:
+        try:
+            super().run()  # returns once the workers have drained and exited
+        finally:
+            for engine in self.engines:
+                engine.stop()
+            ipc.sweep(self.settings.shm_dir, self.settings.shm_prefix + "-")
+
+
+def main() -> None:
+    base = get_settings()
+    logging.basicConfig(level=base.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    runtime = tempfile.mkdtemp(prefix="jacobian-")
+    # Every process started from here reads these (pydantic-settings, prometheus_client).
+    os.environ["JACOBIAN_RUNTIME_DIR"] = runtime
+    os.environ["JACOBIAN_SHM_PREFIX"] = f"jacobian-{os.getpid()}"
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(runtime, "metrics")
+    os.mkdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    devices = engine_devices(base)
+    os.environ["JACOBIAN_ENGINES"] = str(len(devices))
+    get_settings.cache_clear()
+    settings = get_settings()
+    _check_shared_memory(settings)
+    config = uvicorn.Config(
+        "app.main:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,  # app.observability logs each request once, with its request id
+    )
+    engines = [EngineProcess(i, d) for i, d in enumerate(devices)]
+    log.info(
+        "supervisor %d: %d engine(s) on %s, %d HTTP worker(s)",
+        os.getpid(),
+        len(engines),
+        ", ".join(d or "CPU" for d in devices),
+        settings.workers,
+    )
+    try:
+        Supervisor(config, [config.bind_socket()], engines, settings).run()
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _check_shared_memory(settings: Settings) -> None:
+    shm = ipc.shm_report(settings.shm_dir, settings.max_output_elements * 8)
+    if not shm["ok"]:
+        log.warning(
+            "%s has %d MiB free but the largest answer the limits admit is %d MiB: such answers will go "
+            "through the socket instead (slower). In Docker, raise shm_size (docker-compose.yml).",
+            shm["dir"],
+            shm["free_bytes"] >> 20,
+            shm["needed_bytes"] >> 20,
+        )
