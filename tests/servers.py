@@ -107,3 +107,54 @@ def running(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Live
         yield server
     finally:
         stop(server)
+
+
+def children(pid: int) -> list[int]:
+    """Direct child process ids (Linux /proc)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            kids += [int(c) for c in (task / "children").read_text().split()]
+    return kids
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(FileNotFoundError):
+            todo += children(p)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def tree_rss_mib(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(FileNotFoundError, RuntimeError):
+            total += rss_mib(p)
+    return total
+
+
+def worker_pids(server: LiveServer) -> list[int]:
+    """The HTTP workers: the supervisor's children that uvicorn spawned."""
+    return [p for p in children(server.proc.pid) if "multiprocessing.spawn" in cmdline(p)]
+
+
+def engine_pids(server: LiveServer) -> list[int]:
+    return [p for p in tree(server.proc.pid) if "app.engine_process" in cmdline(p) and "lifeline" not in cmdline(p)]

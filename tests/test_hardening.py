@@ -135,13 +135,6 @@ def test_error_bodies_leak_no_versions_or_paths(client: TestClient) -> None:
         assert version not in r.text and "site-packages" not in r.text and "Traceback" not in r.text
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def test_soak_3000_mixed_requests_16_clients(live_server: LiveServer) -> None:
     rng = np.random.default_rng(3)
     cases = []
@@ -178,11 +171,11 @@ def test_soak_3000_mixed_requests_16_clients(live_server: LiveServer) -> None:
         return errors
 
     assert asyncio.run(soak(300)) == []  # warm: allocator pools, connections
-    before = rss_mib(live_server.proc.pid)
+    before = servers.tree_rss_mib(live_server.proc.pid)  # every process: supervisor, workers, engine
     t = time.perf_counter()
     errors = asyncio.run(soak(3000))
     seconds = time.perf_counter() - t
-    growth = rss_mib(live_server.proc.pid) - before
+    growth = servers.tree_rss_mib(live_server.proc.pid) - before
     print(
         f"\nsoak: 3000 requests, 16 clients, {seconds:.1f} s, {3000 / seconds:.0f} req/s, RSS growth {growth:+.1f} MiB"
     )

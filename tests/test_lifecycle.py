@@ -165,7 +165,7 @@ def in_progress_posts(url: str) -> float:
     return 0.0
 
 
-def test_sigterm_finishes_a_request_in_flight_then_exits(tmp_path: Path, rng) -> None:
+def test_sigterm_finishes_a_request_in_flight_then_every_process_exits(tmp_path: Path, rng) -> None:
     """The request is in flight for certain: its last byte is held back until after the SIGTERM."""
     server = servers.start(tmp_path)
     try:
@@ -173,6 +173,8 @@ def test_sigterm_finishes_a_request_in_flight_then_exits(tmp_path: Path, rng) ->
         body = json_body(X, y)
         s = raw_post(server.url, "/jacobian", body, hold_back=1)
         wait_until(lambda: in_progress_posts(server.url) == 1, "the server is handling the request")
+        processes = servers.tree(server.proc.pid)  # supervisor, workers, engine
+        assert len(processes) >= 3
         server.proc.send_signal(signal.SIGTERM)
         s.sendall(body[-1:])
         answer = b""
@@ -185,6 +187,9 @@ def test_sigterm_finishes_a_request_in_flight_then_exits(tmp_path: Path, rng) ->
         # uvicorn drains, then re-raises SIGTERM so the exit status says why it stopped.
         assert server.proc.wait(30) in (0, -signal.SIGTERM), server.log_tail()
         assert "Application shutdown complete" in server.log.read_text()
+        # Every process exits (multiprocessing's resource tracker a moment after the supervisor).
+        wait_until(lambda: not [p for p in processes if servers.cmdline(p)], "every process has exited", 15)
+        assert list(Path("/dev/shm").glob(f"jacobian-{server.proc.pid}-*")) == []  # no shared memory left
         with pytest.raises(httpx.TransportError):
             httpx.get(server.url + "/health/live", timeout=2)
     finally:
