@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from app.config import Settings
 from app.main import create_app
 from tests import oracles, servers
 from tests.conftest import SEED
-from tests.helpers import NPZ, load_npz
+from tests.helpers import NPZ, load_npz, metric, wait_until
 from tests.oracles import assert_close
 
 
@@ -46,13 +44,6 @@ class Gate:
         return gated
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.005)
-
-
 @contextlib.contextmanager
 def serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
     """The real app under uvicorn on a loopback port, in a thread of this process."""
@@ -70,15 +61,6 @@ def serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
         thread.join(30)
 
 
-def raw_post(url: str, path: str, body: bytes, hold_back: int = 0) -> socket.socket:
-    """POST a JSON body on a socket of its own, all but its last `hold_back` bytes."""
-    host, port = url.removeprefix("http://").split(":")
-    s = socket.create_connection((host, int(port)), timeout=60)
-    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {codec.JSON}\r\nContent-Length: {len(body)}\r\n\r\n"
-    s.sendall(head.encode() + body[: len(body) - hold_back])
-    return s
-
-
 def json_body(X: np.ndarray, y: np.ndarray) -> bytes:
     return codec.encode_json({"X": X, "Y": y}, {"dtype": "float64"})
 
@@ -94,7 +76,7 @@ def test_clients_that_hang_up_while_queued_are_never_computed(rng) -> None:
         first.start()
         assert gate.entered.wait(60)
         X, y = rng.normal(size=(3, 5)), rng.normal(size=5)
-        queued = [raw_post(url, "/jacobian", json_body(X, y)) for _ in range(5)]
+        queued = [servers.raw_post(url, "/jacobian", json_body(X, y)) for _ in range(5)]
         wait_until(lambda: pending(app) == 6, "five requests queue behind the busy engine")
         for s in queued:
             s.close()
@@ -159,10 +141,7 @@ def test_a_big_answer_being_encoded_does_not_stall_other_requests(monkeypatch: p
 
 
 def in_progress_posts(url: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith('jacobian_requests_in_progress{method="POST"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return metric(httpx.get(url + "/metrics").text, "jacobian_requests_in_progress", method="POST")
 
 
 def test_sigterm_finishes_a_request_in_flight_then_every_process_exits(tmp_path: Path, rng) -> None:
@@ -171,7 +150,7 @@ def test_sigterm_finishes_a_request_in_flight_then_every_process_exits(tmp_path:
     try:
         X, y = rng.normal(size=(64, 512)) * 0.1, rng.normal(size=512)
         body = json_body(X, y)
-        s = raw_post(server.url, "/jacobian", body, hold_back=1)
+        s = servers.raw_post(server.url, "/jacobian", body, hold_back=1)
         wait_until(lambda: in_progress_posts(server.url) == 1, "the server is handling the request")
         processes = servers.tree(server.proc.pid)  # supervisor, workers, engine
         assert len(processes) >= 3

@@ -8,14 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import SEED
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{{want}}}") or (not labels and line.startswith(name + " ")):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+from tests.helpers import metric
 
 
 def test_metrics_count_requests_rejections_batches_and_outputs(client: TestClient) -> None:

@@ -4,6 +4,7 @@ that may die under load without taking the service down."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -13,25 +14,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from tests import oracles, servers
 from tests.conftest import SEED
+from tests.helpers import metric, wait_until
 from tests.servers import LiveServer
-
-
-def metric(text: str, line_start: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def wait_until(condition, what: str, timeout_s: float = 90) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
 
 
 def ready(server: LiveServer) -> bool:
@@ -69,7 +58,7 @@ def test_batches_hold_requests_from_both_workers(two_workers: LiveServer) -> Non
 
     def mixed() -> float:
         text = httpx.get(two_workers.url + "/metrics").text
-        return metric(text, "jacobian_batch_workers_count") - metric(text, 'jacobian_batch_workers_bucket{le="1.0"}')
+        return metric(text, "jacobian_batch_workers_count") - metric(text, "jacobian_batch_workers_bucket", le="1.0")
 
     async def burst() -> None:
         # Separate connections: the kernel spreads them over both workers' accept queues.
@@ -145,8 +134,13 @@ def test_engine_killed_under_load_gives_only_right_answers_or_503_then_recovers(
     t = time.monotonic()
     wait_until(lambda: ready(two_workers), "the engine is back", timeout_s=60)
     print(f"\n{how.name}: {dict(statuses)}; ready again {time.monotonic() - t:.1f} s after the load ended")
-    health = httpx.get(two_workers.url + "/health/ready").json()
-    assert health["engine_pids"] and engine not in health["engine_pids"]
+    new = servers.engine_pids(two_workers)
+    assert len(new) == 1 and new[0] != engine
+    # Each worker learns of the new engine on its own (within a quarter second).
+    wait_until(
+        lambda: all(httpx.get(two_workers.url + "/health/ready").json()["engine_pids"] == new for _ in range(4)),
+        "every worker reports the new engine",
+    )
     r = httpx.post(two_workers.url + "/jacobian", json=body, timeout=60)
     assert r.status_code == 200
     oracles.assert_close(np.array(r.json()["J"]), want, 1e-9)
@@ -168,3 +162,49 @@ def test_while_the_engine_is_down_ready_says_why_and_live_stays_up(two_workers: 
         assert r.status_code in (200, 503)  # 200 once the replacement is up
     finally:
         wait_until(lambda: ready(two_workers), "the engine is back", timeout_s=60)
+
+
+def compute_count(server: LiveServer, op: str) -> float:
+    return metric(httpx.get(server.url + "/metrics").text, "jacobian_compute_seconds_count", op=op)
+
+
+def posts_in_progress(server: LiveServer) -> float:
+    return metric(httpx.get(server.url + "/metrics").text, "jacobian_requests_in_progress", method="POST")
+
+
+@contextlib.contextmanager
+def engine_held(server: LiveServer) -> Iterator[None]:
+    """The engine process stopped (SIGSTOP): "busy" for exactly as long as the test needs."""
+    engine = servers.engine_pids(server)[0]
+    os.kill(engine, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(engine, signal.SIGCONT)
+
+
+def test_hang_ups_while_the_engine_is_busy_are_never_computed(two_workers: LiveServer) -> None:
+    X, y = [[0.5, -1.0, 2.0], [1.0, 0.5, 0.0], [-1.0, 2.0, 1.0]], [1.0, 0.0, -1.0]
+    body = orjson.dumps({"X": X, "Y": y, "wrt": ["Y"]})  # op jacobian_y: nothing else here uses it
+    before = compute_count(two_workers, "jacobian_y")
+    with engine_held(two_workers):
+        queued = [servers.raw_post(two_workers.url, "/jacobian", body) for _ in range(5)]
+        wait_until(lambda: posts_in_progress(two_workers) == 5, "five requests wait for the engine")
+        for s in queued:
+            s.close()
+        wait_until(lambda: posts_in_progress(two_workers) == 0, "the workers see the hang-ups")
+    r = httpx.post(two_workers.url + "/jacobian", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200  # answered after everything the engine had queued
+    oracles.assert_close(np.array(r.json()["J_Y"]), oracles.jacobian_y(np.array(X), np.array(y)), 1e-5)
+    assert compute_count(two_workers, "jacobian_y") == before + 1
+
+
+def test_requests_past_their_deadline_get_504_and_are_never_computed(tmp_path: Path) -> None:
+    with servers.running(tmp_path, {"JACOBIAN_DEADLINE_S": "1", "JACOBIAN_WORKERS": "1"}) as server:
+        body = {"X": [[0.5, -1.0], [2.0, 1.0]], "Y": [1.0, 3.0], "wrt": ["Y"]}
+        before = compute_count(server, "jacobian_y")
+        with engine_held(server):
+            late = httpx.post(server.url + "/jacobian", json=body, timeout=60)
+        assert late.status_code == 504 and late.json()["code"] == "deadline_exceeded"
+        assert httpx.post(server.url + "/jacobian", json=body, timeout=60).status_code == 200
+        assert compute_count(server, "jacobian_y") == before + 1
