@@ -22,12 +22,13 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from app import ipc
+from app import ipc, ops
 from app.config import Settings
 from app.errors import EngineUnavailable, Overloaded
 
 WATCH_S = 0.05  # how often a dead engine is looked for
 STATUS_S = 1.0  # how often a live engine's status is refreshed
+FIRST_CONTACT_S = 2.0  # how long a new worker's first requests wait to hear from a live engine
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,15 @@ class EngineClient:
         self.pid: int | None = None
         self._observe_ipc = observe_ipc
         self._ids = itertools.count()
-        self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], ipc.Segment | None]] = {}
+        self.arena = ipc.Arena(settings.shm_dir, settings.shm_prefix)
         self._ctx = zmq.asyncio.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for an engine that is not there
         self._sock.connect(ipc.endpoint(settings.runtime_dir, index))
         self._tasks: list[asyncio.Task[None]] = []
-        self._status_id: int | None = None
+        self._seen = asyncio.Event()
         self._status_sent = 0.0
 
     @property
@@ -86,38 +88,64 @@ class EngineClient:
                 await task
         self._fail_all("the service is shutting down")
         self._sock.close()
+        self.arena.close()
 
     async def submit(self, op: str, *rows: np.ndarray) -> Answer:
+        if self.state == "starting":  # this worker has not heard from the engine yet: briefly wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
         if self.state != "ready":
-            raise EngineUnavailable(f"The engine is {self.state} (restarting after a failure); retry shortly")
+            raise EngineUnavailable(f"The engine is {self.state}; retry shortly")
         request_id = next(self._ids)
-        shm = f"{self.settings.shm_prefix}-{os.getpid()}-{request_id}"
+        segment = self._segment_for(op, rows)
         header = {
             "id": request_id,
             "op": op,
             "dtype": rows[0].dtype.name,
             "shapes": [list(r.shape) for r in rows],
-            "shm": shm,
+            "shm": segment.name if segment else None,
+            "shm_size": segment.size if segment else 0,
             "worker": os.getpid(),
         }
         future = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = (future, shm)
+        self._pending[request_id] = (future, segment)
         sent = time.perf_counter()
         try:
             await self._sock.send_multipart(ipc.pack(header, list(rows)), flags=zmq.NOBLOCK, copy=False)
-            answer, compute_s = await future
         except zmq.Again:
+            self._pending.pop(request_id)
+            if segment is not None:
+                self.arena.give_back(segment)  # the engine never saw it
             raise EngineUnavailable("The engine is not accepting work (restarting); retry shortly") from None
+        try:
+            answer, compute_s = await future
         except asyncio.CancelledError:  # a deadline or a hang-up: the engine need not compute it
             with contextlib.suppress(zmq.ZMQError):
                 await self._sock.send_multipart(ipc.pack({"cancel": request_id}), flags=zmq.NOBLOCK)
+            if segment is not None:
+                self.arena.discard(segment)  # the engine may yet write into it
+            raise
+        except EngineUnavailable:
+            if segment is not None:
+                self.arena.discard(segment)
             raise
         finally:
             self._pending.pop(request_id, None)
-            ipc.unlink(self.settings.shm_dir, shm)  # if the engine wrote it and nobody took it
         if self._observe_ipc is not None:
             self._observe_ipc(max(time.perf_counter() - sent - compute_s, 0.0))
         return answer  # type: ignore[no-any-return]
+
+    def _segment_for(self, op: str, rows: tuple[np.ndarray, ...]) -> ipc.Segment | None:
+        """A shared-memory segment for an answer too big for the socket."""
+        n, A, F = rows[0].shape
+        shapes = ops.output_shapes(op, n, A, F).values()
+        nbytes = sum(int(np.prod(s)) * rows[0].itemsize + ipc.ALIGN for s in shapes)
+        if nbytes <= ipc.INLINE_MAX:
+            return None
+        try:
+            return self.arena.lease(nbytes)
+        except OSError:  # shared memory full: slower through the socket, but an answer
+            return None
 
     async def _read(self) -> None:
         while True:
@@ -126,23 +154,25 @@ class EngineClient:
             if "status" in header:
                 self._on_status(header["status"])
                 continue
-            future, shm = self._pending.get(header["id"], (None, ""))
+            future, segment = self._pending.get(header["id"], (None, None))
             if future is None or future.done():
-                if "shm" in header:
-                    ipc.unlink(self.settings.shm_dir, shm)
-                continue
-            if not header["ok"]:
-                future.set_exception(self._error(header))
-            elif "shm" in header:
+                continue  # cancelled or failed: its segment, if any, was discarded then
+            if "shm" in header:
+                assert segment is not None
                 layout = ipc.Layout([tuple(e) for e in header["shm"]], header["nbytes"])  # type: ignore[misc]
-                arrays = ipc.shm_take(self.settings.shm_dir, shm, layout)
-                future.set_result((Answer(arrays, header["device"]), header["compute_s"]))
+                answer = Answer(self.arena.views(segment, layout), header["device"])
             else:
+                if segment is not None:
+                    self.arena.give_back(segment)
+                if not header["ok"]:
+                    future.set_exception(self._error(header))
+                    continue
                 arrays = {
                     name: ipc.array_from_frame(f, dtype, shape)
                     for (name, dtype, shape), f in zip(header["arrays"], frames, strict=True)
                 }
-                future.set_result((Answer(arrays, header["device"]), header["compute_s"]))
+                answer = Answer(arrays, header["device"])
+            future.set_result((answer, header["compute_s"]))
 
     def _error(self, header: dict[str, Any]) -> Exception:
         if header["error"] == "overloaded":
@@ -155,6 +185,7 @@ class EngineClient:
         self.status = status
         self.pid = status["pid"]
         self.state = "ready"
+        self._seen.set()
 
     async def _watch(self) -> None:
         while True:
@@ -163,14 +194,14 @@ class EngineClient:
                 self.state, self.pid = "down", None
                 self._fail_all(f"The engine process {self.index} died while computing; retry shortly")
             now = time.monotonic()
-            due = STATUS_S if self.state == "ready" else WATCH_S * 4
+            due = STATUS_S if self.state == "ready" else WATCH_S
             if now - self._status_sent >= due:
                 self._status_sent = now
                 with contextlib.suppress(zmq.Again, zmq.ZMQError):
                     await self._sock.send_multipart(ipc.pack({"status": True, "id": -1}), flags=zmq.NOBLOCK)
 
     def _fail_all(self, message: str) -> None:
-        for future, _shm in list(self._pending.values()):
+        for future, _segment in list(self._pending.values()):
             if not future.done():
                 future.set_exception(EngineUnavailable(message))
 

@@ -36,7 +36,8 @@ class _Job:
     id: int
     op: str
     rows: tuple[np.ndarray, ...]
-    shm: str | None
+    shm: str | None  # the worker's shared-memory segment for the answer, if it is big
+    shm_size: int
     worker: int  # the worker's process id
     key: tuple[Any, ...] = field(init=False)
 
@@ -56,6 +57,7 @@ class EngineLoop:
         self.info = info
         self.metrics = metrics
         self.queue: deque[_Job] = deque()
+        self.mappings = ipc.Mappings(settings.shm_dir)
         self.stopping = False
 
     def run(self) -> None:
@@ -91,7 +93,8 @@ class EngineLoop:
                 ipc.array_from_frame(f, header["dtype"], shape)
                 for f, shape in zip(frames, header["shapes"], strict=True)
             )
-            self.queue.append(_Job(peer, header["id"], header["op"], rows, header.get("shm"), header["worker"]))
+            job = _Job(peer, header["id"], header["op"], rows, header["shm"], header["shm_size"], header["worker"])
+            self.queue.append(job)
 
     def run_batch(self, batch: list[_Job]) -> None:
         start = time.perf_counter()
@@ -113,15 +116,12 @@ class EngineLoop:
 
     def answer(self, job: _Job, arrays: dict[str, np.ndarray], device: str, seconds: float) -> None:
         header: dict[str, Any] = {"id": job.id, "ok": True, "device": device, "compute_s": seconds}
-        nbytes = sum(a.nbytes for a in arrays.values())
-        if job.shm is not None and nbytes > ipc.INLINE_MAX:
-            try:
-                layout = ipc.shm_write(self.settings.shm_dir, job.shm, arrays)
-            except OSError as err:  # e.g. a container's small /dev/shm: slower, but an answer
-                log.warning("shared memory refused %d bytes (%s); answering through the socket", nbytes, err)
-            else:
+        if job.shm is not None:
+            layout = self.mappings.write(job.shm, job.shm_size, arrays)
+            if layout is not None:
                 self.reply(job.peer, {**header, "shm": layout.entries, "nbytes": layout.nbytes})
                 return
+            log.warning("segment %s cannot take the answer; sending it through the socket", job.shm)
         header["arrays"] = [(name, a.dtype.name, list(a.shape)) for name, a in arrays.items()]
         self.reply(job.peer, header, list(arrays.values()))
 

@@ -5,3 +5,17 @@ JACOBIAN_Y = "jacobian_y"
 JACOBIAN_XY = "jacobian_xy"
 HESSIAN = "hessian"
 HVP = "hvp"
+
+
+def output_shapes(op: str, rows: int, A: int, F: int) -> dict[str, tuple[int, ...]]:
+    """What the engine returns for `rows` problems of size A×F (W, and the op's derivative)."""
+    shapes: dict[str, tuple[int, ...]] = {"W": (rows, A)}
+    if op in (JACOBIAN, JACOBIAN_XY):
+        shapes["J"] = (rows, A, A, F)
+    if op in (JACOBIAN_Y, JACOBIAN_XY):
+        shapes["J_Y"] = (rows, A, F)
+    if op == HESSIAN:
+        shapes["H_lse"] = (rows, A, F, A, F)
+    if op == HVP:
+        shapes["HV"] = (rows, A, A, F)
+    return shapes

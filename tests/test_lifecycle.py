@@ -161,7 +161,7 @@ def test_sigterm_finishes_a_request_in_flight_then_every_process_exits(tmp_path:
             answer += chunk
         s.close()
         head, _, payload = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert head.startswith(b"HTTP/1.1 200"), (head[:200], payload[:300])
         assert_close(np.array(orjson.loads(payload)["J"]), oracles.jacobian(X, y), 1e-9)
         # uvicorn drains, then re-raises SIGTERM so the exit status says why it stopped.
         assert server.proc.wait(30) in (0, -signal.SIGTERM), server.log_tail()
