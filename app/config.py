@@ -39,9 +39,7 @@ class Settings(BaseSettings):
 
     api_key: SecretStr | None = Field(None, description="When set, compute endpoints require it.")
 
-    workers: int = Field(
-        default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1, description="HTTP worker processes."
-    )
+    workers: int = Field(default_factory=lambda: _cores(), ge=1, description="HTTP worker processes.")
     devices: str | None = Field(
         None, description="GPUs to run one engine process each on, e.g. '0,1'; default: all visible, else the CPU."
     )
@@ -51,11 +49,20 @@ class Settings(BaseSettings):
     shm_prefix: str = "jacobian"
     engines: int = Field(1, ge=1, description="Engine processes the workers talk to (set by the supervisor).")
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "devices", mode="before")
     @classmethod
     def _empty_means_off(cls, value: object) -> object:
         # docker-compose passes JACOBIAN_API_KEY="" when unset: that must not mean "the key is empty".
         return None if value in ("", None) else value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _empty_means_one_per_core(cls, value: object) -> object:
+        return _cores() if value in ("", None) else value
+
+
+def _cores() -> int:
+    return max(os.cpu_count() or 1, 1)
 
 
 @lru_cache

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from app.config import Settings
 from tests import oracles
 from tests.conftest import SEED
 from tests.helpers import NPZ, load_npz, npz_bytes
@@ -63,6 +64,8 @@ def test_compose_file_validates_with_a_gpu_reserved() -> None:
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert service["ports"][0]["target"] == 8000 and str(service["ports"][0]["published"]) == "8000"
     assert service["restart"] == "unless-stopped"
+    # /dev/shm carries big answers from the engine to the workers: room for the largest one.
+    assert service["shm_size"] >= 2 * Settings().max_output_elements * 8
     assert "/health/ready" in " ".join(service["healthcheck"]["test"])
     assert service["build"]["args"]["VARIANT"] == "gpu"
     assert {"JACOBIAN_MAX_REQUEST_BYTES", "JACOBIAN_XLA", "JACOBIAN_API_KEY"} <= set(service["environment"])
