@@ -325,7 +325,7 @@ def memory_rows(p: Server, quick: bool, max_elements: int) -> list[Row]:
     out_mib = A * A * F * 4 / 2**20
     rows = [
         Row(
-            f"peak RSS, {A}×{F} npz ({out_mib:.0f} MiB out)",
+            f"peak RSS, {A}×{F} npz ({out_mib:.0f} MiB out; summed over processes, shared memory in each)",
             f"+{peak - idle:.0f} MiB",
             "-",
             (peak - idle) / out_mib,

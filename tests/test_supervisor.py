@@ -208,3 +208,17 @@ def test_requests_past_their_deadline_get_504_and_are_never_computed(tmp_path: P
         assert late.status_code == 504 and late.json()["code"] == "deadline_exceeded"
         assert httpx.post(server.url + "/jacobian", json=body, timeout=60).status_code == 200
         assert compute_count(server, "jacobian_y") == before + 1
+
+
+@pytest.mark.parametrize(
+    "devices,visible,want",
+    [("0,1", None, ["0", "1"]), (None, "2", ["2"]), (None, "", [None]), ("", "0,3", ["0", "3"])],
+)
+def test_one_engine_per_device(monkeypatch: pytest.MonkeyPatch, devices, visible, want) -> None:  # type: ignore[no-untyped-def]
+    from app.config import Settings
+    from app.supervisor import engine_devices
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert engine_devices(Settings(devices=devices)) == want
