@@ -49,6 +49,13 @@ def test_dockerfile_essentials() -> None:
     assert {".git", ".venv", "tests"} <= set(ignored)
 
 
+def byte_size(value: str | int) -> int:
+    """Compose's sizes: a number of bytes, or '2gb', '512m', …"""
+    text = str(value).lower().rstrip("b")
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+
+
 def compose_config(*args: str) -> dict:
     r = subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", *args, "config"], cwd=ROOT, capture_output=True, text=True
@@ -65,7 +72,7 @@ def test_compose_file_validates_with_a_gpu_reserved() -> None:
     assert service["ports"][0]["target"] == 8000 and str(service["ports"][0]["published"]) == "8000"
     assert service["restart"] == "unless-stopped"
     # /dev/shm carries big answers from the engine to the workers: room for the largest one.
-    assert service["shm_size"] >= 2 * Settings().max_output_elements * 8
+    assert byte_size(service["shm_size"]) >= 2 * Settings().max_output_elements * 8
     assert "/health/ready" in " ".join(service["healthcheck"]["test"])
     assert service["build"]["args"]["VARIANT"] == "gpu"
     assert {"JACOBIAN_MAX_REQUEST_BYTES", "JACOBIAN_XLA", "JACOBIAN_API_KEY"} <= set(service["environment"])
