@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -26,10 +26,11 @@ RunRows = Callable[..., Any]  # (op, *rows) -> engine.Result
 
 
 @dataclass
-class _Job:
+class Job:
+    """Rows (each with a leading row axis) for one operation, and what they may be stacked with."""
+
     op: str
     rows: tuple[np.ndarray, ...]
-    future: asyncio.Future[Any]
     key: tuple[Any, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -40,17 +41,12 @@ class _Job:
         return int(self.rows[0].shape[0])
 
 
-class Batchable(Protocol):
-    """A queued job: its rows (each with a leading row axis) and what it may be stacked with."""
-
-    rows: tuple[np.ndarray, ...]
-    key: tuple[Any, ...]
-
-    @property
-    def n(self) -> int: ...
+@dataclass
+class _Job(Job):
+    future: asyncio.Future[Any]
 
 
-J = TypeVar("J", bound=Batchable)
+J = TypeVar("J", bound=Job)
 
 
 def take_batch(queue: deque[J], max_rows: int) -> tuple[list[J], deque[J]]:

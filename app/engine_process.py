@@ -17,36 +17,26 @@ import signal
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zmq
 
 from app import ipc, lifeline
-from app.batcher import BatchStats, stack_rows, take_batch
+from app.batcher import BatchStats, Job, stack_rows, take_batch
 from app.config import Settings, get_settings
 
 log = logging.getLogger("app.engine")
 
 
 @dataclass
-class _Job:
+class _Job(Job):
     peer: bytes  # the worker's ZeroMQ identity
     id: int
-    op: str
-    rows: tuple[np.ndarray, ...]
     shm: str | None  # the worker's shared-memory segment for the answer, if it is big
     shm_size: int
     worker: int  # the worker's process id
-    key: tuple[Any, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.key = (self.op, self.rows[0].dtype.name, *self.rows[0].shape[1:])
-
-    @property
-    def n(self) -> int:
-        return int(self.rows[0].shape[0])
 
 
 class EngineLoop:
@@ -93,7 +83,7 @@ class EngineLoop:
                 ipc.array_from_frame(f, header["dtype"], shape)
                 for f, shape in zip(frames, header["shapes"], strict=True)
             )
-            job = _Job(peer, header["id"], header["op"], rows, header["shm"], header["shm_size"], header["worker"])
+            job = _Job(header["op"], rows, peer, header["id"], header["shm"], header["shm_size"], header["worker"])
             self.queue.append(job)
 
     def run_batch(self, batch: list[_Job]) -> None:
