@@ -140,6 +140,9 @@ def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRow
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry hooks (on by default since 0.16x) cost every request a span,
+        # metrics and log records we do not export; the service has its own metrics and log line.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings or get_settings()
     app.state.wrap_run_rows = wrap_run_rows or (lambda run_rows: run_rows)
