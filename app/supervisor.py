@@ -111,7 +111,8 @@ class Supervisor(Multiprocess):
 def main() -> None:
     base = get_settings()
     logging.basicConfig(level=base.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    runtime = tempfile.mkdtemp(prefix="jacobian-")
+    _remove_orphans(base)
+    runtime = tempfile.mkdtemp(prefix=f"jacobian-{os.getpid()}-")
     # Every process started from here reads these (pydantic-settings, prometheus_client).
     os.environ["JACOBIAN_RUNTIME_DIR"] = runtime
     os.environ["JACOBIAN_SHM_PREFIX"] = f"jacobian-{os.getpid()}"
@@ -142,6 +143,20 @@ def main() -> None:
         Supervisor(config, [config.bind_socket()], engines, settings).run()
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _remove_orphans(settings: Settings) -> None:
+    """Shared-memory files and runtime directories of supervisors that were killed outright."""
+    from app.engine_client import pid_alive
+
+    if os.path.isdir(settings.shm_dir):
+        gone = ipc.sweep_orphans(settings.shm_dir, settings.shm_prefix, pid_alive)
+        if gone:
+            log.warning("removed %d shared-memory files left by a supervisor that was killed", gone)
+    for path in Path(tempfile.gettempdir()).glob("jacobian-*-*"):
+        pid = path.name.split("-")[1]
+        if path.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_shared_memory(settings: Settings) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -222,3 +223,19 @@ def test_one_engine_per_device(monkeypatch: pytest.MonkeyPatch, devices, visible
     if visible is not None:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert engine_devices(Settings(devices=devices)) == want
+
+
+def test_a_supervisor_killed_outright_leaves_nothing_after_the_next_start(tmp_path: Path) -> None:
+    server = servers.start(tmp_path, {"JACOBIAN_WORKERS": "1"})
+    X = np.random.default_rng(2).normal(size=(64, 128))
+    r = httpx.post(server.url + "/jacobian", json={"X": X.tolist(), "Y": [0.01] * 128}, timeout=60)
+    assert r.status_code == 200  # a 2 MB answer: through a shared-memory segment the worker keeps
+    pid, processes = server.proc.pid, servers.tree(server.proc.pid)
+    assert list(Path("/dev/shm").glob(f"jacobian-{pid}-*"))
+    os.kill(pid, signal.SIGKILL)  # no finally, no sweep
+    server.proc.wait()
+    wait_until(lambda: not [p for p in processes if servers.cmdline(p)], "its children die with it", 30)
+    assert list(Path("/dev/shm").glob(f"jacobian-{pid}-*"))  # what the next start must clean up
+    with servers.running(tmp_path, {"JACOBIAN_WORKERS": "1"}):
+        assert list(Path("/dev/shm").glob(f"jacobian-{pid}-*")) == []
+        assert list(Path(tempfile.gettempdir()).glob(f"jacobian-{pid}-*")) == []
