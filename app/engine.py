@@ -194,6 +194,16 @@ class Engine:
         """How many (operation, dtype, shape) combinations XLA has compiled."""
         return len(self._compiled)
 
+    def describe(self) -> dict[str, Any]:
+        """What readiness reports of an engine: TensorFlow's version, devices, oneDNN, traces, XLA."""
+        return {
+            "tensorflow": tf.__version__,
+            "devices": visible_devices(),
+            "onednn": onednn_enabled(),
+            "trace_count": self.trace_count,
+            "xla_shapes": self.xla_shapes,
+        }
+
     @property
     def compiled_shapes(self) -> frozenset[tuple[Any, ...]]:
         """(operation, dtype, *input shapes) of each XLA-compiled shape, rows padded."""

@@ -76,7 +76,7 @@ class EngineLoop:
         if "cancel" in header:
             self.queue = deque(j for j in self.queue if not (j.peer == peer and j.id == header["cancel"]))
         elif "status" in header:
-            status = {**self.info, "trace_count": self.engine.trace_count, "xla_shapes": self.engine.xla_shapes}
+            status = {**self.info, **self.engine.describe()}
             self.reply(peer, {"id": header["id"], "status": status})
         else:
             rows = tuple(
@@ -128,13 +128,7 @@ def serve(index: int, settings: Settings) -> None:
     engine_module.enable_gpu_memory_growth()
     engine = engine_module.Engine(settings.xla, settings.xla_after, settings.xla_max_shapes)
     engine.warm_up()
-    info = {
-        "index": index,
-        "pid": os.getpid(),
-        "tensorflow": engine_module.tf.__version__,
-        "devices": engine_module.visible_devices(),
-        "onednn": engine_module.onednn_enabled(),
-    }
+    info = {"index": index, "pid": os.getpid()}
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -150,7 +144,7 @@ def serve(index: int, settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches the group
-    log.info("engine %d ready: pid %d, %s", index, os.getpid(), ", ".join(info["devices"]))
+    log.info("engine %d ready: pid %d, %s", index, os.getpid(), ", ".join(engine.describe()["devices"]))
     loop.run()
     sock.close()
     ctx.term()

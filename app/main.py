@@ -49,15 +49,15 @@ def _load_engine(settings: Settings) -> Any:
     engine.enable_gpu_memory_growth()
     eng = engine.Engine(xla=settings.xla, xla_after=settings.xla_after, xla_max_shapes=settings.xla_max_shapes)
     eng.warm_up()
-    return eng, engine
+    return eng
 
 
 class InProcessEngine:
     """TensorFlow in this process, behind the asyncio batcher: the app run by plain uvicorn or
     a test client, without the supervisor's engine processes."""
 
-    def __init__(self, engine: Any, module: Any, batcher: Batcher) -> None:
-        self.engine, self.module, self.batcher = engine, module, batcher
+    def __init__(self, engine: Any, batcher: Batcher) -> None:
+        self.engine, self.batcher = engine, batcher
         self.submit = batcher.submit
 
     async def stop(self) -> None:
@@ -68,18 +68,14 @@ class InProcessEngine:
             "status": "ready",
             "engine_pids": [os.getpid()],
             "engines": [{"index": 0, "pid": os.getpid(), "state": "ready"}],
-            "tensorflow": self.module.tf.__version__,
-            "devices": self.module.visible_devices(),
-            "onednn": self.module.onednn_enabled(),
-            "trace_count": self.engine.trace_count,
-            "xla_shapes": self.engine.xla_shapes,
+            **self.engine.describe(),
         }
 
 
 async def _start_in_process(app: FastAPI) -> None:
     state, settings = app.state, app.state.settings
     try:
-        eng, module = await asyncio.to_thread(_load_engine, settings)
+        eng = await asyncio.to_thread(_load_engine, settings)
     except Exception:
         log.exception("TensorFlow failed to load")
         state.status = "failed"
@@ -95,7 +91,7 @@ async def _start_in_process(app: FastAPI) -> None:
     )
     batcher.start()
     state.engine = eng
-    state.runtime = InProcessEngine(eng, module, batcher)
+    state.runtime = InProcessEngine(eng, batcher)
     state.service = Service(settings, batcher)
     state.status = "ready"
     ready = state.runtime.readiness()
