@@ -181,8 +181,7 @@ class Engine:
             return body(*args)
 
         fn = tf.function(counted, input_signature=_signature(op, DTYPES[dtype_name]), jit_compile=jit_compile)
-        # Calling the concrete function skips tf.function's per-call dispatch (~0.3 ms of 0.9 at 2×4).
-        return fn.get_concrete_function()
+        return _flat_caller(fn.get_concrete_function())
 
     @property
     def trace_count(self) -> int:
@@ -260,6 +259,27 @@ class Engine:
         """Block until queued XLA compilations finish (tests and benchmarks)."""
         if self._compiler is not None:
             self._compiler.submit(lambda: None).result()
+
+
+def _flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
+    """Call a concrete function with positional arrays, below its structured signature.
+
+    Calling the concrete function skips tf.function's dispatch; calling its flat entry also skips
+    binding and checking the arguments against the signature in Python, which is most of a 2×4
+    call (0.29 ms → 0.07 ms here, idle process). The engine's callers pass arrays of the traced
+    dtype and rank, so nothing is lost. `_call_flat` is private to TensorFlow: without it, the
+    public call (`tests/test_engine.py` checks that both agree).
+    """
+    call_flat = getattr(concrete, "_call_flat", None)
+    if call_flat is None:
+        return concrete  # type: ignore[no-any-return]
+    captured = concrete.captured_inputs
+
+    def call(*arrays: np.ndarray) -> dict[str, tf.Tensor]:
+        return call_flat([tf.constant(a) for a in arrays], captured)  # type: ignore[no-any-return]
+
+    call.concrete = concrete  # type: ignore[attr-defined]
+    return call
 
 
 def _next_power_of_two(n: int) -> int:

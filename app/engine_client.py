@@ -1,11 +1,11 @@
 """An HTTP worker's side of an engine process: `submit(op, *rows)` as the in-process batcher has,
-over ZeroMQ (`app.ipc`). No TensorFlow here.
+over the engine's Unix socket (`app.ipc`). No TensorFlow here.
 
-The client knows its engine's process id from the engine's status answers and watches it: when
-the engine dies (a native fault, an out-of-memory kill), every request waiting on it fails at once
-with `EngineUnavailable` (503 + Retry-After) instead of hanging, and new requests get the same
-until the supervisor's replacement answers a status query. The failed requests are not retried:
-a request that crashed the engine would crash its replacement too.
+When the engine dies (a native fault, an out-of-memory kill) the kernel closes its end of the
+connection: every request waiting on it fails at once with `EngineUnavailable` (503 +
+Retry-After) instead of hanging, and new requests get the same until the client has reconnected
+to the supervisor's replacement and heard its status. The failed requests are not retried: a
+request that crashed the engine would crash its replacement too.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import zmq
-import zmq.asyncio
 
 from app import ipc, ops
 from app.config import Settings
 from app.errors import EngineUnavailable, Overloaded
 
-WATCH_S = 0.05  # how often a dead engine is looked for
+WATCH_S = 0.05  # how often a lost engine is reconnected to
 STATUS_S = 1.0  # how often a live engine's status is refreshed
 FIRST_CONTACT_S = 2.0  # how long a new worker's first requests wait to hear from a live engine
 
@@ -57,6 +55,7 @@ class EngineClient:
         assert settings.runtime_dir is not None
         self.index = index
         self.settings = settings
+        self.path = ipc.endpoint(settings.runtime_dir, index)
         self.status: dict[str, Any] = {}
         self.state = "starting"  # "ready" | "starting" | "down"
         self.pid: int | None = None
@@ -64,11 +63,7 @@ class EngineClient:
         self._ids = itertools.count()
         self._pending: dict[int, tuple[asyncio.Future[Any], ipc.Segment | None]] = {}
         self.arena = ipc.Arena(settings.shm_dir, settings.shm_prefix)
-        self._ctx = zmq.asyncio.Context.instance()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for an engine that is not there
-        self._sock.connect(ipc.endpoint(settings.runtime_dir, index))
+        self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._seen = asyncio.Event()
         self._status_sent = 0.0
@@ -78,8 +73,7 @@ class EngineClient:
         return len(self._pending)
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._read()), loop.create_task(self._watch())]
+        self._tasks = [asyncio.get_running_loop().create_task(self._watch())]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -87,22 +81,22 @@ class EngineClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._fail_all("the service is shutting down")
-        self._sock.close()
+        if self._writer is not None:
+            self._writer.close()
         self.arena.close()
 
     async def submit(self, op: str, *rows: np.ndarray) -> Answer:
         if self.state == "starting":  # this worker has not heard from the engine yet: briefly wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
-        if self.state != "ready":
+        if self.state != "ready" or self._writer is None:
             raise EngineUnavailable(f"The engine is {self.state}; retry shortly")
         request_id = next(self._ids)
         segment = self._segment_for(op, rows)
         header = {
             "id": request_id,
             "op": op,
-            "dtype": rows[0].dtype.name,
-            "shapes": [list(r.shape) for r in rows],
+            "arrays": ipc.specs(rows),
             "shm": segment.name if segment else None,
             "shm_size": segment.size if segment else 0,
             "worker": os.getpid(),
@@ -110,30 +104,28 @@ class EngineClient:
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, segment)
         sent = time.perf_counter()
+        self._writer.writelines(ipc.frames(header, rows))
         try:
-            await self._sock.send_multipart(ipc.pack(header, list(rows)), flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            self._pending.pop(request_id)
-            if segment is not None:
-                self.arena.give_back(segment)  # the engine never saw it
-            raise EngineUnavailable("The engine is not accepting work (restarting); retry shortly") from None
-        try:
+            await self._writer.drain()  # only waits when a big input is still being written
             answer, compute_s = await future
         except asyncio.CancelledError:  # a deadline or a hang-up: the engine need not compute it
-            with contextlib.suppress(zmq.ZMQError):
-                await self._sock.send_multipart(ipc.pack({"cancel": request_id}), flags=zmq.NOBLOCK)
+            self._send({"cancel": request_id})
             if segment is not None:
                 self.arena.discard(segment)  # the engine may yet write into it
             raise
-        except EngineUnavailable:
+        except (EngineUnavailable, ConnectionError):
             if segment is not None:
                 self.arena.discard(segment)
-            raise
+            raise EngineUnavailable(f"The engine process {self.index} is not reachable; retry shortly") from None
         finally:
             self._pending.pop(request_id, None)
         if self._observe_ipc is not None:
             self._observe_ipc(max(time.perf_counter() - sent - compute_s, 0.0))
         return answer  # type: ignore[no-any-return]
+
+    def _send(self, header: dict[str, Any]) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.writelines(ipc.frames(header))
 
     def _segment_for(self, op: str, rows: tuple[np.ndarray, ...]) -> ipc.Segment | None:
         """A shared-memory segment for an answer too big for the socket."""
@@ -147,32 +139,50 @@ class EngineClient:
         except OSError:  # shared memory full: slower through the socket, but an answer
             return None
 
-    async def _read(self) -> None:
-        while True:
-            header_frame, *frames = await self._sock.recv_multipart(copy=False)
-            header = ipc.unpack_header(header_frame)
-            if "status" in header:
-                self._on_status(header["status"])
-                continue
-            future, segment = self._pending.get(header["id"], (None, None))
-            if future is None or future.done():
-                continue  # cancelled or failed: its segment, if any, was discarded then
-            if "shm" in header:
-                assert segment is not None
-                layout = ipc.Layout([tuple(e) for e in header["shm"]], header["nbytes"])  # type: ignore[misc]
-                answer = Answer(self.arena.views(segment, layout), header["device"])
-            else:
-                if segment is not None:
-                    self.arena.give_back(segment)
-                if not header["ok"]:
-                    future.set_exception(self._error(header))
-                    continue
-                arrays = {
-                    name: ipc.array_from_frame(f, dtype, shape)
-                    for (name, dtype, shape), f in zip(header["arrays"], frames, strict=True)
-                }
-                answer = Answer(arrays, header["device"])
-            future.set_result((answer, header["compute_s"]))
+    async def _connect(self) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.path)
+        except OSError:  # not listening yet (starting, or its replacement still warming up)
+            return
+        self._writer = writer
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(asyncio.get_running_loop().create_task(self._read(reader, writer)))
+        self._status_sent = time.monotonic()
+        self._send({"status": True, "id": -1})
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                self._on_message(*await ipc.read_message(reader))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:  # the engine is gone (or this client is stopping)
+            writer.close()
+            self._writer = None
+            if self.state == "ready":
+                self.state, self.pid = "down", None
+            self._fail_all(f"The engine process {self.index} died while computing; retry shortly")
+
+    def _on_message(self, header: dict[str, Any], payload: bytes) -> None:
+        if "status" in header:
+            self._on_status(header["status"])
+            return
+        future, segment = self._pending.get(header["id"], (None, None))
+        if future is None or future.done():
+            return  # cancelled or failed: its segment, if any, was discarded then
+        if "shm" in header:
+            assert segment is not None
+            layout = ipc.Layout([tuple(e) for e in header["shm"]], header["nbytes"])  # type: ignore[misc]
+            answer = Answer(self.arena.views(segment, layout), header["device"])
+        else:
+            if segment is not None:
+                self.arena.give_back(segment)
+            if not header["ok"]:
+                future.set_exception(self._error(header))
+                return
+            arrays = dict(zip(header["names"], ipc.split(payload, header["arrays"]), strict=True))
+            answer = Answer(arrays, header["device"])
+        future.set_result((answer, header["compute_s"]))
 
     def _error(self, header: dict[str, Any]) -> Exception:
         if header["error"] == "overloaded":
@@ -189,16 +199,12 @@ class EngineClient:
 
     async def _watch(self) -> None:
         while True:
+            if self._writer is None:
+                await self._connect()
+            elif time.monotonic() - self._status_sent >= STATUS_S:
+                self._status_sent = time.monotonic()
+                self._send({"status": True, "id": -1})
             await asyncio.sleep(WATCH_S)
-            if self.pid is not None and not pid_alive(self.pid):
-                self.state, self.pid = "down", None
-                self._fail_all(f"The engine process {self.index} died while computing; retry shortly")
-            now = time.monotonic()
-            due = STATUS_S if self.state == "ready" else WATCH_S
-            if now - self._status_sent >= due:
-                self._status_sent = now
-                with contextlib.suppress(zmq.Again, zmq.ZMQError):
-                    await self._sock.send_multipart(ipc.pack({"status": True, "id": -1}), flags=zmq.NOBLOCK)
 
     def _fail_all(self, message: str) -> None:
         for future, _segment in list(self._pending.values()):

@@ -1,11 +1,11 @@
 """`python -m app.engine_process INDEX`: one engine process, started by the supervisor for one
 device. It owns TensorFlow, the traced functions, XLA and the dynamic batcher for requests from
-every HTTP worker, which reach it over one ZeroMQ socket (`app.ipc`).
+every HTTP worker, which reach it over one Unix-domain socket (`app.ipc.Server`).
 
-The loop drains the socket, then runs the oldest request together with every queued request of
-the same (operation, dtype, A, F), up to `max_batch_rows` rows, and drains again before the next
+The loop reads whatever has arrived, then runs the oldest request together with every queued request of
+the same (operation, dtype, A, F), up to `max_batch_rows` rows, and reads again before the next
 batch: no waiting window, and a request its worker cancelled (the client hung up or its deadline
-passed) before its batch started is never computed. At most `max_pending` requests wait; the
+passed) or whose worker is gone is never computed. At most `max_pending` requests wait; the
 newest beyond that are answered "overloaded".
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import zmq
 
 from app import ipc, lifeline
 from app.batcher import BatchStats, Job, stack_rows, take_batch
@@ -32,7 +32,7 @@ log = logging.getLogger("app.engine")
 
 @dataclass
 class _Job(Job):
-    peer: bytes  # the worker's ZeroMQ identity
+    peer: socket.socket  # the worker's connection
     id: int
     shm: str | None  # the worker's shared-memory segment for the answer, if it is big
     shm_size: int
@@ -40,9 +40,9 @@ class _Job(Job):
 
 
 class EngineLoop:
-    def __init__(self, engine: Any, sock: zmq.Socket, settings: Settings, info: dict[str, Any], metrics: Any) -> None:
+    def __init__(self, engine: Any, server: ipc.Server, settings: Settings, info: dict[str, Any], metrics: Any) -> None:
         self.engine = engine
-        self.sock = sock
+        self.server = server
         self.settings = settings
         self.info = info
         self.metrics = metrics
@@ -52,37 +52,32 @@ class EngineLoop:
 
     def run(self) -> None:
         while not (self.stopping and not self.queue):
-            if not self.queue and not self.sock.poll(100):
-                continue
-            self.drain()
+            self.drain(0 if self.queue else 0.1)
             if self.queue:
                 batch, self.queue = take_batch(self.queue, self.settings.max_batch_rows)
                 self.run_batch(batch)
 
-    def drain(self) -> None:
-        """Read every message waiting on the socket."""
-        while True:
-            try:
-                peer, header_frame, *frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            self.handle(peer.bytes, ipc.unpack_header(header_frame), frames)
+    def drain(self, timeout: float) -> None:
+        """Take in what has arrived (waiting up to `timeout` for something to)."""
+        for message in self.server.receive(timeout):
+            self.handle(message)
+        if self.server.gone:  # workers that died: nobody is waiting for their requests
+            gone, self.server.gone = self.server.gone, set()
+            self.queue = deque(j for j in self.queue if j.peer not in gone)
         excess = len(self.queue) - self.settings.max_pending
         for _ in range(max(excess, 0)):
             job = self.queue.pop()
             self.reply(job.peer, {"id": job.id, "ok": False, "error": "overloaded"})
 
-    def handle(self, peer: bytes, header: dict[str, Any], frames: list[Any]) -> None:
+    def handle(self, message: ipc.Message) -> None:
+        peer, header = message.peer, message.header
         if "cancel" in header:
-            self.queue = deque(j for j in self.queue if not (j.peer == peer and j.id == header["cancel"]))
+            self.queue = deque(j for j in self.queue if not (j.peer is peer and j.id == header["cancel"]))
         elif "status" in header:
             status = {**self.info, **self.engine.describe()}
             self.reply(peer, {"id": header["id"], "status": status})
         else:
-            rows = tuple(
-                ipc.array_from_frame(f, header["dtype"], shape)
-                for f, shape in zip(frames, header["shapes"], strict=True)
-            )
+            rows = tuple(ipc.split(message.payload, header["arrays"]))
             job = _Job(header["op"], rows, peer, header["id"], header["shm"], header["shm_size"], header["worker"])
             self.queue.append(job)
 
@@ -112,11 +107,12 @@ class EngineLoop:
                 self.reply(job.peer, {**header, "shm": layout.entries, "nbytes": layout.nbytes})
                 return
             log.warning("segment %s cannot take the answer; sending it through the socket", job.shm)
-        header["arrays"] = [(name, a.dtype.name, list(a.shape)) for name, a in arrays.items()]
+        header["names"] = list(arrays)
+        header["arrays"] = ipc.specs(list(arrays.values()))
         self.reply(job.peer, header, list(arrays.values()))
 
-    def reply(self, peer: bytes, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
-        self.sock.send_multipart([peer, *ipc.pack(header, arrays or [])], copy=False)
+    def reply(self, peer: socket.socket, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
+        self.server.send(peer, header, arrays)
 
 
 def serve(index: int, settings: Settings) -> None:
@@ -129,15 +125,9 @@ def serve(index: int, settings: Settings) -> None:
     engine = engine_module.Engine(settings.xla, settings.xla_after, settings.xla_max_shapes)
     engine.warm_up()
     info = {"index": index, "pid": os.getpid()}
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
     assert settings.runtime_dir is not None
-    ipc_path = ipc.endpoint(settings.runtime_dir, index)
-    if os.path.exists(ipc_path.removeprefix("ipc://")):
-        os.unlink(ipc_path.removeprefix("ipc://"))  # left by the engine this one replaces
-    sock.bind(ipc_path)
-    loop = EngineLoop(engine, sock, settings, info, EngineMetrics(CollectorRegistry()))
+    server = ipc.Server(ipc.endpoint(settings.runtime_dir, index))
+    loop = EngineLoop(engine, server, settings, info, EngineMetrics(CollectorRegistry()))
 
     def stop(*_: Any) -> None:
         loop.stopping = True  # finish what is queued, then exit
@@ -146,8 +136,7 @@ def serve(index: int, settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches the group
     log.info("engine %d ready: pid %d, %s", index, os.getpid(), ", ".join(engine.describe()["devices"]))
     loop.run()
-    sock.close()
-    ctx.term()
+    server.close()
 
 
 if __name__ == "__main__":

@@ -179,17 +179,28 @@ Compute = Callable[[Service, Problem, bool], Awaitable[Answer]]
 
 async def _unless_disconnected(request: Request, work: Awaitable[Answer]) -> Answer:
     """Await `work`, but drop it if the client hangs up first: a request still queued for the
-    engine is then never computed."""
-    task = asyncio.ensure_future(work)
+    engine is then never computed. The work runs in this task; one watcher task waits for the
+    disconnect and cancels it."""
+    task = asyncio.current_task()
+    assert task is not None
+    working = True
+
+    def hung_up(watcher: asyncio.Future[None]) -> None:
+        if working and not watcher.cancelled():  # a callback runs later: the work may be over
+            task.cancel()
+
     watcher = asyncio.ensure_future(_disconnected(request))
+    watcher.add_done_callback(hung_up)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            task.uncancel()  # the cancellation was ours, and it ends here
+            raise ClientDisconnected("The client disconnected before the answer was ready") from None
+        raise
     finally:
+        working = False
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise ClientDisconnected("The client disconnected before the answer was ready")
-    return task.result()
 
 
 async def _disconnected(request: Request) -> None:

@@ -53,7 +53,8 @@ class Service:
         B, A, F = p.shape
         rows = (np.broadcast_to(p.X, (B, A, F)), p.Y, *(np.broadcast_to(e, (B, A, F)) for e in extra))
         try:
-            result = await asyncio.wait_for(self.batcher.submit(op, *rows), self.settings.deadline_s)
+            async with asyncio.timeout(self.settings.deadline_s):  # no extra task, unlike wait_for
+                result = await self.batcher.submit(op, *rows)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"The computation did not finish within {self.settings.deadline_s:g} s; send a smaller request"

@@ -200,6 +200,19 @@ def test_device_is_reported(engine: Engine) -> None:
     assert result.device.startswith("/device:") and result.device.split(":")[1] in ("CPU", "GPU")
 
 
+@pytest.mark.parametrize("op", [ops.JACOBIAN, ops.JACOBIAN_Y, ops.JACOBIAN_XY, ops.HESSIAN, ops.HVP])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_flat_call_agrees_with_the_public_call(engine: Engine, rng, op: str, dtype: str) -> None:
+    """The engine calls TensorFlow's private flat entry (`_flat_caller`); the public call must agree."""
+    X, Y = rng.normal(size=(2, 3, 5)).astype(dtype), rng.normal(size=(2, 5)).astype(dtype)
+    extra = (rng.normal(size=(2, 3, 5)).astype(dtype),) if op == ops.HVP else ()
+    fast = engine._graph[op, dtype]
+    assert hasattr(fast, "concrete"), "the flat entry is gone: the engine fell back to the public call"
+    for name, got in fast(X, Y, *extra).items():
+        want = fast.concrete(X, Y, *extra)[name].numpy()
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
 @pytest.fixture(scope="module")
 def xla_engine() -> Engine:
     return Engine(xla=True, xla_after=1)
