@@ -21,7 +21,7 @@ from app.batcher import Batcher, BatchStats, RunRows
 from app.config import Settings, get_settings
 from app.handlers import install_handlers
 from app.observability import Metrics, RequestObserver
-from app.routes import router
+from app.routes import compute, router
 from app.service import Service
 
 log = logging.getLogger("app")
@@ -150,6 +150,7 @@ def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRow
     app.state.metrics = Metrics()
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     install_handlers(app)
+    app.include_router(compute)
     app.include_router(router)
     app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     return app
