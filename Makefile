@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages the tests drive: Chromium (docs page in a real browser), docker-compose
-# (validates docker-compose.yml; no Docker engine is needed for that).
-SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose
+# (validates docker-compose.yml; no Docker engine is needed for that), wrk (the benchmark's load).
+SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/wrk
 
 .PHONY: install serve test lint openapi bench clean system-deps
 
@@ -30,7 +30,7 @@ lint: $(STAMP)
 
 $(SYSTEM_DEPS):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium docker-compose
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium docker-compose wrk
 
 system-deps: $(SYSTEM_DEPS)
 
@@ -41,7 +41,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # Not part of `make test` (timings are noisy); its code is linted and smoke-tested there.
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) -m bench.run
 

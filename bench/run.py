@@ -1,7 +1,7 @@
 """`make bench`: the service against its floor (bench/floor.py), interleaved in one run.
 
-Starts both on loopback (one uvicorn worker each), drives them with a lean keep-alive HTTP
-client, and reports each goal as a ratio project/floor measured in alternating rounds. Writes
+Starts both on loopback (one uvicorn worker each), drives them with wrk (the C load generator
+the issues measured with; a lean Python keep-alive client when wrk is missing), and reports each goal as a ratio project/floor measured in alternating rounds. Writes
 bench/results.md and bench/latency.png (or --out DIR) and prints the table.
 """
 
@@ -11,9 +11,12 @@ import argparse
 import asyncio
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -81,6 +84,60 @@ async def latency(port: int, raw: bytes, n: int) -> float:
         assert status == 200, status
     conn.close()
     return statistics.median(times)
+
+
+WRK = shutil.which("wrk")  # C load generator, as the issues measured with; `make bench` installs it
+
+
+def wrk(port: int, raw: bytes, connections: int, seconds: float) -> tuple[float, float]:
+    """(requests per second, median latency in seconds) from wrk posting `raw`'s body."""
+    assert WRK is not None
+    head, body = raw.split(b"\r\n\r\n", 1)
+    path = head.split(b" ")[1].decode()
+    headers = "".join(
+        f'wrk.headers["{k}"] = "{v}"\n'
+        for k, v in (line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+        if k.lower() in ("content-type", "accept")
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        # A long bracket no JSON body contains; status codes are counted so errors are not rates.
+        script.write(f'wrk.method = "POST"\n{headers}wrk.body = [==[{body.decode()}]==]\n')
+    try:
+        out = subprocess.run(
+            [
+                WRK,
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(seconds, 1):g}s",
+                "--latency",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{port}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    assert "Non-2xx" not in out and "Socket errors" not in out, out
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"50%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return rate, float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+
+
+def load(port: int, raw: bytes, connections: int, seconds: float) -> float:
+    """Requests per second: wrk when installed, else the Python client below."""
+    if WRK is not None:
+        return wrk(port, raw, connections, seconds)[0]
+    return asyncio.run(throughput(port, raw, connections, seconds))
+
+
+def one_client(port: int, raw: bytes, n: int, seconds: float) -> float:
+    """Median seconds per request from one connection: wrk's when installed, else the Python client's."""
+    if WRK is not None:
+        return wrk(port, raw, 1, seconds)[1]
+    return asyncio.run(latency(port, raw, n))
 
 
 async def throughput(port: int, raw: bytes, connections: int, seconds: float) -> float:
@@ -221,7 +278,7 @@ def server_rows(p: Server, f: Server, quick: bool) -> list[Row]:
     rows = []
     seed_raw = raw_request("/jacobian", problem(2, 4))
     for conns in (8, 64):
-        pv, fv, ratio = interleaved(lambda s: asyncio.run(throughput(s.port, seed_raw, conns, secs)), p, f, rounds)
+        pv, fv, ratio = interleaved(lambda s: load(s.port, seed_raw, conns, secs), p, f, rounds)
         rows.append(
             Row(
                 f"2×4 throughput, {conns} connections, 1 HTTP worker",
@@ -233,7 +290,7 @@ def server_rows(p: Server, f: Server, quick: bool) -> list[Row]:
             )
         )
     raw = raw_request("/jacobian", problem(2, 4))
-    pv, fv, ratio = interleaved(lambda s: asyncio.run(latency(s.port, raw, n * 2)), p, f, rounds)
+    pv, fv, ratio = interleaved(lambda s: one_client(s.port, raw, n * 2, secs), p, f, rounds)
     rows.append(
         Row(
             "2×4 latency, one client",
@@ -278,7 +335,7 @@ def scaling_rows(port: int, quick: bool) -> list[Row]:
     rates = {}
     for workers in (1, 2):
         with server(f"project-{workers}", PROJECT, port + workers, {"JACOBIAN_WORKERS": str(workers)}) as s:
-            rates[workers] = statistics.median(asyncio.run(throughput(s.port, raw, 64, secs)) for _ in range(rounds))
+            rates[workers] = statistics.median(load(s.port, raw, 64, secs) for _ in range(rounds))
             if workers == 1:
                 idle = {pid: _status_mib(pid, "VmRSS") for pid in s.pids()}
     ratio = rates[2] / rates[1]
