@@ -5,6 +5,9 @@ There is no waiting window: a lone request runs at once. Requests that arrive wh
 is running queue up and all run together in the next call (up to `max_batch_rows` rows),
 so batching grows with load by itself. At most `max_pending` requests run or wait; the next
 one is refused (Overloaded) instead of queueing without end.
+
+Memory: a request joins the queue only once its claim fits the budget (`app.budget.Ledger`,
+first come, first admitted), and holds it until the caller releases it (`Computed.release`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from app.budget import Ledger
 from app.errors import Overloaded
 
 RunRows = Callable[..., Any]  # (op, *rows) -> engine.Result
@@ -41,12 +45,24 @@ class Job:
         return int(self.rows[0].shape[0])
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: it holds arrays
 class _Job(Job):
     future: asyncio.Future[Any]
+    claim: int = 0
+    admitted: bool = False  # its claim is held
 
 
 J = TypeVar("J", bound=Job)
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What a submit returns: the rows' outputs, the device, and the hand-back of their memory
+    claim, to call once the answer has been sent (or dropped)."""
+
+    arrays: dict[str, np.ndarray]
+    device: str
+    release: Callable[[], None]
 
 
 def take_batch(queue: deque[J], max_rows: int) -> tuple[list[J], deque[J]]:
@@ -86,12 +102,15 @@ class Batcher:
         max_batch_rows: int,
         max_pending: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        memory_budget: int = 1 << 62,
     ) -> None:
         self._run_rows = run_rows
         self._max_rows = max_batch_rows
         self._max_pending = max_pending
         self._on_batch = on_batch
         self._queue: deque[_Job] = deque()
+        self._waiting: deque[_Job] = deque()  # for their memory claim to fit
+        self.ledger = Ledger(memory_budget)
         self._wakeup = asyncio.Event()
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
@@ -107,7 +126,7 @@ class Batcher:
 
     async def stop(self) -> None:
         """Finish what is queued or running, then stop the worker."""
-        while self._queue or self._pending:
+        while self._queue or self._waiting or self._pending:
             await asyncio.sleep(0.01)
         if self._task:
             self._task.cancel()
@@ -115,20 +134,43 @@ class Batcher:
                 await self._task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, op: str, *rows: np.ndarray) -> Any:
-        """Queue rows (each with a leading row axis) for `op`; returns the engine's Result for them."""
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed:
+        """Queue rows (each with a leading row axis) for `op`, once `claim` bytes fit the budget;
+        returns their outputs, holding the claim until `release` is called."""
         if self._pending >= self._max_pending:
             raise Overloaded(
                 f"The service is at capacity ({self._max_pending} requests running or waiting); retry shortly"
             )
         self._pending += 1
+        job = _Job(op, rows, asyncio.get_running_loop().create_future(), claim)
+        self._waiting.append(job)
+        self._admit()
         try:
-            job = _Job(op, rows, asyncio.get_running_loop().create_future())
-            self._queue.append(job)
-            self._wakeup.set()
-            return await job.future
+            result = await job.future
+        except BaseException:
+            self._release(job)
+            raise
         finally:
             self._pending -= 1
+        return Computed(result.arrays, result.device, lambda: self._release(job))
+
+    def _admit(self) -> None:
+        while self._waiting and self.ledger.fits(self._waiting[0].claim):
+            job = self._waiting.popleft()
+            if job.future.done():
+                continue  # given up while waiting
+            self.ledger.claim(job.claim)
+            job.admitted = True
+            self._queue.append(job)
+            self._wakeup.set()
+
+    def _release(self, job: _Job) -> None:
+        if job.admitted:
+            job.admitted = False
+            self.ledger.release(job.claim)
+        elif job in self._waiting:
+            self._waiting.remove(job)
+        self._admit()
 
     def _take_batch(self) -> list[_Job]:
         batch, self._queue = take_batch(self._queue, self._max_rows)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.budget import default_budget
+
 DType = Literal["float32", "float64"]
 
 
@@ -36,6 +38,19 @@ class Settings(BaseSettings):
     xla: bool = Field(True, description="Serve shapes asked for repeatedly with XLA-compiled functions.")
     xla_after: int = Field(2, gt=0, description="Requests of one shape before it is compiled with XLA.")
     xla_max_shapes: int = Field(64, ge=0, description="Most shapes compiled with XLA (bounds its cache).")
+
+    memory_budget_bytes: int = Field(
+        default_factory=lambda: default_budget(),
+        gt=0,
+        description="Most memory requests in flight may claim, engine and workers together; default: half "
+        "the container's memory limit, else a quarter of physical memory.",
+    )
+    request_read_timeout_s: float = Field(
+        30.0, gt=0, description="Deadline for receiving a whole request, headers and body; past it, 408."
+    )
+    max_connections: int = Field(
+        4096, gt=0, description="Most open connections (and requests) per HTTP worker; past it, 503."
+    )
 
     api_key: SecretStr | None = Field(None, description="When set, compute endpoints require it.")
 

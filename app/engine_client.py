@@ -15,24 +15,18 @@ import contextlib
 import itertools
 import os
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from app import ipc, ops
+from app.batcher import Computed
 from app.config import Settings
-from app.errors import EngineUnavailable, Overloaded
+from app.errors import EngineUnavailable, MemoryBusy, Overloaded
 
 WATCH_S = 0.05  # how often a lost engine is reconnected to
 STATUS_S = 1.0  # how often a live engine's status is refreshed
 FIRST_CONTACT_S = 2.0  # how long a new worker's first requests wait to hear from a live engine
-
-
-@dataclass(frozen=True)
-class Answer:
-    arrays: dict[str, np.ndarray]
-    device: str
 
 
 def pid_alive(pid: int) -> bool:
@@ -62,7 +56,9 @@ class EngineClient:
         self._observe_ipc = observe_ipc
         self._ids = itertools.count()
         self._pending: dict[int, tuple[asyncio.Future[Any], ipc.Segment | None]] = {}
-        self.arena = ipc.Arena(settings.shm_dir, settings.shm_prefix)
+        # Idle segments are memory no request has claimed: keep few of them.
+        keep = min(1 << 30, settings.memory_budget_bytes // (4 * settings.workers))
+        self.arena = ipc.Arena(settings.shm_dir, settings.shm_prefix, keep_bytes=keep)
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._seen = asyncio.Event()
@@ -85,7 +81,7 @@ class EngineClient:
             self._writer.close()
         self.arena.close()
 
-    async def submit(self, op: str, *rows: np.ndarray) -> Answer:
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed:
         if self.state == "starting":  # this worker has not heard from the engine yet: briefly wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
@@ -100,6 +96,7 @@ class EngineClient:
             "shm": segment.name if segment else None,
             "shm_size": segment.size if segment else 0,
             "worker": os.getpid(),
+            "claim": claim,
         }
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, segment)
@@ -107,9 +104,9 @@ class EngineClient:
         self._writer.writelines(ipc.frames(header, rows))
         try:
             await self._writer.drain()  # only waits when a big input is still being written
-            answer, compute_s = await future
+            arrays, device, compute_s = await future
         except asyncio.CancelledError:  # a deadline or a hang-up: the engine need not compute it
-            self._send({"cancel": request_id})
+            self._send({"release": request_id})
             if segment is not None:
                 self.arena.discard(segment)  # the engine may yet write into it
             raise
@@ -121,7 +118,7 @@ class EngineClient:
             self._pending.pop(request_id, None)
         if self._observe_ipc is not None:
             self._observe_ipc(max(time.perf_counter() - sent - compute_s, 0.0))
-        return answer  # type: ignore[no-any-return]
+        return Computed(arrays, device, lambda: self._send({"release": request_id}))
 
     def _send(self, header: dict[str, Any]) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -173,7 +170,7 @@ class EngineClient:
         if "shm" in header:
             assert segment is not None
             layout = ipc.Layout([tuple(e) for e in header["shm"]], header["nbytes"])  # type: ignore[misc]
-            answer = Answer(self.arena.views(segment, layout), header["device"])
+            arrays = self.arena.views(segment, layout)
         else:
             if segment is not None:
                 self.arena.give_back(segment)
@@ -181,10 +178,15 @@ class EngineClient:
                 future.set_exception(self._error(header))
                 return
             arrays = dict(zip(header["names"], ipc.split(payload, header["arrays"]), strict=True))
-            answer = Answer(arrays, header["device"])
-        future.set_result((answer, header["compute_s"]))
+        future.set_result((arrays, header["device"], header["compute_s"]))
 
     def _error(self, header: dict[str, Any]) -> Exception:
+        if header["error"] == "memory":
+            return MemoryBusy(
+                f"Requests in flight hold {header['claimed']:,} bytes of the memory budget of "
+                f"{self.settings.memory_budget_bytes:,} (JACOBIAN_MEMORY_BUDGET_BYTES) and "
+                f"{self.settings.max_pending} requests wait; retry shortly"
+            )
         if header["error"] == "overloaded":
             return Overloaded(
                 f"The service is at capacity ({self.settings.max_pending} requests waiting); retry shortly"
@@ -226,7 +228,7 @@ class Engines:
         for c in self.clients:
             await c.stop()
 
-    async def submit(self, op: str, *rows: np.ndarray) -> Answer:
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed:
         ready = [c for c in self.clients if c.state == "ready"] or self.clients
         return await min(ready, key=lambda c: c.in_flight).submit(op, *rows)
 
@@ -244,4 +246,5 @@ class Engines:
             "onednn": any(s["onednn"] for s in statuses) if statuses else None,
             "trace_count": sum(s["trace_count"] for s in statuses) if statuses else None,
             "xla_shapes": sum(s["xla_shapes"] for s in statuses) if statuses else None,
+            "memory_claimed_bytes": sum(s["memory_claimed_bytes"] for s in statuses) if statuses else None,
         }

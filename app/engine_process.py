@@ -7,6 +7,11 @@ the same (operation, dtype, A, F), up to `max_batch_rows` rows, and reads again 
 batch: no waiting window, and a request its worker cancelled (the client hung up or its deadline
 passed) or whose worker is gone is never computed. At most `max_pending` requests wait; the
 newest beyond that are answered "overloaded".
+
+Memory (`app.budget`): each request comes with the bytes it claims. It joins the run queue only
+when its claim fits the budget beside the claims already held (first come, first admitted), and
+holds it until its worker says the answer has been sent ("release"), it is cancelled, it fails,
+or its worker is gone. So a batch, made of admitted requests only, never stacks past the budget.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 from app import ipc, lifeline
 from app.batcher import BatchStats, Job, stack_rows, take_batch
+from app.budget import Ledger
 from app.config import Settings, get_settings
 
 log = logging.getLogger("app.engine")
@@ -37,6 +43,7 @@ class _Job(Job):
     shm: str | None  # the worker's shared-memory segment for the answer, if it is big
     shm_size: int
     worker: int  # the worker's process id
+    claim: int  # bytes of the memory budget it needs
 
 
 class EngineLoop:
@@ -46,12 +53,15 @@ class EngineLoop:
         self.settings = settings
         self.info = info
         self.metrics = metrics
-        self.queue: deque[_Job] = deque()
+        self.queue: deque[_Job] = deque()  # admitted: their memory is claimed
+        self.waiting: deque[_Job] = deque()  # for memory to be released
+        self.ledger = Ledger(settings.memory_budget_bytes)
+        self.claims: dict[tuple[socket.socket, int], int] = {}
         self.mappings = ipc.Mappings(settings.shm_dir)
         self.stopping = False
 
     def run(self) -> None:
-        while not (self.stopping and not self.queue):
+        while not (self.stopping and not self.queue and not self.waiting):
             self.drain(0 if self.queue else 0.1)
             if self.queue:
                 batch, self.queue = take_batch(self.queue, self.settings.max_batch_rows)
@@ -63,23 +73,55 @@ class EngineLoop:
             self.handle(message)
         if self.server.gone:  # workers that died: nobody is waiting for their requests
             gone, self.server.gone = self.server.gone, set()
-            self.queue = deque(j for j in self.queue if j.peer not in gone)
-        excess = len(self.queue) - self.settings.max_pending
-        for _ in range(max(excess, 0)):
-            job = self.queue.pop()
-            self.reply(job.peer, {"id": job.id, "ok": False, "error": "overloaded"})
+            self.drop(lambda j: j.peer in gone)
+            for key in [k for k in self.claims if k[0] in gone]:
+                self.ledger.release(self.claims.pop(key))
+        self.admit()
+        excess = len(self.queue) + len(self.waiting) - self.settings.max_pending
+        for _ in range(max(excess, 0)):  # the newest go: those waiting for memory first
+            job = (self.waiting or self.queue).pop()
+            reason = "overloaded" if (job.peer, job.id) in self.claims else "memory"
+            self.fail(job, {"error": reason, "claimed": self.ledger.claimed})
 
     def handle(self, message: ipc.Message) -> None:
         peer, header = message.peer, message.header
-        if "cancel" in header:
-            self.queue = deque(j for j in self.queue if not (j.peer is peer and j.id == header["cancel"]))
+        if "release" in header:  # answered and sent, or given up on
+            self.drop(lambda j: j.peer is peer and j.id == header["release"])
+            self.ledger.release(self.claims.pop((peer, header["release"]), 0))
         elif "status" in header:
-            status = {**self.info, **self.engine.describe()}
+            status = {**self.info, **self.engine.describe(), "memory_claimed_bytes": self.ledger.claimed}
             self.reply(peer, {"id": header["id"], "status": status})
         else:
             rows = tuple(ipc.split(message.payload, header["arrays"]))
-            job = _Job(header["op"], rows, peer, header["id"], header["shm"], header["shm_size"], header["worker"])
+            self.waiting.append(
+                _Job(
+                    header["op"],
+                    rows,
+                    peer,
+                    header["id"],
+                    header["shm"],
+                    header["shm_size"],
+                    header["worker"],
+                    header["claim"],
+                )
+            )
+
+    def admit(self) -> None:
+        """Move waiting requests to the run queue, oldest first, while their claims fit."""
+        while self.waiting and self.ledger.fits(self.waiting[0].claim):
+            job = self.waiting.popleft()
+            self.ledger.claim(job.claim)
+            self.claims[job.peer, job.id] = job.claim
             self.queue.append(job)
+        self.metrics.claimed(self.ledger.claimed)
+
+    def drop(self, which: Any) -> None:
+        self.queue = deque(j for j in self.queue if not which(j))
+        self.waiting = deque(j for j in self.waiting if not which(j))
+
+    def fail(self, job: _Job, error: dict[str, Any]) -> None:
+        self.ledger.release(self.claims.pop((job.peer, job.id), 0))
+        self.reply(job.peer, {"id": job.id, "ok": False, **error})
 
     def run_batch(self, batch: list[_Job]) -> None:
         start = time.perf_counter()
@@ -88,7 +130,7 @@ class EngineLoop:
         except Exception as err:  # the workers map it to a status; the engine keeps serving
             log.exception("engine call failed")
             for job in batch:
-                self.reply(job.peer, {"id": job.id, "ok": False, "error": "internal", "message": str(err)[:300]})
+                self.fail(job, {"error": "internal", "message": str(err)[:300]})
             return
         seconds = time.perf_counter() - start
         workers = len({j.worker for j in batch})

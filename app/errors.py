@@ -41,6 +41,12 @@ class TooLarge(ServiceError):
     code = "too_large"
 
 
+class OverMemoryBudget(TooLarge):
+    """413: the request alone would need more memory than the whole budget (JACOBIAN_MEMORY_BUDGET_BYTES)."""
+
+    code = "over_memory_budget"
+
+
 class UnsupportedMediaType(ServiceError):
     """415: a Content-Type the service does not read."""
 
@@ -67,6 +73,12 @@ class Overloaded(ServiceError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class MemoryBusy(Overloaded):
+    """503 with Retry-After: requests in flight hold the memory budget and the queue is full."""
+
+    code = "memory_busy"
 
 
 class EngineUnavailable(ServiceError):

@@ -220,7 +220,7 @@ def _open_segment(directory: str, name: str, size: int, create: bool) -> mmap.mm
         os.close(fd)
 
 
-def _size_class(nbytes: int) -> int:
+def segment_size(nbytes: int) -> int:
     """Powers of two from 1 MiB to 64 MiB, then multiples of 64 MiB (a 537 MB answer takes 576 MiB)."""
     if nbytes <= 64 << 20:
         return max(1 << 20, 1 << (max(nbytes, 1) - 1).bit_length())
@@ -228,7 +228,7 @@ def _size_class(nbytes: int) -> int:
 
 
 class Arena:
-    """A worker's shared-memory segments, reused by size class (`_size_class`): after
+    """A worker's shared-memory segments, reused by size class (`segment_size`): after
     the first answers of a size, no file is created and no page faults in, on either side.
 
     A segment goes back to the pool when the last array viewing it is freed (`weakref.finalize`),
@@ -241,7 +241,7 @@ class Arena:
         self._count = 0
 
     def lease(self, nbytes: int) -> Segment:
-        size = _size_class(nbytes)
+        size = segment_size(nbytes)
         pool = self._free.get(size)
         if pool:
             return pool.pop()

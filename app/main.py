@@ -69,6 +69,7 @@ class InProcessEngine:
             "engine_pids": [os.getpid()],
             "engines": [{"index": 0, "pid": os.getpid(), "state": "ready"}],
             **self.engine.describe(),
+            "memory_claimed_bytes": self.batcher.ledger.claimed,
         }
 
 
@@ -87,7 +88,11 @@ async def _start_in_process(app: FastAPI) -> None:
         metrics.engine.observe(stats)
 
     batcher = Batcher(
-        state.wrap_run_rows(eng.run_rows), settings.max_batch_rows, settings.max_pending, on_batch=observe
+        state.wrap_run_rows(eng.run_rows),
+        settings.max_batch_rows,
+        settings.max_pending,
+        on_batch=observe,
+        memory_budget=settings.memory_budget_bytes,
     )
     batcher.start()
     state.engine = eng
@@ -96,7 +101,13 @@ async def _start_in_process(app: FastAPI) -> None:
     state.status = "ready"
     ready = state.runtime.readiness()
     onednn = "on" if ready["onednn"] else "off"
-    log.info("ready: TensorFlow %s on %s, oneDNN %s", ready["tensorflow"], ", ".join(ready["devices"]), onednn)
+    log.info(
+        "ready: TensorFlow %s on %s, oneDNN %s, memory budget %s bytes",
+        ready["tensorflow"],
+        ", ".join(ready["devices"]),
+        onednn,
+        f"{settings.memory_budget_bytes:,}",
+    )
 
 
 def _start_worker(app: FastAPI) -> None:
@@ -148,6 +159,7 @@ def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRow
     app.state.runtime = None
     app.state.shm = None
     app.state.metrics = Metrics()
+    app.state.metrics.memory_budget.set(app.state.settings.memory_budget_bytes)
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     install_handlers(app)
     app.include_router(compute)

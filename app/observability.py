@@ -38,6 +38,19 @@ class EngineMetrics:
             registry=r,
         )
 
+        self.memory_claimed = Gauge(
+            "jacobian_memory_claimed_bytes",
+            "Bytes of the memory budget claimed by requests in flight",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._claimed = 0
+
+    def claimed(self, nbytes: int) -> None:
+        if nbytes != self._claimed:  # called on every turn of the engine loop; a write costs µs
+            self._claimed = nbytes
+            self.memory_claimed.set(nbytes)
+
     def observe(self, stats: Any) -> None:
         self.compute.labels(stats.op).observe(stats.seconds)
         self.batch_rows.observe(stats.rows)
@@ -76,6 +89,12 @@ class Metrics:
             "Time a request spends between an HTTP worker and the engine process, less TensorFlow's",
             buckets=_LATENCY_BUCKETS,
             registry=r,
+        )
+        self.memory_budget = Gauge(
+            "jacobian_memory_budget_bytes",
+            "The memory budget for requests in flight (JACOBIAN_MEMORY_BUDGET_BYTES)",
+            registry=r,
+            multiprocess_mode="max",
         )
         self.engine_restarts = Counter("jacobian_engine_restarts", "Engine processes restarted after dying", registry=r)
         self.engine: EngineMetrics | None = None if multiprocess_dir() else EngineMetrics(r)

@@ -231,13 +231,49 @@ async def _serve(request: Request, model: type[BaseModel], members: tuple[str, .
     problem = await read_problem(request, service.settings, model, members)
     as_npz = codec.wants_npz(request.headers.get("accept"))
     answer = await _unless_disconnected(request, compute(service, problem, as_npz))
-    elements = sum(a.size for a in answer.arrays.values())
-    request.app.state.metrics.output_elements.labels(request.scope["path"]).observe(elements)
-    encode, media = (codec.encode_npz, codec.NPZ) if as_npz else (codec.encode_json, codec.JSON)
-    if elements < BIG_ANSWER:
-        return Response(encode(answer.arrays, answer.meta), media_type=media)
-    # Encoding megabytes takes tens of ms: off the event loop, so other requests keep flowing.
-    return Response(await asyncio.to_thread(encode, answer.arrays, answer.meta), media_type=media)
+    try:
+        elements = sum(a.size for a in answer.arrays.values())
+        request.app.state.metrics.output_elements.labels(request.scope["path"]).observe(elements)
+        encode, media = (codec.encode_npz, codec.NPZ) if as_npz else (codec.encode_json, codec.JSON)
+        if elements < BIG_ANSWER:
+            body = encode(answer.arrays, answer.meta)
+        else:  # encoding megabytes takes tens of ms: off the event loop, so other requests keep flowing
+            body = await asyncio.to_thread(encode, answer.arrays, answer.meta)
+    except BaseException:
+        answer.release()
+        raise
+    return AnswerResponse(body, media, on_sent=answer.release)
+
+
+class AnswerResponse(Response):
+    """An encoded answer, sent in pieces of at most `PIECE` bytes: the transport then holds back
+    the rest under flow control instead of copying a 500 MB body into its buffer at once. Calls
+    `on_sent` (the memory claim's release) when done, sent or not."""
+
+    PIECE = 1 << 20
+
+    def __init__(self, body: bytes | codec.Body, media_type: str, on_sent: Callable[[], None]) -> None:
+        self.parts = body.parts if isinstance(body, codec.Body) else [body]
+        super().__init__(media_type=media_type)
+        size = body.size if isinstance(body, codec.Body) else len(body)
+        self.headers["content-length"] = str(size)
+        self.on_sent = on_sent
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            pieces = [
+                view[i : i + self.PIECE]
+                for part in self.parts
+                for view in [memoryview(part).cast("B")]
+                for i in range(0, len(view), self.PIECE)
+            ]
+            for piece in pieces[:-1]:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": pieces[-1] if pieces else b"", "more_body": False})
+        finally:
+            self.parts = []
+            self.on_sent()
 
 
 @compute.post(
@@ -335,5 +371,7 @@ async def ready(request: Request) -> Response:
         fields = {"status": state.status, "reason": "loading TensorFlow and warming up"}
     else:
         fields = state.runtime.readiness()
-    body = Readiness(**fields, xla=state.settings.xla, shm=state.shm)
+    body = Readiness(
+        **fields, xla=state.settings.xla, shm=state.shm, memory_budget_bytes=state.settings.memory_budget_bytes
+    )
     return Response(body.model_dump_json(), 200 if body.status == "ready" else 503, media_type=codec.JSON)

@@ -4,13 +4,16 @@ and the shaping of its rows into the answer. No web imports."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from app import budget
+from app.batcher import Computed
 from app.config import Settings
-from app.errors import DeadlineExceeded
+from app.errors import DeadlineExceeded, OverMemoryBudget
 from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y
 from app.problems import Problem, check_output_size, ensure_finite
 
@@ -26,7 +29,7 @@ def broadcast_hessian(H_lse: np.ndarray, A: int) -> np.ndarray:
 class Submits(Protocol):
     """The in-process batcher, or the client of the engine processes."""
 
-    async def submit(self, op: str, *rows: np.ndarray) -> Any: ...
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Answer:
     arrays: dict[str, np.ndarray]
     dtype: str
     device: str
+    release: Callable[[], None]  # call once the answer is sent: it hands back the memory claim
 
     @property
     def meta(self) -> dict[str, str]:
@@ -49,18 +53,30 @@ class Service:
         s = self.settings
         check_output_size(what, elements, formula, s.max_output_elements, s.max_json_output_elements, as_npz, hint)
 
-    async def _compute(self, op: str, p: Problem, *extra: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
+    async def _compute(self, op: str, p: Problem, as_npz: bool, *extra: np.ndarray) -> Computed:
         B, A, F = p.shape
+        claim = budget.estimate(op, B, A, F, np.dtype(p.dtype).itemsize, as_npz)
+        if claim > self.settings.memory_budget_bytes:
+            raise OverMemoryBudget(
+                f"This request would need about {claim:,} bytes of memory while it runs, more than the "
+                f"service's whole memory budget of {self.settings.memory_budget_bytes:,} bytes "
+                "(JACOBIAN_MEMORY_BUDGET_BYTES); send fewer states or a smaller X"
+                + ("" if as_npz else ", or ask for npz (Accept: application/x-npz), which needs far less")
+            )
         rows = (np.broadcast_to(p.X, (B, A, F)), p.Y, *(np.broadcast_to(e, (B, A, F)) for e in extra))
         try:
             async with asyncio.timeout(self.settings.deadline_s):  # no extra task, unlike wait_for
-                result = await self.batcher.submit(op, *rows)
+                computed = await self.batcher.submit(op, *rows, claim=claim)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"The computation did not finish within {self.settings.deadline_s:g} s; send a smaller request"
             ) from None
-        ensure_finite(result.arrays)
-        return result.arrays, result.device
+        try:
+            ensure_finite(computed.arrays)
+        except BaseException:
+            computed.release()
+            raise
+        return computed
 
     @staticmethod
     def _unbatch(p: Problem, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -77,8 +93,8 @@ class Service:
             "Jacobian", elements, f"B·A·A·F with B={B}, A={A}, F={F}", as_npz, ", or fewer states per batch"
         )
         op = JACOBIAN_XY if want_x and want_y else JACOBIAN_Y if want_y else JACOBIAN
-        arrays, device = await self._compute(op, p)
-        return Answer(self._unbatch(p, arrays), p.dtype, device)
+        done = await self._compute(op, p, as_npz)
+        return Answer(self._unbatch(p, done.arrays), p.dtype, done.device, done.release)
 
     async def hessian(self, p: Problem, as_npz: bool) -> Answer:
         """W: (B, A); H: (B, A, A, F, A, F) (B dropped for one state)."""
@@ -90,9 +106,9 @@ class Service:
             as_npz,
             "; for large X use POST /hvp, which returns Hessian-vector products without forming H",
         )
-        arrays, device = await self._compute(HESSIAN, p)
-        arrays = {"W": arrays["W"], "H": broadcast_hessian(arrays["H_lse"], A)}
-        return Answer(self._unbatch(p, arrays), p.dtype, device)
+        done = await self._compute(HESSIAN, p, as_npz)
+        arrays = {"W": done.arrays["W"], "H": broadcast_hessian(done.arrays["H_lse"], A)}
+        return Answer(self._unbatch(p, arrays), p.dtype, done.device, done.release)
 
     async def hvp(self, p: Problem, as_npz: bool) -> Answer:
         """W: (B, A); HV: (B, A, A, F) (B dropped for one state)."""
@@ -105,5 +121,5 @@ class Service:
             as_npz,
             ", or fewer states per batch",
         )
-        arrays, device = await self._compute(HVP, p, p.V)
-        return Answer(self._unbatch(p, arrays), p.dtype, device)
+        done = await self._compute(HVP, p, as_npz, p.V)
+        return Answer(self._unbatch(p, done.arrays), p.dtype, done.device, done.release)

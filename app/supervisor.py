@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from app import ipc, lifeline
+from app import budget, ipc, lifeline
 from app.config import Settings, get_settings
 
 log = logging.getLogger("app.supervisor")
@@ -118,6 +118,9 @@ def main() -> None:
     os.environ["JACOBIAN_SHM_PREFIX"] = f"jacobian-{os.getpid()}"
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(runtime, "metrics")
     os.mkdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    # One budget for every process, decided once (its default reads the cgroup limit).
+    log.info("memory budget for requests in flight: %s bytes (%s)", f"{base.memory_budget_bytes:,}", budget_source())
+    os.environ["JACOBIAN_MEMORY_BUDGET_BYTES"] = str(base.memory_budget_bytes)
     devices = engine_devices(base)
     os.environ["JACOBIAN_ENGINES"] = str(len(devices))
     get_settings.cache_clear()
@@ -143,6 +146,12 @@ def main() -> None:
         Supervisor(config, [config.bind_socket()], engines, settings).run()
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def budget_source() -> str:
+    if "JACOBIAN_MEMORY_BUDGET_BYTES" in os.environ:
+        return "JACOBIAN_MEMORY_BUDGET_BYTES"
+    return budget.describe_default()
 
 
 def _remove_orphans(settings: Settings) -> None:

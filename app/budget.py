@@ -1,0 +1,131 @@
+"""The memory budget: what a request may cost before it runs, and the ledger of what requests in
+flight have claimed. No TensorFlow, no web imports.
+
+A request claims its estimated peak (`estimate`) before it queues and gives it back when its
+answer has been sent, or when it is dropped. One ledger per engine holds every worker's claims,
+so the budget covers the engine and all HTTP workers together.
+
+`estimate` is built from measurements, not guesses (bench/memory.py prints estimate against
+measured peak for each operation at three sizes). TensorFlow's own peak, read from its BFC
+allocator (`tf.config.experimental.get_memory_info`) on this CPU, as a multiple of the
+engine's output: Jacobians 1.0× for one row and 2.0× for a stack of rows (pfor's
+intermediates), the Hessian 1.0-1.55×, Hessian-vector products 3.0×.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from app import ipc, ops
+
+TF_PEAK = {  # TensorFlow's peak as a multiple of the engine's output bytes (see above)
+    ops.JACOBIAN: 2.0,
+    ops.JACOBIAN_Y: 2.0,
+    ops.JACOBIAN_XY: 2.0,
+    ops.HESSIAN: 1.6,
+    ops.HVP: 3.1,
+}
+JSON_BYTES_PER_NUMBER = 26  # orjson's longest float64 ("-1.2345678901234567e-100") and a comma
+OVERHEAD = 1 << 20  # headers, request objects and the like, per request
+
+
+def estimate(op: str, rows: int, A: int, F: int, itemsize: int, as_npz: bool) -> int:
+    """Peak bytes one request of `rows` states adds while it runs and its answer is sent.
+
+    Inputs (parsed, stacked, sent to the engine), TensorFlow's peak for the operation, the
+    shared-memory segment the answer is written to, and the encoded answer. An npz answer is
+    sent from the segment itself (no copy); a JSON answer is text, and a Hessian is first
+    made contiguous for it (the engine returns one A×F×A×F block per row, broadcast over i).
+    """
+    inputs = 4 * rows * A * F * itemsize * (2 if op == ops.HVP else 1)
+    shapes = ops.output_shapes(op, rows, A, F)
+    out = sum(_count(s) for s in shapes.values()) * itemsize
+    tf_peak = int(TF_PEAK[op] * out) if rows > 1 or op in (ops.HESSIAN, ops.HVP) else out
+    segment = ipc.segment_size(out) if out > ipc.INLINE_MAX else 0
+    served = out * A if op == ops.HESSIAN else out  # H is H_lse broadcast over the A outputs
+    encoded = 0 if as_npz else served // itemsize * JSON_BYTES_PER_NUMBER + (served if op == ops.HESSIAN else 0)
+    return inputs + tf_peak + segment + encoded + OVERHEAD
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+# ---- the default budget
+
+
+def default_budget(cgroup_root: str = "/sys/fs/cgroup", meminfo: str = "/proc/meminfo") -> int:
+    """Half of the container's memory limit when there is one, else a quarter of physical memory."""
+    limit = cgroup_limit(cgroup_root)
+    return limit // 2 if limit is not None else physical_memory(meminfo) // 4
+
+
+def describe_default(cgroup_root: str = "/sys/fs/cgroup", meminfo: str = "/proc/meminfo") -> str:
+    limit = cgroup_limit(cgroup_root)
+    if limit is not None:
+        return f"half of the container's memory limit of {limit:,} bytes"
+    return f"a quarter of the {physical_memory(meminfo):,} bytes of physical memory (no container limit)"
+
+
+def cgroup_limit(root: str = "/sys/fs/cgroup") -> int | None:
+    """This process's cgroup memory limit (v2 `memory.max`, else v1 `memory.limit_in_bytes`); None
+    when unlimited or not found."""
+    candidates = [Path(root, _own_cgroup().lstrip("/"), "memory.max"), Path(root, "memory.max")]
+    candidates.append(Path(root, "memory", "memory.limit_in_bytes"))
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        value = int(text)
+        return value if value < 1 << 60 else None  # v1 says "unlimited" with a huge number
+    return None
+
+
+def _own_cgroup() -> str:
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:]
+    except OSError:
+        pass
+    return "/"
+
+
+def physical_memory(meminfo: str = "/proc/meminfo") -> int:
+    try:
+        for line in Path(meminfo).read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# ---- the ledger
+
+
+@dataclass
+class Ledger:
+    """Bytes claimed by requests in flight against the budget."""
+
+    budget: int
+    claimed: int = 0
+
+    def fits(self, nbytes: int) -> bool:
+        # With nothing claimed, anything runs: a request the worker let through (it checks each
+        # against the whole budget) must never wait for memory that can never free up.
+        return self.claimed == 0 or self.claimed + nbytes <= self.budget
+
+    def claim(self, nbytes: int) -> None:
+        self.claimed += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.claimed = max(self.claimed - nbytes, 0)
