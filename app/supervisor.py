@@ -20,6 +20,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from app import budget, ipc, lifeline
 from app.config import Settings, get_settings
+from app.protocol import BoundedProtocol
 
 log = logging.getLogger("app.supervisor")
 
@@ -133,6 +134,7 @@ def main() -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         access_log=False,  # app.observability logs each request once, with its request id
+        http=BoundedProtocol,  # deadlines for slow clients and a cap on connections
     )
     engines = [EngineProcess(i, d) for i, d in enumerate(devices)]
     log.info(
