@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from app.budget import Ledger
-from app.errors import Overloaded
+from app.errors import MemoryBusy, Overloaded
+from app.ops import output_shapes
 
 RunRows = Callable[..., Any]  # (op, *rows) -> engine.Result
 
@@ -65,13 +66,27 @@ class Computed:
     release: Callable[[], None]
 
 
+STACK_MAX_BYTES = 1 << 18  # answers above this run alone
+
+
+def stackable(job: Job) -> bool:
+    """Small enough to share a call. Big requests run alone: stacking them saves nothing that
+    shows (their call is compute-bound) and would lift TensorFlow's peak past their memory
+    claims (pfor's intermediates double for a stack of rows; app.budget)."""
+    n, A, F = job.rows[0].shape
+    elements = sum(int(np.prod(s)) for s in output_shapes(job.op, n, A, F).values())
+    return elements * job.rows[0].itemsize <= STACK_MAX_BYTES
+
+
 def take_batch(queue: deque[J], max_rows: int) -> tuple[list[J], deque[J]]:
     """The oldest job and every queued job compatible with it, up to the row bound; and the rest."""
     first = queue.popleft()
+    if not stackable(first):
+        return [first], queue
     batch, rows, rest = [first], first.n, deque[J]()
     while queue:
         job = queue.popleft()
-        if job.key == first.key and rows + job.n <= max_rows:
+        if job.key == first.key and rows + job.n <= max_rows and stackable(job):
             batch.append(job)
             rows += job.n
         else:
@@ -103,6 +118,7 @@ class Batcher:
         max_pending: int,
         on_batch: Callable[[BatchStats], None] | None = None,
         memory_budget: int = 1 << 62,
+        memory_wait_s: float = 10.0,
     ) -> None:
         self._run_rows = run_rows
         self._max_rows = max_batch_rows
@@ -111,6 +127,7 @@ class Batcher:
         self._queue: deque[_Job] = deque()
         self._waiting: deque[_Job] = deque()  # for their memory claim to fit
         self.ledger = Ledger(memory_budget)
+        self._memory_wait_s = memory_wait_s
         self._wakeup = asyncio.Event()
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
@@ -145,6 +162,8 @@ class Batcher:
         job = _Job(op, rows, asyncio.get_running_loop().create_future(), claim)
         self._waiting.append(job)
         self._admit()
+        if not job.admitted:
+            asyncio.get_running_loop().call_later(self._memory_wait_s, self._waited_too_long, job)
         try:
             result = await job.future
         except BaseException:
@@ -163,6 +182,11 @@ class Batcher:
             job.admitted = True
             self._queue.append(job)
             self._wakeup.set()
+
+    def _waited_too_long(self, job: _Job) -> None:
+        if job in self._waiting and not job.future.done():
+            self._waiting.remove(job)
+            job.future.set_exception(MemoryBusy.waited(self.ledger.budget, self.ledger.claimed, self._memory_wait_s))
 
     def _release(self, job: _Job) -> None:
         if job.admitted:

@@ -5,11 +5,15 @@ A request claims its estimated peak (`estimate`) before it queues and gives it b
 answer has been sent, or when it is dropped. One ledger per engine holds every worker's claims,
 so the budget covers the engine and all HTTP workers together.
 
-`estimate` is built from measurements, not guesses (bench/memory.py prints estimate against
-measured peak for each operation at three sizes). TensorFlow's own peak, read from its BFC
-allocator (`tf.config.experimental.get_memory_info`) on this CPU, as a multiple of the
-engine's output: Jacobians 1.0× for one row and 2.0× for a stack of rows (pfor's
-intermediates), the Hessian 1.0-1.55×, Hessian-vector products 3.0×.
+`estimate` is built from measurements, not guesses: `python -m bench.memory` prints, for each
+operation at three sizes, the estimate against the measured peak of all the service's processes
+(bench/results.md). TensorFlow's part is a multiple of the engine's output, measured as process
+memory (its BFC allocator's own statistics read lower: 1.0× for a one-row Jacobian, 3.0× for a
+Hessian-vector product; the process holds more, up to 1.16× and 4.3× here). A shape served
+by XLA (outputs up to `ops.XLA_MAX_OUTPUT_BYTES`) holds XLA's buffers beside that pool: 2.3× for
+a Jacobian and 7.7× for a Hessian-vector product, measured the same way.
+Big requests are never stacked into one call (`app.batcher.take_batch`), so these one-row
+factors hold for every call that matters for memory.
 """
 
 from __future__ import annotations
@@ -20,12 +24,19 @@ from pathlib import Path
 
 from app import ipc, ops
 
-TF_PEAK = {  # TensorFlow's peak as a multiple of the engine's output bytes (see above)
-    ops.JACOBIAN: 2.0,
-    ops.JACOBIAN_Y: 2.0,
-    ops.JACOBIAN_XY: 2.0,
+TF_PEAK = {  # TensorFlow's peak process memory as a multiple of the engine's output (see above)
+    ops.JACOBIAN: 1.2,
+    ops.JACOBIAN_Y: 1.2,
+    ops.JACOBIAN_XY: 1.2,
     ops.HESSIAN: 1.6,
-    ops.HVP: 3.1,
+    ops.HVP: 4.4,
+}
+XLA_PEAK = {  # the same for XLA's own buffers, which shapes up to ops.XLA_MAX_OUTPUT_BYTES also hold
+    ops.JACOBIAN: 2.4,
+    ops.JACOBIAN_Y: 2.4,
+    ops.JACOBIAN_XY: 2.4,
+    ops.HESSIAN: 2.0,
+    ops.HVP: 8.0,
 }
 JSON_BYTES_PER_NUMBER = 26  # orjson's longest float64 ("-1.2345678901234567e-100") and a comma
 OVERHEAD = 1 << 20  # headers, request objects and the like, per request
@@ -40,20 +51,13 @@ def estimate(op: str, rows: int, A: int, F: int, itemsize: int, as_npz: bool) ->
     made contiguous for it (the engine returns one A×F×A×F block per row, broadcast over i).
     """
     inputs = 4 * rows * A * F * itemsize * (2 if op == ops.HVP else 1)
-    shapes = ops.output_shapes(op, rows, A, F)
-    out = sum(_count(s) for s in shapes.values()) * itemsize
-    tf_peak = int(TF_PEAK[op] * out) if rows > 1 or op in (ops.HESSIAN, ops.HVP) else out
+    out = ops.output_bytes(op, rows, A, F, itemsize)
+    factor = TF_PEAK[op] + (XLA_PEAK[op] if out <= ops.XLA_MAX_OUTPUT_BYTES else 0)
+    tf_peak = int(factor * out)
     segment = ipc.segment_size(out) if out > ipc.INLINE_MAX else 0
     served = out * A if op == ops.HESSIAN else out  # H is H_lse broadcast over the A outputs
     encoded = 0 if as_npz else served // itemsize * JSON_BYTES_PER_NUMBER + (served if op == ops.HESSIAN else 0)
     return inputs + tf_peak + segment + encoded + OVERHEAD
-
-
-def _count(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 # ---- the default budget

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         description="Most memory requests in flight may claim, engine and workers together; default: half "
         "the container's memory limit, else a quarter of physical memory.",
     )
+    memory_wait_s: float = Field(
+        10.0, gt=0, description="Longest a request waits for memory to be released; past it, 503 + Retry-After."
+    )
     request_read_timeout_s: float = Field(
         30.0, gt=0, description="Deadline for receiving a whole request, headers and body; past it, 408."
     )

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
-from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y
+from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, XLA_MAX_OUTPUT_BYTES, output_bytes
 
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
 
@@ -240,6 +240,9 @@ class Engine:
     ) -> None:
         if len(self._compiling) >= self._xla_max_shapes:
             return
+        n, A, F = padded[0].shape
+        if output_bytes(fn_key[0], n, A, F, padded[0].itemsize) > XLA_MAX_OUTPUT_BYTES:
+            return  # big outputs stay on the graph path (see app.ops)
         if len(self._seen) > 100 * self._xla_max_shapes:
             self._seen.clear()  # many one-off shapes: forget them rather than grow without bound
         self._seen[shape_key] += 1

@@ -182,11 +182,8 @@ class EngineClient:
 
     def _error(self, header: dict[str, Any]) -> Exception:
         if header["error"] == "memory":
-            return MemoryBusy(
-                f"Requests in flight hold {header['claimed']:,} bytes of the memory budget of "
-                f"{self.settings.memory_budget_bytes:,} (JACOBIAN_MEMORY_BUDGET_BYTES) and "
-                f"{self.settings.max_pending} requests wait; retry shortly"
-            )
+            s = self.settings
+            return MemoryBusy.waited(s.memory_budget_bytes, header["claimed"], s.memory_wait_s)
         if header["error"] == "overloaded":
             return Overloaded(
                 f"The service is at capacity ({self.settings.max_pending} requests waiting); retry shortly"
@@ -230,7 +227,7 @@ class Engines:
 
     async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed:
         ready = [c for c in self.clients if c.state == "ready"] or self.clients
-        return await min(ready, key=lambda c: c.in_flight).submit(op, *rows)
+        return await min(ready, key=lambda c: c.in_flight).submit(op, *rows, claim=claim)
 
     def readiness(self) -> dict[str, Any]:
         engines = [{"index": c.index, "pid": c.pid, "state": c.state} for c in self.clients]

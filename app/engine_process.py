@@ -12,6 +12,7 @@ Memory (`app.budget`): each request comes with the bytes it claims. It joins the
 when its claim fits the budget beside the claims already held (first come, first admitted), and
 holds it until its worker says the answer has been sent ("release"), it is cancelled, it fails,
 or its worker is gone. So a batch, made of admitted requests only, never stacks past the budget.
+A request that has waited `memory_wait_s` for memory is answered "memory" (503 + Retry-After).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import socket
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ class _Job(Job):
     shm_size: int
     worker: int  # the worker's process id
     claim: int  # bytes of the memory budget it needs
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class EngineLoop:
@@ -77,6 +79,10 @@ class EngineLoop:
             for key in [k for k in self.claims if k[0] in gone]:
                 self.ledger.release(self.claims.pop(key))
         self.admit()
+        self.mappings.prune()
+        patience = time.monotonic() - self.settings.memory_wait_s
+        while self.waiting and self.waiting[0].arrived < patience:  # the oldest waited longest
+            self.fail(self.waiting.popleft(), {"error": "memory", "claimed": self.ledger.claimed})
         excess = len(self.queue) + len(self.waiting) - self.settings.max_pending
         for _ in range(max(excess, 0)):  # the newest go: those waiting for memory first
             job = (self.waiting or self.queue).pop()

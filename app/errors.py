@@ -76,9 +76,18 @@ class Overloaded(ServiceError):
 
 
 class MemoryBusy(Overloaded):
-    """503 with Retry-After: requests in flight hold the memory budget and the queue is full."""
+    """503 with Retry-After: requests in flight hold the memory budget, and this one waited too long
+    for room (or the queue is full)."""
 
     code = "memory_busy"
+
+    @classmethod
+    def waited(cls, budget: int, claimed: int, wait_s: float) -> MemoryBusy:
+        return cls(
+            f"Requests in flight hold {claimed:,} bytes of the memory budget of {budget:,} bytes "
+            f"(JACOBIAN_MEMORY_BUDGET_BYTES) and this one found no room within {wait_s:g} s; retry shortly",
+            retry_after_s=2,
+        )
 
 
 class EngineUnavailable(ServiceError):

@@ -212,10 +212,20 @@ def _open_segment(directory: str, name: str, size: int, create: bool) -> mmap.mm
     fd = os.open(os.path.join(directory, name), flags, 0o600)
     try:
         if create:
-            # Reserve the space now: writing past what tmpfs can hold would kill with SIGBUS, while
-            # this raises OSError (ENOSPC) and the request's answer goes through the socket instead.
-            os.posix_fallocate(fd, 0, size)
+            # Sparse: no memory is taken until the engine reserves it (`Mappings.write`), so a
+            # request waiting for its memory claim holds no shared memory either.
+            os.ftruncate(fd, size)
         return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _reserve(directory: str, name: str, nbytes: int) -> None:
+    """Allocate the segment's first `nbytes` now: writing past what tmpfs can hold would kill the
+    writer with SIGBUS, while this raises OSError (ENOSPC) and the answer goes through the socket."""
+    fd = os.open(os.path.join(directory, name), os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
     finally:
         os.close(fd)
 
@@ -291,6 +301,10 @@ class Mappings:
         layout = Layout.of(arrays)
         if layout.nbytes > size:
             return None
+        try:
+            _reserve(self.directory, name, layout.nbytes)
+        except OSError:  # gone, or shared memory is full
+            return None
         mm = self._maps.pop(name, None)
         if mm is None:
             try:
@@ -298,11 +312,18 @@ class Mappings:
             except OSError:
                 return None
         self._maps[name] = mm  # most recently used last
+        self.prune()
         self._evict()
         for (_, _, _, offset), a in zip(layout.entries, arrays.values(), strict=True):
             dest = np.frombuffer(mm, dtype=a.dtype, count=a.size, offset=offset).reshape(a.shape)
             np.copyto(dest, a)
         return layout
+
+    def prune(self) -> None:
+        """Unmap segments their worker has removed: a mapping would keep their memory alive."""
+        for name in [n for n in self._maps if not os.path.exists(os.path.join(self.directory, n))]:
+            with contextlib.suppress(BufferError):
+                self._maps.pop(name).close()
 
     def _evict(self) -> None:
         while len(self._maps) > 1 and sum(len(m) for m in self._maps.values()) > self.keep_bytes:

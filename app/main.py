@@ -93,6 +93,7 @@ async def _start_in_process(app: FastAPI) -> None:
         settings.max_pending,
         on_batch=observe,
         memory_budget=settings.memory_budget_bytes,
+        memory_wait_s=settings.memory_wait_s,
     )
     batcher.start()
     state.engine = eng

@@ -19,3 +19,18 @@ def output_shapes(op: str, rows: int, A: int, F: int) -> dict[str, tuple[int, ..
     if op == HVP:
         shapes["HV"] = (rows, A, A, F)
     return shapes
+
+
+# XLA keeps its own buffers beside TensorFlow's allocator pool, so a shape served both ways holds
+# both; above this output size XLA gains little (12% at 256×1024) and is not used (app.budget).
+XLA_MAX_OUTPUT_BYTES = 16 << 20
+
+
+def output_bytes(op: str, rows: int, A: int, F: int, itemsize: int) -> int:
+    total = 0
+    for shape in output_shapes(op, rows, A, F).values():
+        n = 1
+        for d in shape:
+            n *= d
+        total += n
+    return total * itemsize

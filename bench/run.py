@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 
 from app import lifeline
-from bench import onednn
+from bench import memory, onednn
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON, NPZ = "application/json", "application/x-npz"
@@ -172,21 +172,7 @@ class Server:
 
     def pids(self) -> list[int]:
         """The server's processes: for the project, supervisor, workers and engine."""
-        out, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        return out
-
-    def rss_mib(self, field: str = "VmRSS") -> float:
-        """Summed over the server's processes (for VmHWM, an upper bound of the joint peak)."""
-        return sum(_status_mib(pid, field) for pid in self.pids())
-
-    def reset_peak(self) -> None:
-        for pid in self.pids():
-            Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM
+        return memory.tree(self.proc.pid)
 
 
 def _status_mib(pid: int, field: str) -> float:
@@ -371,23 +357,23 @@ def curve(p: Server, f: Server, quick: bool) -> list[tuple[int, float, float]]:
 
 
 def memory_rows(p: Server, quick: bool, max_elements: int) -> list[Row]:
-    idle = p.rss_mib()
     # The largest Jacobian the default npz limit admits: A·A·F = max_elements.
     A, F = (8, 16) if quick else (256, 1024)
     assert max_elements >= A * A * F
     raw = raw_request("/jacobian", problem(A, F), NPZ)
-    p.reset_peak()
-    asyncio.run(latency(p.port, raw, 1))
-    peak = p.rss_mib("VmHWM")
+    idle = memory.service_bytes(p.proc.pid)
+    with memory.PeakSampler(p.proc.pid) as sampler:
+        asyncio.run(latency(p.port, raw, 1))
+    peak = (sampler.peak - idle) / 2**20
     out_mib = A * A * F * 4 / 2**20
     rows = [
         Row(
-            f"peak RSS, {A}×{F} npz ({out_mib:.0f} MiB out; summed over processes, shared memory in each)",
-            f"+{peak - idle:.0f} MiB",
+            f"peak memory, {A}×{F} npz ({out_mib:.0f} MiB out; all processes, shared memory once)",
+            f"+{peak:.0f} MiB",
             "-",
-            (peak - idle) / out_mib,
+            peak / out_mib,
             "≤ 3× output",
-            peak - idle <= 3 * out_mib,
+            peak <= 3 * out_mib,
         )
     ]
     rng = np.random.default_rng(1)
@@ -410,9 +396,9 @@ def memory_rows(p: Server, quick: bool, max_elements: int) -> list[Row]:
         await asyncio.gather(*(worker(k) for k in range(8)))
 
     asyncio.run(soak(100 if quick else 300))
-    before = p.rss_mib()
+    before = memory.service_bytes(p.proc.pid) / 2**20
     asyncio.run(soak(300 if quick else 3000))
-    growth = p.rss_mib() - before
+    growth = memory.service_bytes(p.proc.pid) / 2**20 - before
     rows.append(
         Row(
             f"RSS growth over {300 if quick else 3000} mixed requests",
@@ -585,6 +571,11 @@ def main(argv: list[str] | None = None) -> int:
         " (throughput: project/floor, higher is better; times: lower is better).\n\n"
         + table(rows)
         + "\n\n![latency against output size](latency.png)\n\n"
+        + "## Memory budget: estimate against measured peak (`python -m bench.memory`)\n\n"
+        + "Each operation on a fresh service (one worker, XLA off), one npz request at a time; memory of all "
+        + "the service's processes, shared memory counted once.\n\n"
+        + memory.table(memory.run(args.port + 5, memory.QUICK if args.quick else memory.SIZES))
+        + "\n\n"
         + "## oneDNN off: what it costs or saves (`python -m bench.onednn`)\n\n"
         + "TensorFlow's oneDNN kernels segfault on AVX-512 CPUs for float32 Jacobians (README, Troubleshooting); "
         + "the service turns them off and uses TensorFlow's BFC CPU allocator. Each cell is its own process.\n\n"

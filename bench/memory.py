@@ -1,0 +1,146 @@
+"""`python -m bench.memory`: the memory budget's estimate against the measured peak, per operation.
+
+Starts the service (`python -m app`, one HTTP worker), then for each operation at three sizes
+posts one npz request and samples the memory of all the service's processes every few ms while
+it runs and its answer is sent. Memory is what the processes hold, counted once: each process's
+private and file-backed resident pages (RssAnon + RssFile) plus what the shared-memory filesystem
+holds (RssShmem would count a segment in both the engine and the worker that map it).
+TensorFlow's BFC allocator keeps what it has grown to, so sizes run small to large and each
+peak is taken over the idle service, not over the previous request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from app import budget, ops
+
+SIZES = {
+    "/jacobian": (ops.JACOBIAN, [(64, 512), (128, 1024), (256, 1024)]),
+    "/hessian": (ops.HESSIAN, [(8, 32), (12, 48), (16, 64)]),
+    "/hvp": (ops.HVP, [(64, 512), (128, 1024), (256, 1024)]),
+}
+QUICK = {"/jacobian": (ops.JACOBIAN, [(8, 16)])}  # the smoke test's
+
+
+def _status_bytes(pid: int, fields: tuple[str, ...]) -> int:
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in fields:
+            total += int(value.split()[0]) * 1024
+    return total
+
+
+def tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(FileNotFoundError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def service_bytes(root_pid: int, shm_dir: str = "/dev/shm") -> int:
+    """Memory held by the process tree under `root_pid` plus what the shared-memory filesystem
+    holds (segments counted once, including removed ones a process still maps)."""
+    total = 0
+    for pid in tree(root_pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += _status_bytes(pid, ("RssAnon", "RssFile"))
+    st = os.statvfs(shm_dir)
+    return total + (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+class PeakSampler:
+    """Samples `service_bytes` in a thread until stopped; `.peak` is the largest seen."""
+
+    def __init__(self, root_pid: int, every_s: float = 0.005) -> None:
+        self.root_pid, self.every_s = root_pid, every_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, service_bytes(self.root_pid))
+            time.sleep(self.every_s)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def npz_request(A: int, F: int, with_v: bool, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    arrays = {"X": rng.normal(size=(A, F)), "Y": rng.normal(size=F) / np.sqrt(F)}
+    if with_v:
+        arrays["V"] = rng.normal(size=(A, F))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def measure(url: str, root_pid: int, path: str, op: str, sizes: list[tuple[int, int]]) -> list[Any]:
+    """(path, size, estimate, measured peak over idle, idle) for one operation at its sizes."""
+    rows = []
+    headers = {"content-type": "application/x-npz", "accept": "application/x-npz"}
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for A, F in sizes:
+            body = npz_request(A, F, op == ops.HVP)
+            time.sleep(0.5)
+            idle = service_bytes(root_pid)
+            with PeakSampler(root_pid) as sampler:
+                r = client.post(path, content=body, headers=headers)
+                assert r.status_code == 200, r.text[:300]
+                del r
+            estimate = budget.estimate(op, 1, A, F, 8, as_npz=True)
+            rows.append((path, f"{A}×{F}", estimate, sampler.peak - idle, idle))
+    return rows
+
+
+def table(rows: list[tuple[str, str, int, int, int]]) -> str:
+    lines = [
+        "| operation (float64, npz) | size | estimate | measured peak over idle | measured / estimate |",
+        "|---|---|---|---|---|",
+    ]
+    for path, size, est, peak, _idle in rows:
+        lines.append(f"| {path} | {size} | {est / 2**20:.0f} MiB | {peak / 2**20:.0f} MiB | {peak / est:.2f} |")
+    return "\n".join(lines)
+
+
+def run(port: int = 8190, sizes: dict[str, tuple[str, list[tuple[int, int]]]] = SIZES) -> list[Any]:
+    """Each operation on a service of its own (TensorFlow's pool and the shared-memory segments
+    one operation leaves would hide the next one's peak)."""
+    from bench.run import PROJECT, server
+
+    rows = []
+    for path, (op, shapes) in sizes.items():
+        with server("project", PROJECT, port, {"JACOBIAN_WORKERS": "1", "JACOBIAN_XLA": "false"}) as s:
+            rows += measure(f"http://127.0.0.1:{port}", s.proc.pid, path, op, shapes)
+    return rows
+
+
+def main() -> int:
+    print(table(run()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
