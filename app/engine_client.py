@@ -29,6 +29,10 @@ STATUS_S = 1.0  # how often a live engine's status is refreshed
 FIRST_CONTACT_S = 2.0  # how long a new worker's first requests wait to hear from a live engine
 
 
+def _nothing() -> None:
+    pass
+
+
 def pid_alive(pid: int) -> bool:
     """Running and not a zombie (the supervisor reaps within half a second)."""
     try:
@@ -118,6 +122,8 @@ class EngineClient:
             self._pending.pop(request_id, None)
         if self._observe_ipc is not None:
             self._observe_ipc(max(time.perf_counter() - sent - compute_s, 0.0))
+        if segment is None:  # answered through the socket: the engine has released the claim
+            return Computed(arrays, device, _nothing)
         return Computed(arrays, device, lambda: self._send({"release": request_id}))
 
     def _send(self, header: dict[str, Any]) -> None:

@@ -11,8 +11,9 @@ newest beyond that are answered "overloaded".
 Memory (`app.budget`): each request comes with the bytes it claims. It joins the run queue only
 when its claim fits the budget beside the claims already held (first come, first admitted), and
 holds it until its worker says the answer has been sent ("release"), it is cancelled, it fails,
-or its worker is gone. So a batch, made of admitted requests only, never stacks past the budget.
-A request that has waited `memory_wait_s` for memory is answered "memory" (503 + Retry-After).
+or its worker is gone (an answer small enough for the socket releases it when it is sent). So a
+batch, made of admitted requests only, never stacks past the budget. A request that has waited
+`memory_wait_s` for memory is answered "memory" (503 + Retry-After).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class EngineLoop:
             if self.queue:
                 batch, self.queue = take_batch(self.queue, self.settings.max_batch_rows)
                 self.run_batch(batch)
+            self.metrics.claimed(self.ledger.claimed)
 
     def drain(self, timeout: float) -> None:
         """Take in what has arrived (waiting up to `timeout` for something to)."""
@@ -119,7 +121,6 @@ class EngineLoop:
             self.ledger.claim(job.claim)
             self.claims[job.peer, job.id] = job.claim
             self.queue.append(job)
-        self.metrics.claimed(self.ledger.claimed)
 
     def drop(self, which: Any) -> None:
         self.queue = deque(j for j in self.queue if not which(j))
@@ -158,6 +159,8 @@ class EngineLoop:
         header["names"] = list(arrays)
         header["arrays"] = ipc.specs(list(arrays.values()))
         self.reply(job.peer, header, list(arrays.values()))
+        # A small answer's memory is spent once it is sent: its claim ends here, without a message.
+        self.ledger.release(self.claims.pop((job.peer, job.id), 0))
 
     def reply(self, peer: socket.socket, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
         self.server.send(peer, header, arrays)
