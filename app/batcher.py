@@ -25,7 +25,7 @@ import numpy as np
 
 from app.budget import Ledger
 from app.errors import MemoryBusy, Overloaded
-from app.ops import output_shapes
+from app.ops import output_bytes
 
 RunRows = Callable[..., Any]  # (op, *rows) -> engine.Result
 
@@ -74,8 +74,7 @@ def stackable(job: Job) -> bool:
     shows (their call is compute-bound) and would lift TensorFlow's peak past their memory
     claims (pfor's intermediates double for a stack of rows; app.budget)."""
     n, A, F = job.rows[0].shape
-    elements = sum(int(np.prod(s)) for s in output_shapes(job.op, n, A, F).values())
-    return elements * job.rows[0].itemsize <= STACK_MAX_BYTES
+    return output_bytes(job.op, n, A, F, job.rows[0].itemsize) <= STACK_MAX_BYTES
 
 
 def take_batch(queue: deque[J], max_rows: int) -> tuple[list[J], deque[J]]:

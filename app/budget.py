@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from app import ipc, ops
 
 TF_PEAK = {  # TensorFlow's peak process memory as a multiple of the engine's output (see above)
@@ -55,7 +57,7 @@ def estimate(op: str, rows: int, A: int, F: int, itemsize: int, as_npz: bool) ->
     factor = TF_PEAK[op] + (XLA_PEAK[op] if out <= ops.XLA_MAX_OUTPUT_BYTES else 0)
     tf_peak = int(factor * out)
     segment = ipc.segment_size(out) if out > ipc.INLINE_MAX else 0
-    served = out * A if op == ops.HESSIAN else out  # H is H_lse broadcast over the A outputs
+    served = sum(int(np.prod(s)) for s in ops.OPERATIONS[op].shapes(rows, A, F, served=True).values()) * itemsize
     encoded = 0 if as_npz else served // itemsize * JSON_BYTES_PER_NUMBER + (served if op == ops.HESSIAN else 0)
     return inputs + tf_peak + segment + encoded + OVERHEAD
 

@@ -22,9 +22,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
-from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, XLA_MAX_OUTPUT_BYTES, output_bytes
+from app.config import Settings
+from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, OPERATIONS, XLA_MAX_OUTPUT_BYTES, output_bytes
 
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
+
+_DEFAULTS = Settings.model_fields  # one source for the XLA policy's defaults
 
 DTYPES: dict[str, tf.DType] = {"float32": tf.float32, "float64": tf.float64}
 
@@ -102,13 +105,11 @@ _ROW_FUNCTIONS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
 
 
 def _signature(op: str, dtype: tf.DType) -> list[tf.TensorSpec]:
-    spec = [
-        tf.TensorSpec([None, None, None], dtype, name="Xr"),
-        tf.TensorSpec([None, None], dtype, name="Yr"),
+    # Every input is (N, A, F) but Y, which is (N, F): app.ops.
+    return [
+        tf.TensorSpec([None, None] if name == "Y" else [None, None, None], dtype, name=name + "r")
+        for name in OPERATIONS[op].inputs
     ]
-    if op == HVP:
-        spec.append(tf.TensorSpec([None, None, None], dtype, name="Vr"))
-    return spec
 
 
 def onednn_enabled() -> bool:
@@ -123,11 +124,12 @@ def device_name(tensor: tf.Tensor) -> str:
 
 
 def _to_numpy(tensor: tf.Tensor) -> np.ndarray:
-    """A zero-copy, read-only view of a host tensor (`.numpy()` copies: 1.5 ms for 8 MB here)."""
+    """A zero-copy, read-only view of a host tensor (`.numpy()` would copy it)."""
     try:
         return np.from_dlpack(tensor)
     except (RuntimeError, BufferError, TypeError, ValueError):  # device memory: copy to host
-        return tensor.numpy()
+        host: np.ndarray = tensor.numpy()
+        return host
 
 
 @dataclass(frozen=True)
@@ -145,15 +147,20 @@ class Result:
 class Engine:
     """Traced derivative functions, one per (operation, dtype), built once and reused.
 
-    With `xla`, each function also has an XLA-compiled twin (`jit_compile=True`), 1.5-3.5× faster
-    here from 2×4 to 12×48 Hessians. XLA compiles once per concrete shape (150-400 ms on this
-    machine), so a shape is served by the plain graph until it has been asked for `xla_after`
-    times; then a background thread compiles it and later calls use XLA. Row counts are padded
-    to a power of two on the XLA path so batching does not multiply shapes, and at most
-    `xla_max_shapes` shapes are compiled, which bounds XLA's cache.
+    With `xla`, each function also has an XLA-compiled twin (`jit_compile=True`), faster for small
+    and middle shapes (bench/measurements.md). XLA compiles once per concrete shape, which takes
+    long, so a shape is served by the plain graph until it has been asked for `xla_after` times;
+    then a background thread compiles it and later calls use XLA. Row counts are padded to a power
+    of two on the XLA path so batching does not multiply shapes, at most `xla_max_shapes` shapes
+    are compiled, which bounds XLA's cache, and big outputs are never compiled (app.ops).
     """
 
-    def __init__(self, xla: bool = False, xla_after: int = 2, xla_max_shapes: int = 64) -> None:
+    def __init__(
+        self,
+        xla: bool = _DEFAULTS["xla"].default,
+        xla_after: int = _DEFAULTS["xla_after"].default,
+        xla_max_shapes: int = _DEFAULTS["xla_max_shapes"].default,
+    ) -> None:
         if onednn_enabled():
             # See app/tensorflow_env.py: oneDNN's AVX-512 matmul segfaults on our Jacobians.
             raise RuntimeError(
@@ -213,7 +220,7 @@ class Engine:
         for op, dtype_name in self._graph:
             dtype = np.dtype(dtype_name)
             Xr, Yr = np.ones((1, 2, 3), dtype), np.ones((1, 3), dtype)
-            extra = (np.ones((1, 2, 3), dtype),) if op == HVP else ()
+            extra = (np.ones((1, 2, 3), dtype),) * (len(OPERATIONS[op].inputs) - 2)
             self._graph[op, dtype_name](Xr, Yr, *extra)  # not run_rows: warm-up is no request for XLA
 
     def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, *extra: np.ndarray) -> Result:
@@ -268,8 +275,8 @@ def _flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
     """Call a concrete function with positional arrays, below its structured signature.
 
     Calling the concrete function skips tf.function's dispatch; calling its flat entry also skips
-    binding and checking the arguments against the signature in Python, which is most of a 2×4
-    call (0.29 ms → 0.07 ms here, idle process). The engine's callers pass arrays of the traced
+    binding and checking the arguments against the signature in Python, which is most of a small
+    call (bench/measurements.md). The engine's callers pass arrays of the traced
     dtype and rank, so nothing is lost. `_call_flat` is private to TensorFlow: without it, the
     public call (`tests/test_engine.py` checks that both agree).
     """

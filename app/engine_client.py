@@ -133,8 +133,7 @@ class EngineClient:
     def _segment_for(self, op: str, rows: tuple[np.ndarray, ...]) -> ipc.Segment | None:
         """A shared-memory segment for an answer too big for the socket."""
         n, A, F = rows[0].shape
-        shapes = ops.output_shapes(op, n, A, F).values()
-        nbytes = sum(int(np.prod(s)) * rows[0].itemsize + ipc.ALIGN for s in shapes)
+        nbytes = ops.output_bytes(op, n, A, F, rows[0].itemsize) + ipc.ALIGN * len(ops.OPERATIONS[op].engine_outputs)
         if nbytes <= ipc.INLINE_MAX:
             return None
         try:
@@ -175,7 +174,7 @@ class EngineClient:
             return  # cancelled or failed: its segment, if any, was discarded then
         if "shm" in header:
             assert segment is not None
-            layout = ipc.Layout([tuple(e) for e in header["shm"]], header["nbytes"])  # type: ignore[misc]
+            layout = ipc.Layout([tuple(e) for e in header["shm"]], header["nbytes"])
             arrays = self.arena.views(segment, layout)
         else:
             if segment is not None:

@@ -1,5 +1,6 @@
-"""Domain exceptions. Each class's docstring names the HTTP status it becomes; the mapping
-itself lives in one place, `app.handlers`. No web imports here, so any layer may raise them."""
+"""Domain exceptions. Each class names the HTTP status it becomes (`status`, inherited: a new
+subclass is never a 500 by accident); `app.handlers` writes the response, in one place. No web
+imports here, so any layer may raise them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 class ServiceError(Exception):
     """Base class: a request the service refuses, with a message that says how to fix it."""
 
+    status = 400
     code = "error"
+    retry_after_s: int | None = None  # sent as Retry-After when set
 
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
@@ -20,24 +23,28 @@ class ServiceError(Exception):
 class MalformedBody(ServiceError):
     """400: the body is not valid JSON / npz at all (empty, truncated, too deeply nested)."""
 
+    status = 400
     code = "malformed_body"
 
 
 class InvalidInput(ServiceError):
     """422: the body parses but does not describe a valid problem (shapes, types, values)."""
 
+    status = 422
     code = "invalid_input"
 
 
 class NonFiniteResult(ServiceError):
     """422: finite inputs whose derivatives overflow to inf/NaN."""
 
+    status = 422
     code = "non_finite_result"
 
 
 class TooLarge(ServiceError):
     """413: the request body or the output it would produce exceeds a configured limit."""
 
+    status = 413
     code = "too_large"
 
 
@@ -50,24 +57,28 @@ class OverMemoryBudget(TooLarge):
 class UnsupportedMediaType(ServiceError):
     """415: a Content-Type the service does not read."""
 
+    status = 415
     code = "unsupported_media_type"
 
 
 class Unauthorized(ServiceError):
     """401: an API key is configured and the request did not present it."""
 
+    status = 401
     code = "unauthorized"
 
 
 class NotReady(ServiceError):
     """503: TensorFlow is still loading or warming up."""
 
+    status = 503
     code = "not_ready"
 
 
 class Overloaded(ServiceError):
     """503 with Retry-After: too many computations are running or waiting."""
 
+    status = 503
     code = "overloaded"
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
@@ -93,6 +104,7 @@ class MemoryBusy(Overloaded):
 class EngineUnavailable(ServiceError):
     """503 with Retry-After: the engine process died or is restarting; the supervisor brings it back."""
 
+    status = 503
     code = "engine_unavailable"
 
     def __init__(self, message: str, retry_after_s: int = 2) -> None:
@@ -103,10 +115,12 @@ class EngineUnavailable(ServiceError):
 class ClientDisconnected(ServiceError):
     """499 (nginx's convention): the client went away; nobody reads this answer."""
 
+    status = 499
     code = "client_disconnected"
 
 
 class DeadlineExceeded(ServiceError):
     """504: the computation did not finish within the configured deadline."""
 
+    status = 504
     code = "deadline_exceeded"

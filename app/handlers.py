@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -10,46 +11,19 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.errors import (
-    ClientDisconnected,
-    DeadlineExceeded,
-    EngineUnavailable,
-    InvalidInput,
-    MalformedBody,
-    MemoryBusy,
-    NonFiniteResult,
-    NotReady,
-    Overloaded,
-    OverMemoryBudget,
-    ServiceError,
-    TooLarge,
-    Unauthorized,
-    UnsupportedMediaType,
-)
+from app.errors import ServiceError, Unauthorized
 
 log = logging.getLogger("app")
-
-STATUS: dict[type[ServiceError], int] = {
-    MalformedBody: 400,
-    Unauthorized: 401,
-    TooLarge: 413,
-    OverMemoryBudget: 413,
-    UnsupportedMediaType: 415,
-    InvalidInput: 422,
-    NonFiniteResult: 422,
-    NotReady: 503,
-    Overloaded: 503,
-    MemoryBusy: 503,
-    EngineUnavailable: 503,
-    DeadlineExceeded: 504,
-    ClientDisconnected: 499,
-}
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
 
 def error_response(
-    status: int, code: str, message: str, details: list | None = None, headers: dict | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     body = {"code": code, "message": message, "details": details or []}
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
@@ -58,12 +32,12 @@ def error_response(
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     headers = {}
-    if isinstance(exc, Overloaded | EngineUnavailable):
+    if exc.retry_after_s is not None:
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     request.state.error_code = exc.code
-    return error_response(STATUS[type(exc)], exc.code, exc.message, exc.details, headers)
+    return error_response(exc.status, exc.code, exc.message, exc.details, headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -16,11 +16,10 @@ is copied once, from TensorFlow's tensor into the segment. The supervisor remove
 worker that died (`sweep`).
 
 Why a plain Unix socket (the standard library's `socket`, `selectors` and asyncio streams) and not
-ZeroMQ, which an earlier version used: a 2×4 request's round trip, measured between two processes
-here, took 150-220 µs through pyzmq (asyncio or not; its I/O threads add four thread hand-offs)
-and 40-50 µs through a Unix socket, and the service's single-client latency fell by the
-difference. Fan-in, the one thing ZeroMQ gave beyond that, is one `selectors` loop. Big payloads
-avoid both: a 64 MB echo through ZeroMQ took 335 ms here, the shared-memory path copies once.
+ZeroMQ, which an earlier version used: its I/O threads add four thread hand-offs to every round
+trip, which made it several times slower than a Unix socket for small requests (numbers in
+bench/measurements.md). Fan-in, the one thing ZeroMQ gave beyond that, is one `selectors` loop.
+Big payloads avoid both: the shared-memory path copies once.
 """
 
 from __future__ import annotations

@@ -10,19 +10,22 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
-from app import ipc, lifeline
+from app import ipc, lifeline, openapi
 from app.batcher import Batcher, BatchStats, RunRows
 from app.config import Settings, get_settings
 from app.handlers import install_handlers
 from app.observability import Metrics, RequestObserver
 from app.routes import compute, router
+from app.runtime import Runtime
 from app.service import Service
+
+if TYPE_CHECKING:
+    from app.engine import Engine  # TensorFlow: imported for real off the event loop, in _load_engine
 
 log = logging.getLogger("app")
 
@@ -37,13 +40,7 @@ require it as `Authorization: Bearer <key>` or `X-API-Key: <key>` (401 otherwise
 """
 
 
-AUTH_DOC = (
-    "Only when the server sets JACOBIAN_API_KEY: then /jacobian, /hessian and /hvp need the key, "
-    "as a bearer token or an X-API-Key header (401 without it). Health, metrics and docs stay open."
-)
-
-
-def _load_engine(settings: Settings) -> Any:
+def _load_engine(settings: Settings) -> Engine:
     from app import engine  # the TensorFlow import happens here, off the event loop
 
     engine.enable_gpu_memory_growth()
@@ -56,7 +53,7 @@ class InProcessEngine:
     """TensorFlow in this process, behind the asyncio batcher: the app run by plain uvicorn or
     a test client, without the supervisor's engine processes."""
 
-    def __init__(self, engine: Any, batcher: Batcher) -> None:
+    def __init__(self, engine: Engine, batcher: Batcher) -> None:
         self.engine, self.batcher = engine, batcher
         self.submit = batcher.submit
 
@@ -74,14 +71,15 @@ class InProcessEngine:
 
 
 async def _start_in_process(app: FastAPI) -> None:
-    state, settings = app.state, app.state.settings
+    state: Runtime = app.state.runtime
+    settings = state.settings
     try:
         eng = await asyncio.to_thread(_load_engine, settings)
     except Exception:
         log.exception("TensorFlow failed to load")
         state.status = "failed"
         return
-    metrics: Metrics = state.metrics
+    metrics = state.metrics
 
     def observe(stats: BatchStats) -> None:
         assert metrics.engine is not None
@@ -97,10 +95,10 @@ async def _start_in_process(app: FastAPI) -> None:
     )
     batcher.start()
     state.engine = eng
-    state.runtime = InProcessEngine(eng, batcher)
+    state.engines = in_process = InProcessEngine(eng, batcher)
     state.service = Service(settings, batcher)
     state.status = "ready"
-    ready = state.runtime.readiness()
+    ready = in_process.readiness()
     onednn = "on" if ready["onednn"] else "off"
     log.info(
         "ready: TensorFlow %s on %s, oneDNN %s, memory budget %s bytes",
@@ -116,29 +114,32 @@ def _start_worker(app: FastAPI) -> None:
     from app.engine_client import Engines
 
     lifeline.die_with_parent()
-    state, settings = app.state, app.state.settings
+    state: Runtime = app.state.runtime
+    settings = state.settings
     engines = Engines(settings, observe_ipc=state.metrics.ipc.observe)
     engines.start()
     state.shm = ipc.shm_report(settings.shm_dir, settings.max_output_elements * 8)
-    state.runtime = engines
+    state.engines = engines
     state.service = Service(settings, engines)
     state.status = "running"
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    if app.state.settings.runtime_dir is not None:
+    state: Runtime = app.state.runtime
+    if state.settings.runtime_dir is not None:
         _start_worker(app)
         yield
-        await app.state.runtime.stop()
+        if state.engines is not None:
+            await state.engines.stop()
         return
     starting = asyncio.create_task(_start_in_process(app))
     yield
     starting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await starting
-    if app.state.runtime is not None:
-        await app.state.runtime.stop()
+    if state.engines is not None:
+        await state.engines.stop()
 
 
 def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRows], RunRows] | None = None) -> FastAPI:
@@ -152,32 +153,16 @@ def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRow
         # metrics and log records we do not export; the service has its own metrics and log line.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    app.state.settings = settings or get_settings()
-    app.state.wrap_run_rows = wrap_run_rows or (lambda run_rows: run_rows)
-    app.state.status = "starting"
-    app.state.engine = None
-    app.state.service = None
-    app.state.runtime = None
-    app.state.shm = None
-    app.state.metrics = Metrics()
-    app.state.metrics.memory_budget.set(app.state.settings.memory_budget_bytes)
-    app.add_middleware(RequestObserver, metrics=app.state.metrics)
+    settings = settings or get_settings()
+    metrics = Metrics()
+    metrics.memory_budget.set(settings.memory_budget_bytes)
+    app.state.runtime = Runtime(settings, metrics, wrap_run_rows or (lambda run_rows: run_rows))
+    app.add_middleware(RequestObserver, metrics=metrics)
     install_handlers(app)
     app.include_router(compute)
     app.include_router(router)
-    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi.with_security(app)  # type: ignore[method-assign]
     return app
-
-
-def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        schema["components"]["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": AUTH_DOC},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": AUTH_DOC},
-        }
-        app.openapi_schema = schema
-    return app.openapi_schema
 
 
 app = create_app()

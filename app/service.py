@@ -14,16 +14,9 @@ from app import budget
 from app.batcher import Computed
 from app.config import Settings
 from app.errors import DeadlineExceeded, OverMemoryBudget
-from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y
-from app.problems import Problem, check_output_size, ensure_finite
-
-
-def broadcast_hessian(H_lse: np.ndarray, A: int) -> np.ndarray:
-    """H_lse: (N, A, F, A, F) -> H: (N, A, A, F, A, F), the same Hessian for every output i.
-
-    A read-only view: nothing is copied until a serializer needs contiguous memory.
-    """
-    return np.broadcast_to(H_lse[:, None], (H_lse.shape[0], A, *H_lse.shape[1:]))
+from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, OPERATIONS, assemble
+from app.outputs import check_output_size, ensure_finite
+from app.problems import Problem
 
 
 class Submits(Protocol):
@@ -82,44 +75,29 @@ class Service:
     def _unbatch(p: Problem, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return arrays if p.batched else {k: a[0] for k, a in arrays.items()}
 
+    async def _operation(self, op: str, p: Problem, as_npz: bool, what: str, hint: str) -> Answer:
+        """Check the answer's size against the limits, compute, and shape it as served."""
+        B, A, F = p.shape
+        contract = OPERATIONS[op]
+        formula = f"{contract.formula()} with B={B}, A={A}, F={F}"
+        self._check_size(what, contract.derivative_elements(B, A, F), formula, as_npz, hint)
+        extra = (p.V,) if "V" in contract.inputs else ()
+        done = await self._compute(op, p, as_npz, *extra)
+        return Answer(self._unbatch(p, assemble(op, done.arrays, A)), p.dtype, done.device, done.release)
+
     async def jacobian(self, p: Problem, as_npz: bool) -> Answer:
         """W: (B, A); J: (B, A, A, F) if "X" in wrt; J_Y: (B, A, F) if "Y" in wrt.
 
         The B axis is dropped when the client sent a single state."""
-        B, A, F = p.shape
         want_x, want_y = "X" in p.wrt, "Y" in p.wrt
-        elements = want_x * B * A * A * F + want_y * B * A * F
-        self._check_size(
-            "Jacobian", elements, f"B·A·A·F with B={B}, A={A}, F={F}", as_npz, ", or fewer states per batch"
-        )
         op = JACOBIAN_XY if want_x and want_y else JACOBIAN_Y if want_y else JACOBIAN
-        done = await self._compute(op, p, as_npz)
-        return Answer(self._unbatch(p, done.arrays), p.dtype, done.device, done.release)
+        return await self._operation(op, p, as_npz, "Jacobian", ", or fewer states per batch")
 
     async def hessian(self, p: Problem, as_npz: bool) -> Answer:
         """W: (B, A); H: (B, A, A, F, A, F) (B dropped for one state)."""
-        B, A, F = p.shape
-        self._check_size(
-            "Hessian",
-            B * A**3 * F**2,
-            f"B·A³·F² with B={B}, A={A}, F={F}",
-            as_npz,
-            "; for large X use POST /hvp, which returns Hessian-vector products without forming H",
-        )
-        done = await self._compute(HESSIAN, p, as_npz)
-        arrays = {"W": done.arrays["W"], "H": broadcast_hessian(done.arrays["H_lse"], A)}
-        return Answer(self._unbatch(p, arrays), p.dtype, done.device, done.release)
+        hint = "; for large X use POST /hvp, which returns Hessian-vector products without forming H"
+        return await self._operation(HESSIAN, p, as_npz, "Hessian", hint)
 
     async def hvp(self, p: Problem, as_npz: bool) -> Answer:
         """W: (B, A); HV: (B, A, A, F) (B dropped for one state)."""
-        assert p.V is not None
-        B, A, F = p.shape
-        self._check_size(
-            "Hessian-vector product",
-            B * A * A * F,
-            f"B·A·A·F with B={B}, A={A}, F={F}",
-            as_npz,
-            ", or fewer states per batch",
-        )
-        done = await self._compute(HVP, p, as_npz, p.V)
-        return Answer(self._unbatch(p, done.arrays), p.dtype, done.device, done.release)
+        return await self._operation(HVP, p, as_npz, "Hessian-vector product", ", or fewer states per batch")

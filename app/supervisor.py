@@ -97,7 +97,7 @@ class Supervisor(Multiprocess):
 
         if pid is not None:
             gone = ipc.sweep(self.settings.shm_dir, f"{self.settings.shm_prefix}-{pid}-")
-            multiprocess.mark_process_dead(pid)
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
             log.info("worker %d replaced; removed %d shared-memory files it left", pid, gone)
 
     def run(self) -> None:

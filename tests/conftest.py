@@ -48,7 +48,7 @@ def client() -> Iterator[TestClient]:
 
 @pytest.fixture(scope="session")
 def engine(client: TestClient):
-    return client.app.state.engine  # type: ignore[attr-defined]
+    return client.app.state.runtime.engine  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from app import ops
 from app.batcher import Batcher
 from app.engine import Engine
 from app.errors import ClientDisconnected, Overloaded
-from app.routes import _unless_disconnected
+from app.hangup import unless_disconnected
 from tests import oracles
 from tests.oracles import assert_close
 
@@ -38,7 +38,7 @@ class SlowFirstCall:
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine()
+    return Engine(xla=False)
 
 
 def problem(rng: np.random.Generator, A: int = 3, F: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +124,7 @@ def test_a_client_that_hangs_up_cancels_its_work() -> None:
         request = Request({"type": "http", "method": "POST", "headers": []}, receive)
         work = asyncio.ensure_future(asyncio.sleep(10))
         with pytest.raises(ClientDisconnected):
-            await _unless_disconnected(request, work)  # type: ignore[arg-type]
+            await unless_disconnected(request, work)  # type: ignore[arg-type]
         await asyncio.sleep(0)
         assert work.cancelled()
 

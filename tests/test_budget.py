@@ -74,7 +74,7 @@ def test_ledger_admits_anything_when_empty_and_otherwise_only_what_fits() -> Non
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine()
+    return Engine(xla=False)
 
 
 def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(engine: Engine, rng) -> None:
@@ -129,7 +129,7 @@ def tight() -> TestClient:
 
 
 def test_a_request_over_the_whole_budget_is_413_before_any_compute(tight: TestClient, rng) -> None:
-    batcher = tight.app.state.service.batcher  # type: ignore[attr-defined]
+    batcher = tight.app.state.runtime.service.batcher  # type: ignore[attr-defined]
     before = batcher.batches_run
     X, Y = rng.normal(size=(128, 1024)), rng.normal(size=1024) / 32
     r = tight.post("/jacobian", content=npz_bytes(X=X, Y=Y), headers={"content-type": NPZ, "accept": NPZ})
@@ -146,7 +146,7 @@ def test_a_request_within_the_budget_is_served_and_its_claim_returned(tight: Tes
     r = tight.post("/jacobian", content=npz_bytes(X=X, Y=Y), headers={"content-type": NPZ, "accept": NPZ})
     assert r.status_code == 200
     assert_close(load_npz(r.content)["J"], oracles.jacobian(X, Y), 1e-9)
-    assert tight.app.state.service.batcher.ledger.claimed == 0  # type: ignore[attr-defined]
+    assert tight.app.state.runtime.service.batcher.ledger.claimed == 0  # type: ignore[attr-defined]
     ready = tight.get("/health/ready").json()
     assert ready["memory_budget_bytes"] == 64 * 2**20 and ready["memory_claimed_bytes"] == 0
     assert metric(tight.get("/metrics").text, "jacobian_memory_budget_bytes") == 64 * 2**20

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from app import ops
 from app.config import Settings
 from app.engine import Engine
-from app.service import broadcast_hessian
 from tests import oracles
 from tests.oracles import assert_close
 
@@ -147,14 +146,14 @@ def test_saturated_logits_give_exact_derivatives(engine: Engine, dtype: str) -> 
 def test_hessian_matches_closed_form(engine: Engine, problem) -> None:
     X, Y, _regime = problem
     out = engine.run_rows(ops.HESSIAN, *rows(X, Y)).arrays
-    H = broadcast_hessian(out["H_lse"], X.shape[0])
+    H = ops.assemble(ops.HESSIAN, out, X.shape[0])["H"]
     for b, y in enumerate(Y):
         assert_close(H[b], oracles.hessian(X, y), TOL[X.dtype.name], oracles.natural_scale("H", X, y))
 
 
 def test_hessian_matches_finite_differences_of_the_jacobian(engine: Engine, rng) -> None:
     X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
-    H = broadcast_hessian(engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays["H_lse"], 3)[0]
+    H = ops.assemble(ops.HESSIAN, engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays, 3)["H"][0]
 
     def jac(X_: np.ndarray) -> np.ndarray:
         return engine.run_rows(ops.JACOBIAN, X_[None], y[None]).arrays["J"][0]
@@ -176,7 +175,7 @@ def test_hessian_equals_fully_nested_tape_on_every_output(engine: Engine, rng) -
             W = tf.nn.log_softmax(tf.linalg.matvec(Xt, yt))
         J = inner.jacobian(W, Xt)
     nested = outer.jacobian(J, Xt).numpy()
-    served = broadcast_hessian(engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays["H_lse"], 4)[0]
+    served = ops.assemble(ops.HESSIAN, engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays, 4)["H"][0]
     assert_close(served, nested, 1e-12)
 
 
@@ -233,8 +232,8 @@ def test_xla_path_matches_closed_form_after_compiling(xla_engine: Engine, rng, A
             assert_close(out["J_Y"][b], oracles.jacobian_y(X, Y[b]), 1e-9)
     H = xla_engine.run_rows(ops.HESSIAN, *rows(X, Y))
     xla_engine.wait_for_compiles()
-    H = xla_engine.run_rows(ops.HESSIAN, *rows(X, Y)).arrays["H_lse"]
-    assert_close(broadcast_hessian(H, A)[0], oracles.hessian(X, Y[0]), 1e-9)
+    H = ops.assemble(ops.HESSIAN, xla_engine.run_rows(ops.HESSIAN, *rows(X, Y)).arrays, A)["H"]
+    assert_close(H[0], oracles.hessian(X, Y[0]), 1e-9)
 
 
 def test_xla_compiles_only_shapes_asked_for_twice_up_to_the_cap(rng) -> None:

@@ -53,7 +53,7 @@ def serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
     thread.start()
     url = f"http://127.0.0.1:{server.config.port}"
     try:
-        wait_until(lambda: app.state.status == "ready" and server.started, "the server is ready")
+        wait_until(lambda: app.state.runtime.status == "ready" and server.started, "the server is ready")
         yield url, app
     finally:
         gate.open.set()
@@ -66,7 +66,7 @@ def json_body(X: np.ndarray, y: np.ndarray) -> bytes:
 
 
 def pending(app) -> int:
-    return app.state.service.batcher.pending  # type: ignore[attr-defined, no-any-return]
+    return app.state.runtime.service.batcher.pending  # type: ignore[attr-defined, no-any-return]
 
 
 def test_clients_that_hang_up_while_queued_are_never_computed(rng) -> None:

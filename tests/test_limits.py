@@ -21,7 +21,7 @@ def small() -> Iterator[TestClient]:
 
 
 def batches(client: TestClient) -> int:
-    return client.app.state.service.batcher.batches_run  # type: ignore[attr-defined]
+    return client.app.state.runtime.service.batcher.batches_run  # type: ignore[attr-defined]
 
 
 def test_body_over_limit_with_content_length_is_413(small: TestClient) -> None:

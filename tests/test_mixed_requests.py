@@ -65,7 +65,7 @@ def test_1000_mixed_requests_are_right_and_compile_only_hot_shapes(xla_client: T
         seen[key] += 1
         if seen[key] == XLA_AFTER and len(to_compile) < XLA_MAX_SHAPES:
             to_compile.append(key)
-    engine = xla_client.app.state.engine  # type: ignore[attr-defined]
+    engine = xla_client.app.state.runtime.engine  # type: ignore[attr-defined]
     engine.wait_for_compiles()
     assert len(to_compile) == XLA_MAX_SHAPES and engine.xla_shapes == XLA_MAX_SHAPES
     compiled = {(op, dtype, *x_shape) for op, dtype, x_shape, *_ in engine.compiled_shapes}

@@ -1,0 +1,66 @@
+"""Reading a request: its media type, its body (counted as it streams, against the limit) and
+the Problem it describes (JSON or npz, via `app.codec`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from app import codec
+from app.config import Settings
+from app.errors import InvalidInput, MalformedBody, TooLarge, UnsupportedMediaType
+from app.problems import FLOAT_DTYPES, Problem
+
+
+def query_dtype(request: Request) -> str | None:
+    if not request.scope["query_string"]:
+        return None  # the usual case: parsing nothing costs more than this check
+    value = request.query_params.get("dtype")
+    if value is not None and value not in FLOAT_DTYPES:
+        msg = f"dtype {value!r} is not supported; use float32 or float64"
+        raise InvalidInput(msg, [{"loc": ["query", "dtype"], "msg": msg}])
+    return value
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, counted as it streams: a missing or lying Content-Length cannot get past `limit`."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise MalformedBody(f"Content-Length {declared!r} is not a number")
+        if int(declared) > limit:
+            raise TooLarge(_too_large_body(int(declared), limit))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(_too_large_body(size, limit, streaming=True))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large_body(size: int, limit: int, streaming: bool = False) -> str:
+    seen = f"more than {limit:,} bytes arrived" if streaming else f"the body is {size:,} bytes"
+    return (
+        f"Request body too large: {seen}; the limit is {limit:,} bytes (JACOBIAN_MAX_REQUEST_BYTES). "
+        "Send a smaller X, or npz (application/x-npz), which is ~4x smaller than JSON"
+    )
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_problem(
+    request: Request, settings: Settings, model: type[BaseModel], members: tuple[str, ...]
+) -> Problem:
+    media = media_type(request)
+    if media not in (codec.JSON, codec.NPZ):
+        raise UnsupportedMediaType(
+            f"Content-Type {media or '(none)'!r} is not supported; send {codec.JSON} or {codec.NPZ}"
+        )
+    dtype = query_dtype(request)
+    body = await read_body(request, settings.max_request_bytes)
+    if media == codec.NPZ:
+        return codec.decode_npz(body, members, dtype, settings.max_request_bytes)
+    return codec.decode_json(body, model, dtype or settings.default_dtype)

@@ -1,0 +1,52 @@
+"""What the app holds while it runs, as one typed object (`app.state.runtime`): its settings and
+metrics, and once started, the service and the engines behind it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.requests import Request
+
+from app.batcher import RunRows
+from app.config import Settings
+from app.errors import NotReady
+from app.observability import Metrics
+from app.service import Service
+
+if TYPE_CHECKING:
+    from app.engine import Engine
+
+
+class Engines(Protocol):
+    """TensorFlow behind the service: in this process (`main.InProcessEngine`) or engine
+    processes (`engine_client.Engines`)."""
+
+    def readiness(self) -> dict[str, Any]: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    wrap_run_rows: Callable[[RunRows], RunRows]  # tests wrap every engine call with it
+    status: str = "starting"  # "starting" | "running" | "ready" | "failed"
+    service: Service | None = None
+    engines: Engines | None = None
+    engine: Engine | None = None  # when TensorFlow runs in this process
+    shm: dict[str, Any] | None = None  # the shared-memory report, when engines are processes
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def service(request: Request) -> Service:
+    svc = runtime(request).service
+    if svc is None:
+        raise NotReady("The service is still loading TensorFlow and warming up; retry shortly")
+    return svc
