@@ -1,221 +1,26 @@
 """`make bench`: the service against its floor (bench/floor.py), interleaved in one run.
 
-Starts both on loopback (one uvicorn worker each), drives them with wrk (the C load generator
-the issues measured with; a lean Python keep-alive client when wrk is missing), and reports each goal as a ratio project/floor measured in alternating rounds. Writes
-bench/results.md and bench/latency.png (or --out DIR) and prints the table.
+Starts both on loopback (one uvicorn worker each), drives them with wrk (`bench.client`), and
+reports each goal as a ratio project/floor measured in alternating rounds (`bench.report`).
+Writes bench/results.md and bench/latency.png (or --out DIR) and prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from app import lifeline
 from bench import memory, onednn
-
-ROOT = Path(__file__).resolve().parent.parent
-JSON, NPZ = "application/json", "application/x-npz"
-
-
-# ---- a lean HTTP/1.1 keep-alive client: the load generator must cost less than the servers
-
-
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def send(self, raw: bytes) -> tuple[int, bytes]:
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        return status, await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def raw_request(path: str, doc: dict, accept: str = JSON) -> bytes:
-    body = orjson.dumps(doc)
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {JSON}\r\nAccept: {accept}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-def problem(A: int, F: int, dtype: str = "float32", seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    return {"X": rng.normal(size=(A, F)).tolist(), "Y": (rng.normal(size=F) / np.sqrt(F)).tolist(), "dtype": dtype}
-
-
-async def latency(port: int, raw: bytes, n: int) -> float:
-    """Median seconds per request, one client."""
-    conn = await Connection.open(port)
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        status, _ = await conn.send(raw)
-        times.append(time.perf_counter() - t)
-        assert status == 200, status
-    conn.close()
-    return statistics.median(times)
-
-
-WRK = shutil.which("wrk")  # C load generator, as the issues measured with; `make bench` installs it
-
-
-def wrk(port: int, raw: bytes, connections: int, seconds: float) -> tuple[float, float]:
-    """(requests per second, median latency in seconds) from wrk posting `raw`'s body."""
-    assert WRK is not None
-    head, body = raw.split(b"\r\n\r\n", 1)
-    path = head.split(b" ")[1].decode()
-    headers = "".join(
-        f'wrk.headers["{k}"] = "{v}"\n'
-        for k, v in (line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
-        if k.lower() in ("content-type", "accept")
-    )
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        # A long bracket no JSON body contains; status codes are counted so errors are not rates.
-        script.write(f'wrk.method = "POST"\n{headers}wrk.body = [==[{body.decode()}]==]\n')
-    try:
-        out = subprocess.run(
-            [
-                WRK,
-                "-t1",
-                f"-c{connections}",
-                f"-d{max(seconds, 1):g}s",
-                "--latency",
-                "-s",
-                script.name,
-                f"http://127.0.0.1:{port}{path}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(script.name)
-    assert "Non-2xx" not in out and "Socket errors" not in out, out
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"50%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    return rate, float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
-
-
-def load(port: int, raw: bytes, connections: int, seconds: float) -> float:
-    """Requests per second: wrk when installed, else the Python client below."""
-    if WRK is not None:
-        return wrk(port, raw, connections, seconds)[0]
-    return asyncio.run(throughput(port, raw, connections, seconds))
-
-
-def one_client(port: int, raw: bytes, n: int, seconds: float) -> float:
-    """Median seconds per request from one connection: wrk's when installed, else the Python client's."""
-    if WRK is not None:
-        return wrk(port, raw, 1, seconds)[1]
-    return asyncio.run(latency(port, raw, n))
-
-
-async def throughput(port: int, raw: bytes, connections: int, seconds: float) -> float:
-    """Requests per second from `connections` concurrent keep-alive clients."""
-    conns = [await Connection.open(port) for _ in range(connections)]
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker(conn: Connection) -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            status, _ = await conn.send(raw)
-            assert status == 200, status
-            done += 1
-
-    t = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in conns))
-    elapsed = time.perf_counter() - t
-    for c in conns:
-        c.close()
-    return done / elapsed
-
-
-# ---- servers
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    proc: subprocess.Popen
-
-    def pids(self) -> list[int]:
-        """The server's processes: for the project, supervisor, workers and engine."""
-        return memory.tree(self.proc.pid)
-
-
-def _status_mib(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-@contextmanager
-def server(name: str, cmd: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[Server]:
-    # lifeline: the server dies with this process, even if it is killed before `finally` runs.
-    env = {**os.environ, "JACOBIAN_PORT": str(port), "JACOBIAN_LOG_LEVEL": "warning", **(env or {})}
-    proc = subprocess.Popen(lifeline.command(cmd), cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{name} did not become ready")
-            time.sleep(0.2)
-        yield Server(name, port, proc)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-# ---- comparisons
-
-
-@dataclass
-class Row:
-    goal: str
-    project: str
-    floor: str
-    ratio: float
-    target: str
-    met: bool
+from bench.client import JSON, NPZ, Connection, latency, load, one_client, problem, raw_request
+from bench.report import Row, machine, plot, table
+from bench.servers import PROJECT, ROOT, Server, floor_cmd, server, status_mib
 
 
 def interleaved(measure: Callable[[Server], float], project: Server, floor: Server, rounds: int) -> tuple:
@@ -236,25 +41,6 @@ def latency_row(
     raw = raw_request(path, doc, accept)
     pv, fv, ratio = interleaved(lambda s: asyncio.run(latency(s.port, raw, n)), p, f, rounds)
     return Row(goal, f"{pv * 1e3:.2f} ms", f"{fv * 1e3:.2f} ms", ratio, f"≤ {target}×", ratio <= target)
-
-
-PROJECT = [sys.executable, "-m", "app"]  # the supervisor, as served
-
-
-def floor_cmd(port: int, workers: int = 1) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "bench.floor:app",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
 
 
 def server_rows(p: Server, f: Server, quick: bool) -> list[Row]:
@@ -323,7 +109,7 @@ def scaling_rows(port: int, quick: bool) -> list[Row]:
         with server(f"project-{workers}", PROJECT, port + workers, {"JACOBIAN_WORKERS": str(workers)}) as s:
             rates[workers] = statistics.median(load(s.port, raw, 64, secs) for _ in range(rounds))
             if workers == 1:
-                idle = {pid: _status_mib(pid, "VmRSS") for pid in s.pids()}
+                idle = {pid: status_mib(pid, "VmRSS") for pid in s.pids()}
     ratio = rates[2] / rates[1]
     return [
         Row(
@@ -497,50 +283,6 @@ def best_of(fn: Callable[[], object], n: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
-
-
-# ---- report
-
-
-def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def table(rows: list[Row]) -> str:
-    out = ["| goal | project | floor / reference | ratio | target | met |", "|---|---|---|---|---|---|"]
-    out += [
-        f"| {r.goal} | {r.project} | {r.floor} | {r.ratio:.2f} | {r.target} | {'yes' if r.met else '**no**'} |"
-        for r in rows
-    ]
-    return "\n".join(out)
-
-
-def plot(points: list[tuple[int, float, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = [p[0] for p in points]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.loglog(sizes, [p[1] * 1e3 for p in points], "o-", label="project (TensorFlow autodiff)")
-    ax.loglog(sizes, [p[2] * 1e3 for p in points], "s--", label="floor (closed-form NumPy)")
-    ax.set_xlabel("output elements A·A·F (JSON response)")
-    ax.set_ylabel("median latency, one client (ms)")
-    ax.set_title("POST /jacobian latency against output size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
