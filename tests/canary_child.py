@@ -12,7 +12,7 @@ import numpy as np
 import app  # noqa: F401  (sets TensorFlow's environment before the engine imports it)
 from app import ops
 from app.engine import Engine, onednn_enabled
-from tests import oracles
+from tests.support import oracles
 
 
 def inputs(op: str, dtype: str, A: int, F: int, B: int) -> tuple[np.ndarray, ...]:

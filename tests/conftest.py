@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -9,9 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import settings as hypothesis_settings
 
-from app.config import Settings
-from app.main import create_app
-from tests import servers
+from tests.support import servers
+from tests.support.clients import started_client
 
 # New examples every run (a failure prints the seed to reproduce it); `HYPOTHESIS_PROFILE=deep`
 # for a longer search.
@@ -19,25 +17,10 @@ hypothesis_settings.register_profile("ci", max_examples=40, deadline=None, print
 hypothesis_settings.register_profile("deep", max_examples=1500, deadline=None, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-SEED = {"X": [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]], "Y": [1.0, 2.0, 3.0, 4.0]}
-
 
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261126)
-
-
-def wait_ready(client: TestClient, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while client.get("/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "service did not become ready"
-        time.sleep(0.05)
-
-
-def started_client(settings: Settings | None = None) -> Iterator[TestClient]:
-    with TestClient(create_app(settings or Settings()), raise_server_exceptions=False) as client:
-        wait_ready(client)
-        yield client
 
 
 @pytest.fixture(scope="session")

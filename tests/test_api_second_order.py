@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from fastapi.testclient import TestClient
 
-from tests import oracles
-from tests.conftest import SEED
-from tests.helpers import NPZ, load_npz, npz_bytes
-from tests.oracles import assert_close
+from tests.support import oracles
+from tests.support.clients import SEED
+from tests.support.helpers import NPZ, load_npz, npz_bytes
+from tests.support.oracles import assert_close
 
 
 def test_seed_hessian(client: TestClient) -> None:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import SEED
-from tests.helpers import NPZ, npz_bytes
+from tests.support.clients import SEED
+from tests.support.helpers import NPZ, npz_bytes
 
 ENDPOINTS = {"/jacobian": {}, "/hessian": {}, "/hvp": {"V": [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]}}
 

@@ -15,8 +15,8 @@ from app.batcher import Batcher
 from app.engine import Engine
 from app.errors import ClientDisconnected, Overloaded
 from app.hangup import unless_disconnected
-from tests import oracles
-from tests.oracles import assert_close
+from tests.support import oracles
+from tests.support.oracles import assert_close
 
 
 class SlowFirstCall:
@@ -37,7 +37,8 @@ class SlowFirstCall:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Engine:
+def plain_engine() -> Engine:
+    """An engine of this module's own, without XLA (the session's `engine` serves the app)."""
     return Engine(xla=False)
 
 
@@ -46,10 +47,10 @@ def problem(rng: np.random.Generator, A: int = 3, F: int = 4) -> tuple[np.ndarra
 
 
 async def busy_batcher(
-    engine: Engine, rng: np.random.Generator, max_pending: int = 64
+    plain_engine: Engine, rng: np.random.Generator, max_pending: int = 64
 ) -> tuple[SlowFirstCall, Batcher, asyncio.Future]:
     """A started batcher whose worker is held by a first request until `slow.release` is set."""
-    slow = SlowFirstCall(engine)
+    slow = SlowFirstCall(plain_engine)
     batcher = Batcher(slow, max_batch_rows=64, max_pending=max_pending)
     batcher.start()
     first = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
@@ -63,9 +64,9 @@ async def until_pending(batcher: Batcher, n: int) -> None:
         await asyncio.sleep(0)
 
 
-def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(engine: Engine, rng) -> None:
+def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(plain_engine: Engine, rng) -> None:
     async def scenario() -> None:
-        slow, batcher, first = await busy_batcher(engine, rng)
+        slow, batcher, first = await busy_batcher(plain_engine, rng)
         queued = [problem(rng) for _ in range(6)]
         waiting = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *p)) for p in queued]
         await until_pending(batcher, 7)
@@ -80,9 +81,9 @@ def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(engi
     asyncio.run(scenario())
 
 
-def test_cancelled_requests_are_never_computed(engine: Engine, rng) -> None:
+def test_cancelled_requests_are_never_computed(plain_engine: Engine, rng) -> None:
     async def scenario() -> None:
-        slow, batcher, first = await busy_batcher(engine, rng)
+        slow, batcher, first = await busy_batcher(plain_engine, rng)
         gone = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(5)]
         await until_pending(batcher, 6)
         for task in gone:
@@ -100,9 +101,9 @@ def test_cancelled_requests_are_never_computed(engine: Engine, rng) -> None:
     asyncio.run(scenario())
 
 
-def test_pending_bound_refuses_at_once(engine: Engine, rng) -> None:
+def test_pending_bound_refuses_at_once(plain_engine: Engine, rng) -> None:
     async def scenario() -> None:
-        slow, batcher, first = await busy_batcher(engine, rng, max_pending=2)
+        slow, batcher, first = await busy_batcher(plain_engine, rng, max_pending=2)
         second = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
         await until_pending(batcher, 2)
         refused = batcher.submit(ops.JACOBIAN, *problem(rng))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import run
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 
 def test_bench_quick_pass_writes_table_and_plot(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ from app import budget, ops
 from app.batcher import Batcher
 from app.config import Settings
 from app.engine import Engine
-from tests import oracles
-from tests.conftest import started_client
-from tests.helpers import NPZ, load_npz, metric, npz_bytes
-from tests.oracles import assert_close
+from tests.support import oracles
+from tests.support.clients import started_client
+from tests.support.helpers import NPZ, load_npz, metric, npz_bytes
+from tests.support.oracles import assert_close
 
 GiB = 1 << 30
 
@@ -73,11 +73,12 @@ def test_ledger_admits_anything_when_empty_and_otherwise_only_what_fits() -> Non
 
 
 @pytest.fixture(scope="module")
-def engine() -> Engine:
+def plain_engine() -> Engine:
+    """An engine of this module's own, without XLA (the session's `engine` serves the app)."""
     return Engine(xla=False)
 
 
-def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(engine: Engine, rng) -> None:
+def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(plain_engine: Engine, rng) -> None:
     calls: list[tuple[int, int]] = []  # (rows, bytes claimed while running)
 
     async def scenario() -> None:
@@ -85,7 +86,7 @@ def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(engin
 
         def run_rows(op: str, *rows: np.ndarray):
             calls.append((len(rows[0]), batcher.ledger.claimed))
-            return engine.run_rows(op, *rows)
+            return plain_engine.run_rows(op, *rows)
 
         batcher = Batcher(run_rows, max_batch_rows=64, max_pending=64, memory_budget=100)
         batcher.start()
@@ -104,9 +105,9 @@ def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(engin
     assert calls == [(1, 60), (1, 60), (1, 60)]
 
 
-def test_a_cancelled_request_gives_back_its_claim(engine: Engine, rng) -> None:
+def test_a_cancelled_request_gives_back_its_claim(plain_engine: Engine, rng) -> None:
     async def scenario() -> None:
-        batcher = Batcher(engine.run_rows, max_batch_rows=64, max_pending=64, memory_budget=100)
+        batcher = Batcher(plain_engine.run_rows, max_batch_rows=64, max_pending=64, memory_budget=100)
         batcher.start()
         X, Y = rng.normal(size=(1, 3, 4)), rng.normal(size=(1, 4))
         first = await batcher.submit(ops.JACOBIAN, X, Y, claim=60)

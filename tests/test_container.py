@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from app.config import Settings
-from tests import oracles
-from tests.conftest import SEED
-from tests.helpers import NPZ, load_npz, npz_bytes
-from tests.oracles import assert_close
-from tests.servers import LiveServer, dockerfile_cmd
+from tests.support import oracles
+from tests.support.clients import SEED
+from tests.support.helpers import NPZ, load_npz, npz_bytes
+from tests.support.oracles import assert_close
+from tests.support.servers import LiveServer, dockerfile_cmd
 
 ROOT = Path(__file__).parent.parent
 TOL = {"float32": 1e-5, "float64": 1e-9}

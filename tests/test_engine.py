@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from app import ops
 from app.config import Settings
 from app.engine import Engine
-from tests import oracles
-from tests.oracles import assert_close
+from tests.support import oracles
+from tests.support.oracles import assert_close
 
 TOL = {"float64": 1e-9, "float32": 1e-5}
 ROW_BOUND = Settings().max_batch_rows

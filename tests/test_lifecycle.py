@@ -20,10 +20,10 @@ import uvicorn
 from app import codec
 from app.config import Settings
 from app.main import create_app
-from tests import oracles, servers
-from tests.conftest import SEED
-from tests.helpers import NPZ, load_npz, metric, wait_until
-from tests.oracles import assert_close
+from tests.support import oracles, servers
+from tests.support.clients import SEED
+from tests.support.helpers import NPZ, load_npz, metric, wait_until
+from tests.support.oracles import assert_close
 
 
 class Gate:

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from tests.conftest import SEED, started_client
-from tests.helpers import NPZ, load_npz, npz_bytes
+from tests.support.clients import SEED, started_client
+from tests.support.helpers import NPZ, load_npz, npz_bytes
 
 
 @pytest.fixture(scope="module")

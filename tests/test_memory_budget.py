@@ -10,11 +10,11 @@ import httpx
 import numpy as np
 
 from bench.memory import PeakSampler, service_bytes
-from tests import oracles
-from tests.conftest import SEED
-from tests.helpers import NPZ, load_npz, metric, npz_bytes
-from tests.oracles import assert_close
-from tests.servers import running
+from tests.support import oracles
+from tests.support.clients import SEED
+from tests.support.helpers import NPZ, load_npz, metric, npz_bytes
+from tests.support.oracles import assert_close
+from tests.support.servers import running
 
 BUDGET = 1536 * 2**20  # 1.5 GiB
 CONCURRENT = 12

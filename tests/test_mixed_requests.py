@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from app import ops
 from app.config import Settings
-from tests import oracles
-from tests.conftest import started_client
-from tests.helpers import NPZ, load_npz
-from tests.oracles import assert_close
+from tests.support import oracles
+from tests.support.clients import started_client
+from tests.support.helpers import NPZ, load_npz
+from tests.support.oracles import assert_close
 
 XLA_AFTER, XLA_MAX_SHAPES = 2, 12
 OPS = {"/jacobian": ops.JACOBIAN, "/hessian": ops.HESSIAN, "/hvp": ops.HVP}

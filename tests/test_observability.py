@@ -7,8 +7,8 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import SEED
-from tests.helpers import metric
+from tests.support.clients import SEED
+from tests.support.helpers import metric
 
 
 def test_metrics_count_requests_rejections_batches_and_outputs(client: TestClient) -> None:

@@ -12,10 +12,10 @@ import numpy as np
 import orjson
 import pytest
 
-from tests import oracles
-from tests.conftest import SEED
-from tests.oracles import assert_close
-from tests.servers import running
+from tests.support import oracles
+from tests.support.clients import SEED
+from tests.support.oracles import assert_close
+from tests.support.servers import running
 
 TRICKLERS = 1500
 

@@ -18,10 +18,12 @@ import numpy as np
 import orjson
 import pytest
 
-from tests import oracles, servers
-from tests.conftest import SEED
-from tests.helpers import metric, wait_until
-from tests.servers import LiveServer
+from app.config import Settings
+from tests.support import oracles, servers
+from tests.support.clients import SEED
+from tests.support.helpers import metric, wait_until
+from tests.support.oracles import assert_close
+from tests.support.servers import LiveServer
 
 
 def ready(server: LiveServer) -> bool:
@@ -239,3 +241,53 @@ def test_a_supervisor_killed_outright_leaves_nothing_after_the_next_start(tmp_pa
     with servers.running(tmp_path, {"JACOBIAN_WORKERS": "1"}):
         assert list(Path("/dev/shm").glob(f"jacobian-{pid}-*")) == []
         assert list(Path(tempfile.gettempdir()).glob(f"jacobian-{pid}-*")) == []
+
+
+def test_soak_3000_mixed_requests_16_clients(live_server: LiveServer) -> None:
+    rng = np.random.default_rng(3)
+    cases = []
+    for i in range(64):
+        A, F = int(rng.integers(1, 10)), int(rng.integers(1, 16))
+        B = int(rng.integers(0, 4))
+        X, Y = rng.normal(size=(A, F)), rng.normal(size=(B, F) if B else F) / np.sqrt(F)
+        cases.append((("/jacobian", "/hessian", "/hvp")[i % 3], X, Y, rng.normal(size=(A, F)), B))
+
+    async def soak(n: int) -> list[str]:
+        errors: list[str] = []
+        async with httpx.AsyncClient(
+            base_url=live_server.url, timeout=60, limits=httpx.Limits(max_connections=16)
+        ) as c:
+
+            async def client(k: int) -> None:
+                for i in range(k, n, 16):
+                    path, X, Y, V, B = cases[i % len(cases)]
+                    body = {"X": X.tolist(), "Y": Y.tolist(), "dtype": "float64"}
+                    if path == "/hvp":
+                        body["V"] = V.tolist()
+                    r = await c.post(path, json=body)
+                    if r.status_code != 200:
+                        errors.append(f"{path} {r.status_code} {r.text[:200]}")
+                        continue
+                    name = {"/jacobian": "J", "/hessian": "H", "/hvp": "HV"}[path]
+                    got = np.asarray(r.json()[name])
+                    for b, y in enumerate(Y if B else Y[None]):  # every state of a batch
+                        H = oracles.hessian(X, y)
+                        want = {"J": oracles.jacobian(X, y), "H": H, "HV": np.einsum("ijklm,lm->ijk", H, V)}[name]
+                        assert_close(got[b] if B else got, want, 1e-9)
+
+            await asyncio.gather(*(client(k) for k in range(16)))
+        return errors
+
+    assert asyncio.run(soak(300)) == []  # warm: allocator pools, connections
+    before = servers.tree_rss_mib(live_server.proc.pid)  # every process: supervisor, workers, engine
+    t = time.perf_counter()
+    errors = asyncio.run(soak(3000))
+    seconds = time.perf_counter() - t
+    growth = servers.tree_rss_mib(live_server.proc.pid) - before
+    print(
+        f"\nsoak: 3000 requests, 16 clients, {seconds:.1f} s, {3000 / seconds:.0f} req/s, RSS growth {growth:+.1f} MiB"
+    )
+    assert errors == []
+    assert growth < 64
+    # Hot shapes are served by XLA, and its cache stays within JACOBIAN_XLA_MAX_SHAPES.
+    assert 0 < httpx.get(live_server.url + "/health/ready").json()["xla_shapes"] <= Settings().xla_max_shapes

@@ -20,7 +20,7 @@ import httpx
 
 from app import lifeline
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 
 
 def free_port() -> int:

@@ -1,0 +1,1 @@
+"""Helpers the tests share: oracles (closed forms), HTTP helpers, server processes, clients."""

@@ -1,0 +1,86 @@
+"""app/codec.py: bytes ↔ arrays, both transports."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import orjson
+import pytest
+
+from app import codec
+from app.errors import InvalidInput, MalformedBody, TooLarge
+from app.schemas import JacobianRequest
+from tests.support.helpers import npz_bytes
+
+
+def _body(encoded: codec.Body) -> bytes:
+    data = b"".join(bytes(p) for p in encoded.parts)
+    assert len(data) == encoded.size
+    return data
+
+
+def test_npz_answer_reads_back_with_numpy_and_shares_the_arrays_memory(rng) -> None:
+    J = rng.normal(size=(2, 3, 3, 4))
+    W = rng.normal(size=(2, 3)).astype(np.float32)
+    encoded = codec.encode_npz({"W": W, "J": J}, {"dtype": "float64", "device": "/device:CPU:0"})
+    assert any(np.shares_memory(np.frombuffer(p, np.uint8), J) for p in encoded.parts)  # not copied
+    with np.load(io.BytesIO(_body(encoded))) as archive:
+        np.testing.assert_array_equal(archive["J"], J)
+        np.testing.assert_array_equal(archive["W"], W)
+        assert str(archive["dtype"]) == "float64" and str(archive["device"]) == "/device:CPU:0"
+
+
+def test_a_broadcast_hessian_is_written_block_by_block_and_reads_back_whole(rng) -> None:
+    H_lse = rng.normal(size=(1, 2, 3, 2, 3))
+    H = np.broadcast_to(H_lse[:, None], (1, 4, 2, 3, 2, 3))
+    encoded = codec.encode_npz({"H": H}, {})
+    with np.load(io.BytesIO(_body(encoded))) as archive:
+        np.testing.assert_array_equal(archive["H"], H)
+    assert encoded.size < H.nbytes + 4096  # the archive holds H once, no more
+
+
+def test_the_npz_stream_is_a_valid_zip_with_checksums() -> None:
+    encoded = codec.encode_npz({"W": np.arange(6.0).reshape(2, 3)}, {})
+    with zipfile.ZipFile(io.BytesIO(_body(encoded))) as archive:
+        assert archive.testzip() is None and archive.namelist() == ["W.npy"]
+
+
+def test_json_answer_is_orjson_of_the_arrays() -> None:
+    out = orjson.loads(codec.encode_json({"W": np.array([0.5, -1.0])}, {"dtype": "float64"}))
+    assert out == {"W": [0.5, -1.0], "dtype": "float64"}
+
+
+def test_decode_npz_takes_the_widest_dtype_unless_told() -> None:
+    body = npz_bytes(X=np.ones((2, 3), np.float32), Y=np.ones(3, np.float64))
+    assert codec.decode_npz(body, ("X", "Y"), None, 1 << 20).dtype == "float64"
+    assert codec.decode_npz(body, ("X", "Y"), "float32", 1 << 20).dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "body,error",
+    [
+        (b"", MalformedBody),
+        (b"not a zip", MalformedBody),
+        (npz_bytes(X=np.ones((2, 3))), InvalidInput),  # Y missing
+        (npz_bytes(X=np.ones((2, 3)), Y=np.ones(3), Z=np.ones(1)), InvalidInput),
+        (npz_bytes(X=np.ones((2, 3), np.int64), Y=np.ones(3)), InvalidInput),
+    ],
+)
+def test_decode_npz_refuses_what_is_not_a_problem(body: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        codec.decode_npz(body, ("X", "Y"), None, 1 << 20)
+
+
+def test_a_compressed_member_that_expands_past_the_limit_is_refused_before_reading() -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, X=np.zeros((1000, 1000)), Y=np.zeros(1000))
+    with pytest.raises(TooLarge):
+        codec.decode_npz(buf.getvalue(), ("X", "Y"), None, 1 << 20)
+
+
+def test_decode_json_reports_schema_errors_with_their_location() -> None:
+    with pytest.raises(InvalidInput) as err:
+        codec.decode_json(b'{"X": [[1, "a"]], "Y": [1, 2]}', JacobianRequest, "float32")
+    assert err.value.details and err.value.details[0]["loc"][:2] == ["X", 0]

@@ -1,0 +1,45 @@
+"""app/ops.py: the operation contract is what the engine returns and what the service serves."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import ops
+from app.engine import Engine
+from tests.support import oracles
+from tests.support.oracles import assert_close
+
+
+@pytest.mark.parametrize("op", list(ops.OPERATIONS))
+def test_the_engine_returns_exactly_the_contracts_outputs(engine: Engine, rng, op: str) -> None:
+    n, A, F = 2, 3, 5
+    inputs = [
+        rng.normal(size=(n, F)) if name == "Y" else rng.normal(size=(n, A, F)) for name in ops.OPERATIONS[op].inputs
+    ]
+    arrays = engine.run_rows(op, *inputs).arrays
+    assert {k: a.shape for k, a in arrays.items()} == ops.output_shapes(op, n, A, F)
+    served = ops.assemble(op, arrays, A)
+    assert {k: a.shape for k, a in served.items()} == ops.OPERATIONS[op].shapes(n, A, F, served=True)
+
+
+@pytest.mark.parametrize(
+    "op,formula,count",
+    [
+        (ops.JACOBIAN, "B·A²·F", 2 * 9 * 5),
+        (ops.JACOBIAN_Y, "B·A·F", 2 * 3 * 5),
+        (ops.JACOBIAN_XY, "B·A²·F + B·A·F", 2 * 9 * 5 + 2 * 3 * 5),
+        (ops.HESSIAN, "B·A³·F²", 2 * 27 * 25),
+        (ops.HVP, "B·A²·F", 2 * 9 * 5),
+    ],
+)
+def test_counts_and_their_formulas_agree(op: str, formula: str, count: int) -> None:
+    contract = ops.OPERATIONS[op]
+    assert contract.formula() == formula and contract.derivative_elements(2, 3, 5) == count
+
+
+def test_the_hessian_is_assembled_as_a_view_equal_for_every_output(engine: Engine, rng) -> None:
+    X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
+    arrays = engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays
+    H = ops.assemble(ops.HESSIAN, arrays, 3)["H"]
+    assert not H.flags.owndata and H.shape == (1, 3, 3, 4, 3, 4)
+    assert_close(H[0], oracles.hessian(X, y), 1e-9)
