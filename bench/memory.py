@@ -128,7 +128,7 @@ def table(rows: list[tuple[str, str, int, int, int]]) -> str:
 def run(port: int = 8190, sizes: dict[str, tuple[str, list[tuple[int, int]]]] = SIZES) -> list[Any]:
     """Each operation on a service of its own (TensorFlow's pool and the shared-memory segments
     one operation leaves would hide the next one's peak)."""
-    from bench.run import PROJECT, server
+    from bench.servers import PROJECT, server
 
     rows = []
     for path, (op, shapes) in sizes.items():
