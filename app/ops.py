@@ -72,6 +72,12 @@ OPERATIONS: dict[str, Operation] = {
 }
 
 
+def shape_text(op: str, name: str) -> str:
+    """A served output's shape for the docs, e.g. 'A×A×F (batch: B×A×A×F)'."""
+    per_state = "×".join(OPERATIONS[op].served[name][1:])
+    return f"{per_state} (batch: B×{per_state})"
+
+
 def output_shapes(op: str, rows: int, A: int, F: int) -> dict[str, tuple[int, ...]]:
     """What the engine returns for `rows` problems of size A×F."""
     return OPERATIONS[op].shapes(rows, A, F)

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
-from app import codec, runtime
+from app import codec, ops, runtime
 from app.auth import check_api_key
 from app.hangup import unless_disconnected
 from app.observability import exposition
@@ -84,7 +84,7 @@ async def jacobian(request: Request) -> Response:
     "/hessian",
     summary="W and the full Hessian of every W_i in X",
     description=(
-        "`H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm`, shape A×A×F×A×F (batch: B×…), by nested TensorFlow "
+        f"`H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm`, shape {ops.shape_text(ops.HESSIAN, 'H')}, by nested TensorFlow "
         "tapes. H grows as B·A³·F²; for large X use /hvp. JSON or npz in and out."
     ),
     response_model=HessianResponse,
@@ -99,7 +99,7 @@ async def hessian(request: Request) -> Response:
     "/hvp",
     summary="Hessian-vector products along a direction V, without forming H",
     description=(
-        "`HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m]`, shape A×A×F (batch: B×A×A×F), by "
+        f"`HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m]`, shape {ops.shape_text(ops.HVP, 'HV')}, by "
         "forward-over-reverse autodiff (a JVP of the Jacobian): costs about one Jacobian."
     ),
     response_model=HvpResponse,

@@ -1,4 +1,5 @@
-"""Request and response models: the JSON contract, and what the OpenAPI page shows."""
+"""Request and response models: the JSON contract, and what the OpenAPI page shows. The answers'
+shapes are read from the operations' contract (`app.ops`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from app import ops
 from app.config import DType
 
 # strict: no "1.5" strings or booleans; allow_inf_nan=False: no NaN/Infinity tokens, and
@@ -69,24 +71,26 @@ Nested = list[Any]
 
 
 class _Answer(BaseModel):
-    W: Nested = Field(description="log_softmax(X·y): A numbers (batch: B×A).")
+    W: Nested = Field(description=f"log_softmax(X·y): {ops.shape_text(ops.JACOBIAN, 'W')}.")
     dtype: DType
     device: str = Field(description="The TensorFlow device that computed it, e.g. /device:CPU:0.")
 
 
 class JacobianResponse(_Answer):
     J: Nested | None = Field(
-        None, description='With wrt "X" (the default): A×A×F (batch: B×A×A×F), J[i][j][k] = ∂W_i/∂X_jk.'
+        None, description=f'With wrt "X" (the default): {ops.shape_text(ops.JACOBIAN, "J")}, J[i][j][k] = ∂W_i/∂X_jk.'
     )
-    J_Y: Nested | None = Field(None, description='With wrt "Y": A×F (batch: B×A×F), J_Y[i][k] = ∂W_i/∂Y_k.')
+    J_Y: Nested | None = Field(
+        None, description=f'With wrt "Y": {ops.shape_text(ops.JACOBIAN_Y, "J_Y")}, J_Y[i][k] = ∂W_i/∂Y_k.'
+    )
 
 
 class HessianResponse(_Answer):
-    H: Nested = Field(description="A×A×F×A×F (batch: B×…), H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm.")
+    H: Nested = Field(description=f"{ops.shape_text(ops.HESSIAN, 'H')}, H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm.")
 
 
 class HvpResponse(_Answer):
-    HV: Nested = Field(description="A×A×F (batch: B×A×A×F), HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m].")
+    HV: Nested = Field(description=f"{ops.shape_text(ops.HVP, 'HV')}, HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m].")
 
 
 class ErrorDetail(BaseModel):
