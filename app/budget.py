@@ -44,7 +44,7 @@ JSON_BYTES_PER_NUMBER = 26  # orjson's longest float64 ("-1.2345678901234567e-10
 OVERHEAD = 1 << 20  # headers, request objects and the like, per request
 
 
-def estimate(op: str, rows: int, A: int, F: int, itemsize: int, as_npz: bool) -> int:
+def estimate(op: str, rows: int, A: int, F: int, itemsize: int, npz: bool) -> int:
     """Peak bytes one request of `rows` states adds while it runs and its answer is sent.
 
     Inputs (parsed, stacked, sent to the engine), TensorFlow's peak for the operation, the
@@ -58,7 +58,7 @@ def estimate(op: str, rows: int, A: int, F: int, itemsize: int, as_npz: bool) ->
     tf_peak = int(factor * out)
     segment = ipc.segment_size(out) if out > ipc.INLINE_MAX else 0
     served = sum(int(np.prod(s)) for s in ops.OPERATIONS[op].shapes(rows, A, F, served=True).values()) * itemsize
-    encoded = 0 if as_npz else served // itemsize * JSON_BYTES_PER_NUMBER + (served if op == ops.HESSIAN else 0)
+    encoded = 0 if npz else served // itemsize * JSON_BYTES_PER_NUMBER + (served if op == ops.HESSIAN else 0)
     return inputs + tf_peak + segment + encoded + OVERHEAD
 
 

@@ -3,25 +3,41 @@ and the finiteness of what was computed (checked before it is sent)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from app.errors import NonFiniteResult, TooLarge
 
 
-def check_output_size(
-    what: str, elements: int, formula: str, limit: int, json_limit: int, as_npz: bool, hint: str
-) -> None:
-    """Refuse before computing when the answer would exceed the configured element limit."""
-    allowed = limit if as_npz else min(json_limit, limit)
-    if elements <= allowed:
+@dataclass(frozen=True)
+class Encoding:
+    """How an answer will be sent, decided once at the edge (`Encoding.chosen`): npz or JSON, the
+    most elements it may hold, and, in the client's words, how to get a bigger or cheaper one."""
+
+    npz: bool
+    max_elements: int
+    switch: str = ""  # advice to ask for npz instead, empty when the answer is npz already
+
+    @classmethod
+    def chosen(cls, npz: bool, max_elements: int, max_json_elements: int, how_to_ask_npz: str) -> Encoding:
+        if npz:
+            return cls(True, max_elements)
+        switch = f", or ask for npz ({how_to_ask_npz}), whose limit is {max_elements:,} elements"
+        return cls(False, min(max_json_elements, max_elements), switch)
+
+    @property
+    def name(self) -> str:
+        return "npz" if self.npz else "JSON"
+
+
+def check_output_size(what: str, elements: int, formula: str, encoding: Encoding, hint: str) -> None:
+    """Refuse before computing when the answer would exceed the encoding's element limit."""
+    if elements <= encoding.max_elements:
         return
-    transport = "npz" if as_npz else "JSON"
-    fix = hint
-    if not as_npz and json_limit < limit:
-        fix += f", or ask for npz (Accept: application/x-npz), whose limit is {limit:,}"
     raise TooLarge(
-        f"The {what} would have {elements:,} elements ({formula}), more than this service's "
-        f"limit of {allowed:,} for {transport} responses. Send a smaller request{fix}."
+        f"The {what} would have {elements:,} elements ({formula}), more than this service's limit of "
+        f"{encoding.max_elements:,} for {encoding.name} responses. Send a smaller request{hint}{encoding.switch}."
     )
 
 

@@ -15,11 +15,11 @@ from app.service import Answer
 BIG_ANSWER = 2**18  # elements; below this, encoding costs less than a thread hop
 
 
-async def encoded(answer: Answer, as_npz: bool) -> Response:
+async def encoded(answer: Answer, npz: bool) -> Response:
     """The answer as an npz or JSON response; its memory claim is released once it is sent."""
     try:
         elements = sum(a.size for a in answer.arrays.values())
-        encode, media = (codec.encode_npz, codec.NPZ) if as_npz else (codec.encode_json, codec.JSON)
+        encode, media = (codec.encode_npz, codec.NPZ) if npz else (codec.encode_json, codec.JSON)
         if elements < BIG_ANSWER:
             body = encode(answer.arrays, answer.meta)
         else:  # encoding megabytes takes tens of ms: off the event loop, so other requests keep flowing

@@ -17,6 +17,7 @@ from app.auth import check_api_key
 from app.hangup import unless_disconnected
 from app.observability import exposition
 from app.openapi import COMPUTE_ERRORS, NPZ_ANSWER, request_body
+from app.outputs import Encoding
 from app.problems import Problem
 from app.reading import read_problem
 from app.responses import encoded
@@ -47,7 +48,7 @@ router = APIRouter()  # health and metrics
 compute = APIRouter(route_class=PlainRoute)  # the operations
 
 
-Compute = Callable[[Service, Problem, bool], Awaitable[Answer]]
+Compute = Callable[[Service, Problem, Encoding], Awaitable[Answer]]
 
 
 async def _serve(request: Request, model: type[BaseModel], members: tuple[str, ...], compute: Compute) -> Response:
@@ -56,11 +57,13 @@ async def _serve(request: Request, model: type[BaseModel], members: tuple[str, .
     service = runtime.service(request)
     check_api_key(request, service.settings)
     problem = await read_problem(request, service.settings, model, members)
-    as_npz = codec.wants_npz(request.headers.get("accept"))
-    answer = await unless_disconnected(request, compute(service, problem, as_npz))
+    s = service.settings
+    npz = codec.wants_npz(request.headers.get("accept"))
+    out = Encoding.chosen(npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
+    answer = await unless_disconnected(request, compute(service, problem, out))
     elements = sum(a.size for a in answer.arrays.values())
     runtime.runtime(request).metrics.output_elements.labels(request.scope["path"]).observe(elements)
-    return await encoded(answer, as_npz)
+    return await encoded(answer, npz)
 
 
 @compute.post(

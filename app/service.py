@@ -15,7 +15,7 @@ from app.batcher import Computed
 from app.config import Settings
 from app.errors import DeadlineExceeded, OverMemoryBudget
 from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, OPERATIONS, assemble
-from app.outputs import check_output_size, ensure_finite
+from app.outputs import Encoding, check_output_size, ensure_finite
 from app.problems import Problem
 
 
@@ -42,19 +42,14 @@ class Service:
         self.settings = settings
         self.batcher = batcher
 
-    def _check_size(self, what: str, elements: int, formula: str, as_npz: bool, hint: str) -> None:
-        s = self.settings
-        check_output_size(what, elements, formula, s.max_output_elements, s.max_json_output_elements, as_npz, hint)
-
-    async def _compute(self, op: str, p: Problem, as_npz: bool, *extra: np.ndarray) -> Computed:
+    async def _compute(self, op: str, p: Problem, out: Encoding, *extra: np.ndarray) -> Computed:
         B, A, F = p.shape
-        claim = budget.estimate(op, B, A, F, np.dtype(p.dtype).itemsize, as_npz)
+        claim = budget.estimate(op, B, A, F, np.dtype(p.dtype).itemsize, out.npz)
         if claim > self.settings.memory_budget_bytes:
             raise OverMemoryBudget(
                 f"This request would need about {claim:,} bytes of memory while it runs, more than the "
                 f"service's whole memory budget of {self.settings.memory_budget_bytes:,} bytes "
-                "(JACOBIAN_MEMORY_BUDGET_BYTES); send fewer states or a smaller X"
-                + ("" if as_npz else ", or ask for npz (Accept: application/x-npz), which needs far less")
+                f"(JACOBIAN_MEMORY_BUDGET_BYTES); send fewer states or a smaller X{out.switch}"
             )
         rows = (np.broadcast_to(p.X, (B, A, F)), p.Y, *(np.broadcast_to(e, (B, A, F)) for e in extra))
         try:
@@ -75,29 +70,29 @@ class Service:
     def _unbatch(p: Problem, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return arrays if p.batched else {k: a[0] for k, a in arrays.items()}
 
-    async def _operation(self, op: str, p: Problem, as_npz: bool, what: str, hint: str) -> Answer:
+    async def _operation(self, op: str, p: Problem, out: Encoding, what: str, hint: str) -> Answer:
         """Check the answer's size against the limits, compute, and shape it as served."""
         B, A, F = p.shape
         contract = OPERATIONS[op]
         formula = f"{contract.formula()} with B={B}, A={A}, F={F}"
-        self._check_size(what, contract.derivative_elements(B, A, F), formula, as_npz, hint)
+        check_output_size(what, contract.derivative_elements(B, A, F), formula, out, hint)
         extra = (p.V,) if "V" in contract.inputs else ()
-        done = await self._compute(op, p, as_npz, *extra)
+        done = await self._compute(op, p, out, *extra)
         return Answer(self._unbatch(p, assemble(op, done.arrays, A)), p.dtype, done.device, done.release)
 
-    async def jacobian(self, p: Problem, as_npz: bool) -> Answer:
+    async def jacobian(self, p: Problem, out: Encoding) -> Answer:
         """W: (B, A); J: (B, A, A, F) if "X" in wrt; J_Y: (B, A, F) if "Y" in wrt.
 
         The B axis is dropped when the client sent a single state."""
         want_x, want_y = "X" in p.wrt, "Y" in p.wrt
         op = JACOBIAN_XY if want_x and want_y else JACOBIAN_Y if want_y else JACOBIAN
-        return await self._operation(op, p, as_npz, "Jacobian", ", or fewer states per batch")
+        return await self._operation(op, p, out, "Jacobian", ", or fewer states per batch")
 
-    async def hessian(self, p: Problem, as_npz: bool) -> Answer:
+    async def hessian(self, p: Problem, out: Encoding) -> Answer:
         """W: (B, A); H: (B, A, A, F, A, F) (B dropped for one state)."""
         hint = "; for large X use POST /hvp, which returns Hessian-vector products without forming H"
-        return await self._operation(HESSIAN, p, as_npz, "Hessian", hint)
+        return await self._operation(HESSIAN, p, out, "Hessian", hint)
 
-    async def hvp(self, p: Problem, as_npz: bool) -> Answer:
+    async def hvp(self, p: Problem, out: Encoding) -> Answer:
         """W: (B, A); HV: (B, A, A, F) (B dropped for one state)."""
-        return await self._operation(HVP, p, as_npz, "Hessian-vector product", ", or fewer states per batch")
+        return await self._operation(HVP, p, out, "Hessian-vector product", ", or fewer states per batch")

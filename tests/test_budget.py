@@ -56,11 +56,11 @@ def test_the_settings_default_reads_this_machine() -> None:
 
 def test_estimate_grows_with_the_problem_and_json_costs_more_than_npz() -> None:
     for op in (ops.JACOBIAN, ops.HESSIAN, ops.HVP):
-        small = budget.estimate(op, 1, 8, 32, 8, as_npz=True)
-        assert small < budget.estimate(op, 1, 16, 64, 8, as_npz=True) < budget.estimate(op, 4, 16, 64, 8, as_npz=True)
-        assert budget.estimate(op, 1, 16, 64, 8, as_npz=True) < budget.estimate(op, 1, 16, 64, 8, as_npz=False)
+        small = budget.estimate(op, 1, 8, 32, 8, npz=True)
+        assert small < budget.estimate(op, 1, 16, 64, 8, npz=True) < budget.estimate(op, 4, 16, 64, 8, npz=True)
+        assert budget.estimate(op, 1, 16, 64, 8, npz=True) < budget.estimate(op, 1, 16, 64, 8, npz=False)
     # At least the answer itself and TensorFlow's copy of it: 256×1024 float64 J is 512 MiB.
-    assert budget.estimate(ops.JACOBIAN, 1, 256, 1024, 8, as_npz=True) > 2 * 512 * 2**20
+    assert budget.estimate(ops.JACOBIAN, 1, 256, 1024, 8, npz=True) > 2 * 512 * 2**20
 
 
 def test_ledger_admits_anything_when_empty_and_otherwise_only_what_fits() -> None:

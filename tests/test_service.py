@@ -13,6 +13,7 @@ from app import budget, ops
 from app.batcher import Computed
 from app.config import Settings
 from app.errors import OverMemoryBudget, TooLarge
+from app.outputs import Encoding
 from app.problems import from_arrays
 from app.service import Service
 from tests.support import oracles
@@ -45,32 +46,39 @@ def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def _encoding(settings: Settings, npz: bool) -> Encoding:
+    return Encoding.chosen(npz, settings.max_output_elements, settings.max_json_output_elements, "Accept: npz")
+
+
 def test_both_jacobians_are_counted_and_the_413_says_how(rng) -> None:
     engine = ClosedForms()
-    service = Service(Settings(max_json_output_elements=99, max_output_elements=1000), engine)
+    settings = Settings(max_json_output_elements=99, max_output_elements=1000)
+    service = Service(settings, engine)
     p = from_arrays(rng.normal(size=(4, 5)), rng.normal(size=5), wrt=("X", "Y"))  # 80 + 20 numbers
     with pytest.raises(TooLarge) as err:
-        _run(service.jacobian(p, as_npz=False))
+        _run(service.jacobian(p, _encoding(settings, npz=False)))
     assert "100 elements (B·A²·F + B·A·F with B=1, A=4, F=5)" in err.value.message
-    assert "npz" in err.value.message and engine.calls == []
-    answer = _run(service.jacobian(p, as_npz=True))
+    assert "ask for npz (Accept: npz), whose limit is 1,000" in err.value.message and engine.calls == []
+    answer = _run(service.jacobian(p, _encoding(settings, npz=True)))
     assert answer.arrays["J"].shape == (4, 4, 5) and answer.arrays["J_Y"].shape == (4, 5)
 
 
 def test_a_request_over_the_memory_budget_never_reaches_the_engine(rng) -> None:
     engine = ClosedForms()
-    service = Service(Settings(memory_budget_bytes=1 << 20), engine)
+    settings = Settings(memory_budget_bytes=1 << 20)
+    service = Service(settings, engine)
     p = from_arrays(rng.normal(size=(64, 256)), rng.normal(size=256))  # J alone is 8 MiB
     with pytest.raises(OverMemoryBudget, match="JACOBIAN_MEMORY_BUDGET_BYTES"):
-        _run(service.jacobian(p, as_npz=True))
+        _run(service.jacobian(p, _encoding(settings, npz=True)))
     assert engine.calls == []
 
 
 def test_the_claim_sent_is_the_estimate_and_the_hessian_is_served_whole(rng) -> None:
     engine = ClosedForms()
-    service = Service(Settings(), engine)
+    settings = Settings()
+    service = Service(settings, engine)
     X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
-    answer = _run(service.hessian(from_arrays(X, y), as_npz=True))
+    answer = _run(service.hessian(from_arrays(X, y), _encoding(settings, npz=True)))
     assert engine.calls == [(ops.HESSIAN, budget.estimate(ops.HESSIAN, 1, 3, 4, 8, True))]
     np.testing.assert_allclose(answer.arrays["H"], oracles.hessian(X, y), rtol=1e-12)
     answer.release()
