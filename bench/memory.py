@@ -110,7 +110,7 @@ def measure(url: str, root_pid: int, path: str, op: str, sizes: list[tuple[int, 
                 r = client.post(path, content=body, headers=headers)
                 assert r.status_code == 200, r.text[:300]
                 del r
-            estimate = budget.estimate(op, 1, A, F, 8, as_npz=True)
+            estimate = budget.estimate(op, 1, A, F, 8, npz=True)
             rows.append((path, f"{A}×{F}", estimate, sampler.peak - idle, idle))
     return rows
 

@@ -25,7 +25,7 @@ def test_seed_request_returns_w_and_full_jacobian(client: TestClient) -> None:
     assert "J_Y" not in body
 
 
-def test_float64_is_tight(client: TestClient, rng) -> None:
+def test_float64_is_tight(client: TestClient, rng: np.random.Generator) -> None:
     X, y = rng.normal(size=(5, 9)), rng.normal(size=9)
     r = client.post("/jacobian", json={"X": X.tolist(), "Y": y.tolist(), "dtype": "float64"})
     body = r.json()
@@ -34,7 +34,7 @@ def test_float64_is_tight(client: TestClient, rng) -> None:
     assert_close(np.array(body["W"]), oracles.log_softmax(X, y), 1e-9)
 
 
-def test_batch_of_states_equals_each_state(client: TestClient, rng) -> None:
+def test_batch_of_states_equals_each_state(client: TestClient, rng: np.random.Generator) -> None:
     X, Y = rng.normal(size=(4, 6)), rng.normal(size=(3, 6))
     batch = client.post("/jacobian", json={"X": X.tolist(), "Y": Y.tolist(), "dtype": "float64"}).json()
     assert np.array(batch["J"]).shape == (3, 4, 4, 6) and np.array(batch["W"]).shape == (3, 4)
@@ -45,7 +45,7 @@ def test_batch_of_states_equals_each_state(client: TestClient, rng) -> None:
 
 
 @pytest.mark.parametrize("wrt", [["X", "Y"], ["Y"]])
-def test_wrt_y_adds_the_jacobian_in_y(client: TestClient, rng, wrt: list[str]) -> None:
+def test_wrt_y_adds_the_jacobian_in_y(client: TestClient, rng: np.random.Generator, wrt: list[str]) -> None:
     X, y = rng.normal(size=(3, 5)), rng.normal(size=5)
     body = client.post("/jacobian", json={"X": X.tolist(), "Y": y.tolist(), "dtype": "float64", "wrt": wrt}).json()
     assert_close(np.array(body["J_Y"]), oracles.jacobian_y(X, y), 1e-9)
@@ -62,7 +62,9 @@ def test_huge_logits_give_exact_saturated_derivatives(client: TestClient) -> Non
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_readme_headline_64_by_512_fits_in_json_and_is_right(client: TestClient, rng, dtype: str) -> None:
+def test_readme_headline_64_by_512_fits_in_json_and_is_right(
+    client: TestClient, rng: np.random.Generator, dtype: str
+) -> None:
     X, y = (rng.normal(size=(64, 512)) * 0.1).astype(dtype), rng.normal(size=512).astype(dtype)
     r = client.post("/jacobian", json={"X": X.tolist(), "Y": y.tolist(), "dtype": dtype})
     assert r.status_code == 200
@@ -71,7 +73,7 @@ def test_readme_headline_64_by_512_fits_in_json_and_is_right(client: TestClient,
     assert_close(J, oracles.jacobian(X, y), {"float32": 1e-5, "float64": 1e-9}[dtype])
 
 
-def test_npz_round_trip(client: TestClient, rng) -> None:
+def test_npz_round_trip(client: TestClient, rng: np.random.Generator) -> None:
     X, Y = rng.normal(size=(3, 4)), rng.normal(size=(2, 4))
     r = client.post("/jacobian", content=npz_bytes(X=X, Y=Y), headers={"content-type": NPZ, "accept": NPZ})
     assert r.status_code == 200 and r.headers["content-type"] == NPZ
@@ -83,7 +85,7 @@ def test_npz_round_trip(client: TestClient, rng) -> None:
         assert_close(out["W"][b], oracles.log_softmax(X, Y[b]), 1e-9)
 
 
-def test_npz_dtype_follows_arrays_unless_query_says(client: TestClient, rng) -> None:
+def test_npz_dtype_follows_arrays_unless_query_says(client: TestClient, rng: np.random.Generator) -> None:
     X, y = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)
     body = npz_bytes(X=X, Y=y)
     as_is = load_npz(client.post("/jacobian", content=body, headers={"content-type": NPZ, "accept": NPZ}).content)

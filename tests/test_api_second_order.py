@@ -18,7 +18,7 @@ def test_seed_hessian(client: TestClient) -> None:
     assert_close(H, oracles.hessian(np.array(SEED["X"]), np.array(SEED["Y"])), 1e-9)
 
 
-def test_hessian_batch_npz_equals_per_state(client: TestClient, rng) -> None:
+def test_hessian_batch_npz_equals_per_state(client: TestClient, rng: np.random.Generator) -> None:
     X, Y = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
     r = client.post("/hessian", content=npz_bytes(X=X, Y=Y), headers={"content-type": NPZ, "accept": NPZ})
     H = load_npz(r.content)["H"]
@@ -30,7 +30,7 @@ def test_hessian_batch_npz_equals_per_state(client: TestClient, rng) -> None:
     np.testing.assert_allclose(H, H.transpose(0, 1, 4, 5, 2, 3), rtol=0, atol=1e-15)  # symmetric
 
 
-def test_hvp_equals_hessian_contracted_with_v(client: TestClient, rng) -> None:
+def test_hvp_equals_hessian_contracted_with_v(client: TestClient, rng: np.random.Generator) -> None:
     X, Y, V = rng.normal(size=(4, 6)), rng.normal(size=(3, 6)), rng.normal(size=(4, 6))
     body = client.post("/hvp", json={"X": X.tolist(), "Y": Y.tolist(), "V": V.tolist(), "dtype": "float64"}).json()
     HV = np.array(body["HV"])
@@ -41,7 +41,7 @@ def test_hvp_equals_hessian_contracted_with_v(client: TestClient, rng) -> None:
     assert_close(HV[0], np.einsum("ijklm,lm->ijk", H, V), 1e-9)
 
 
-def test_hvp_npz_with_v(client: TestClient, rng) -> None:
+def test_hvp_npz_with_v(client: TestClient, rng: np.random.Generator) -> None:
     X, y, V = (rng.normal(size=s).astype(np.float32) for s in [(2, 3), (3,), (2, 3)])
     r = client.post("/hvp", content=npz_bytes(X=X, Y=y, V=V), headers={"content-type": NPZ, "accept": NPZ})
     out = load_npz(r.content)

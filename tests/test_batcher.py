@@ -64,7 +64,9 @@ async def until_pending(batcher: Batcher, n: int) -> None:
         await asyncio.sleep(0)
 
 
-def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(plain_engine: Engine, rng) -> None:
+def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(
+    plain_engine: Engine, rng: np.random.Generator
+) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng)
         queued = [problem(rng) for _ in range(6)]
@@ -81,7 +83,7 @@ def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(plai
     asyncio.run(scenario())
 
 
-def test_cancelled_requests_are_never_computed(plain_engine: Engine, rng) -> None:
+def test_cancelled_requests_are_never_computed(plain_engine: Engine, rng: np.random.Generator) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng)
         gone = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(5)]
@@ -101,7 +103,7 @@ def test_cancelled_requests_are_never_computed(plain_engine: Engine, rng) -> Non
     asyncio.run(scenario())
 
 
-def test_pending_bound_refuses_at_once(plain_engine: Engine, rng) -> None:
+def test_pending_bound_refuses_at_once(plain_engine: Engine, rng: np.random.Generator) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng, max_pending=2)
         second = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))

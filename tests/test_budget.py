@@ -78,7 +78,9 @@ def plain_engine() -> Engine:
     return Engine(xla=False)
 
 
-def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(plain_engine: Engine, rng) -> None:
+def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(
+    plain_engine: Engine, rng: np.random.Generator
+) -> None:
     calls: list[tuple[int, int]] = []  # (rows, bytes claimed while running)
 
     async def scenario() -> None:
@@ -105,7 +107,7 @@ def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(plain
     assert calls == [(1, 60), (1, 60), (1, 60)]
 
 
-def test_a_cancelled_request_gives_back_its_claim(plain_engine: Engine, rng) -> None:
+def test_a_cancelled_request_gives_back_its_claim(plain_engine: Engine, rng: np.random.Generator) -> None:
     async def scenario() -> None:
         batcher = Batcher(plain_engine.run_rows, max_batch_rows=64, max_pending=64, memory_budget=100)
         batcher.start()
@@ -129,7 +131,7 @@ def tight() -> TestClient:
     yield from started_client(Settings(memory_budget_bytes=64 * 2**20, xla=False))
 
 
-def test_a_request_over_the_whole_budget_is_413_before_any_compute(tight: TestClient, rng) -> None:
+def test_a_request_over_the_whole_budget_is_413_before_any_compute(tight: TestClient, rng: np.random.Generator) -> None:
     batcher = tight.app.state.runtime.service.batcher  # type: ignore[attr-defined]
     before = batcher.batches_run
     X, Y = rng.normal(size=(128, 1024)), rng.normal(size=1024) / 32
@@ -142,7 +144,9 @@ def test_a_request_over_the_whole_budget_is_413_before_any_compute(tight: TestCl
     assert metric(tight.get("/metrics").text, "jacobian_rejected_requests_total", reason="over_memory_budget") >= 1
 
 
-def test_a_request_within_the_budget_is_served_and_its_claim_returned(tight: TestClient, rng) -> None:
+def test_a_request_within_the_budget_is_served_and_its_claim_returned(
+    tight: TestClient, rng: np.random.Generator
+) -> None:
     X, Y = rng.normal(size=(64, 512)), rng.normal(size=512) / 16
     r = tight.post("/jacobian", content=npz_bytes(X=X, Y=Y), headers={"content-type": NPZ, "accept": NPZ})
     assert r.status_code == 200

@@ -21,7 +21,7 @@ def _body(encoded: codec.Body) -> bytes:
     return data
 
 
-def test_npz_answer_reads_back_with_numpy_and_shares_the_arrays_memory(rng) -> None:
+def test_npz_answer_reads_back_with_numpy_and_shares_the_arrays_memory(rng: np.random.Generator) -> None:
     J = rng.normal(size=(2, 3, 3, 4))
     W = rng.normal(size=(2, 3)).astype(np.float32)
     encoded = codec.encode_npz({"W": W, "J": J}, {"dtype": "float64", "device": "/device:CPU:0"})
@@ -32,7 +32,7 @@ def test_npz_answer_reads_back_with_numpy_and_shares_the_arrays_memory(rng) -> N
         assert str(archive["dtype"]) == "float64" and str(archive["device"]) == "/device:CPU:0"
 
 
-def test_a_broadcast_hessian_is_written_block_by_block_and_reads_back_whole(rng) -> None:
+def test_a_broadcast_hessian_is_written_block_by_block_and_reads_back_whole(rng: np.random.Generator) -> None:
     H_lse = rng.normal(size=(1, 2, 3, 2, 3))
     H = np.broadcast_to(H_lse[:, None], (1, 4, 2, 3, 2, 3))
     encoded = codec.encode_npz({"H": H}, {})

@@ -100,7 +100,9 @@ def test_jacobian_matches_finite_differences(engine: Engine, problem) -> None:
 
 
 @pytest.mark.parametrize("op,keys", [(ops.JACOBIAN, {"W", "J"}), (ops.JACOBIAN_Y, {"W", "J_Y"})])
-def test_each_jacobian_op_returns_only_what_it_names(engine: Engine, rng, op: str, keys: set[str]) -> None:
+def test_each_jacobian_op_returns_only_what_it_names(
+    engine: Engine, rng: np.random.Generator, op: str, keys: set[str]
+) -> None:
     X, Y = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
     out = engine.run_rows(op, *rows(X, Y)).arrays
     assert set(out) == keys
@@ -109,7 +111,7 @@ def test_each_jacobian_op_returns_only_what_it_names(engine: Engine, rng, op: st
         assert_close(out[name][1], want(X, Y[1]), 1e-9)
 
 
-def test_batch_equals_per_state(engine: Engine, rng) -> None:
+def test_batch_equals_per_state(engine: Engine, rng: np.random.Generator) -> None:
     X, Y = rng.normal(size=(7, 11)), rng.normal(size=(5, 11))
     batch = engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays
     for b in range(5):
@@ -118,7 +120,7 @@ def test_batch_equals_per_state(engine: Engine, rng) -> None:
             np.testing.assert_allclose(batch[name][b], single[name][0], rtol=1e-12, atol=1e-15)
 
 
-def test_rows_with_different_matrices_are_independent(engine: Engine, rng) -> None:
+def test_rows_with_different_matrices_are_independent(engine: Engine, rng: np.random.Generator) -> None:
     Xr, Yr = rng.normal(size=(4, 3, 6)), rng.normal(size=(4, 6))
     out = engine.run_rows(ops.JACOBIAN, Xr, Yr).arrays
     for n in range(4):
@@ -151,7 +153,7 @@ def test_hessian_matches_closed_form(engine: Engine, problem) -> None:
         assert_close(H[b], oracles.hessian(X, y), TOL[X.dtype.name], oracles.natural_scale("H", X, y))
 
 
-def test_hessian_matches_finite_differences_of_the_jacobian(engine: Engine, rng) -> None:
+def test_hessian_matches_finite_differences_of_the_jacobian(engine: Engine, rng: np.random.Generator) -> None:
     X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
     H = ops.assemble(ops.HESSIAN, engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays, 3)["H"][0]
 
@@ -163,7 +165,7 @@ def test_hessian_matches_finite_differences_of_the_jacobian(engine: Engine, rng)
     np.testing.assert_allclose(H, H.transpose(0, 3, 4, 1, 2), rtol=0, atol=1e-15)
 
 
-def test_hessian_equals_fully_nested_tape_on_every_output(engine: Engine, rng) -> None:
+def test_hessian_equals_fully_nested_tape_on_every_output(engine: Engine, rng: np.random.Generator) -> None:
     """The served Hessian (one scalar Hessian broadcast over i) equals the naive nested
     GradientTape Hessian of each W_i: the case the original while_loop Jacobian broke on."""
     X, y = rng.normal(size=(4, 3)), rng.normal(size=3)
@@ -201,7 +203,7 @@ def test_device_is_reported(engine: Engine) -> None:
 
 @pytest.mark.parametrize("op", [ops.JACOBIAN, ops.JACOBIAN_Y, ops.JACOBIAN_XY, ops.HESSIAN, ops.HVP])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_flat_call_agrees_with_the_public_call(engine: Engine, rng, op: str, dtype: str) -> None:
+def test_flat_call_agrees_with_the_public_call(engine: Engine, rng: np.random.Generator, op: str, dtype: str) -> None:
     """The engine calls TensorFlow's private flat entry (`_flat_caller`); the public call must agree."""
     X, Y = rng.normal(size=(2, 3, 5)).astype(dtype), rng.normal(size=(2, 5)).astype(dtype)
     extra = (rng.normal(size=(2, 3, 5)).astype(dtype),) if op == ops.HVP else ()
@@ -218,7 +220,9 @@ def xla_engine() -> Engine:
 
 
 @pytest.mark.parametrize("A,F,B", [(2, 4, 1), (5, 7, 3), (12, 48, 1)])
-def test_xla_path_matches_closed_form_after_compiling(xla_engine: Engine, rng, A: int, F: int, B: int) -> None:
+def test_xla_path_matches_closed_form_after_compiling(
+    xla_engine: Engine, rng: np.random.Generator, A: int, F: int, B: int
+) -> None:
     X, Y = rng.normal(size=(A, F)), rng.normal(size=(B, F)) / np.sqrt(F)
     before = xla_engine.xla_shapes
     first = xla_engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays  # graph path; queues a compile
@@ -236,7 +240,7 @@ def test_xla_path_matches_closed_form_after_compiling(xla_engine: Engine, rng, A
     assert_close(H[0], oracles.hessian(X, Y[0]), 1e-9)
 
 
-def test_xla_compiles_only_shapes_asked_for_twice_up_to_the_cap(rng) -> None:
+def test_xla_compiles_only_shapes_asked_for_twice_up_to_the_cap(rng: np.random.Generator) -> None:
     engine = Engine(xla=True, xla_after=2, xla_max_shapes=2)
     for F in range(1, 6):
         X, Y = rng.normal(size=(1, 2, F)), rng.normal(size=(1, F))

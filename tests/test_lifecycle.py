@@ -69,7 +69,7 @@ def pending(app) -> int:
     return app.state.runtime.service.batcher.pending  # type: ignore[attr-defined, no-any-return]
 
 
-def test_clients_that_hang_up_while_queued_are_never_computed(rng) -> None:
+def test_clients_that_hang_up_while_queued_are_never_computed(rng: np.random.Generator) -> None:
     gate = Gate()
     with serving(Settings(xla=False), gate) as (url, app), httpx.Client(timeout=60) as client:
         first = threading.Thread(target=lambda: client.post(url + "/jacobian", json=SEED))
@@ -89,7 +89,7 @@ def test_clients_that_hang_up_while_queued_are_never_computed(rng) -> None:
     assert gate.calls == [(1, 2, 4), (1, 3, 5)]  # the seed, then `after`: none of the five
 
 
-def test_requests_past_their_deadline_get_504_and_are_never_computed(rng) -> None:
+def test_requests_past_their_deadline_get_504_and_are_never_computed(rng: np.random.Generator) -> None:
     gate = Gate()
     with serving(Settings(xla=False, deadline_s=0.5), gate) as (url, app), httpx.Client(timeout=60) as client:
         first = threading.Thread(target=lambda: client.post(url + "/jacobian", json=SEED))
@@ -105,7 +105,9 @@ def test_requests_past_their_deadline_get_504_and_are_never_computed(rng) -> Non
     assert gate.calls == [(1, 2, 4), (1, 1, 2)]
 
 
-def test_a_big_answer_being_encoded_does_not_stall_other_requests(monkeypatch: pytest.MonkeyPatch, rng) -> None:
+def test_a_big_answer_being_encoded_does_not_stall_other_requests(
+    monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
     encoding, release = threading.Event(), threading.Event()
     real = codec.encode_npz
 
@@ -144,7 +146,9 @@ def in_progress_posts(url: str) -> float:
     return metric(httpx.get(url + "/metrics").text, "jacobian_requests_in_progress", method="POST")
 
 
-def test_sigterm_finishes_a_request_in_flight_then_every_process_exits(tmp_path: Path, rng) -> None:
+def test_sigterm_finishes_a_request_in_flight_then_every_process_exits(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
     """The request is in flight for certain: its last byte is held back until after the SIGTERM."""
     server = servers.start(tmp_path)
     try:

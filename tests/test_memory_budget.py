@@ -20,7 +20,7 @@ BUDGET = 1536 * 2**20  # 1.5 GiB
 CONCURRENT = 12
 
 
-def test_twelve_big_requests_at_once_stay_within_the_budget(tmp_path: Path, rng) -> None:
+def test_twelve_big_requests_at_once_stay_within_the_budget(tmp_path: Path, rng: np.random.Generator) -> None:
     A, F = 256, 1024  # each answer: J of 256·256·1024 float64 = 512 MiB
     X, Y = rng.normal(size=(A, F)), rng.normal(size=F) / np.sqrt(F)
     want = oracles.jacobian(X, Y)

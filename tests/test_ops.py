@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from app import ops
@@ -11,7 +12,7 @@ from tests.support.oracles import assert_close
 
 
 @pytest.mark.parametrize("op", list(ops.OPERATIONS))
-def test_the_engine_returns_exactly_the_contracts_outputs(engine: Engine, rng, op: str) -> None:
+def test_the_engine_returns_exactly_the_contracts_outputs(engine: Engine, rng: np.random.Generator, op: str) -> None:
     n, A, F = 2, 3, 5
     inputs = [
         rng.normal(size=(n, F)) if name == "Y" else rng.normal(size=(n, A, F)) for name in ops.OPERATIONS[op].inputs
@@ -37,7 +38,7 @@ def test_counts_and_their_formulas_agree(op: str, formula: str, count: int) -> N
     assert contract.formula() == formula and contract.derivative_elements(2, 3, 5) == count
 
 
-def test_the_hessian_is_assembled_as_a_view_equal_for_every_output(engine: Engine, rng) -> None:
+def test_the_hessian_is_assembled_as_a_view_equal_for_every_output(engine: Engine, rng: np.random.Generator) -> None:
     X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
     arrays = engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays
     H = ops.assemble(ops.HESSIAN, arrays, 3)["H"]

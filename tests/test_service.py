@@ -50,7 +50,7 @@ def _encoding(settings: Settings, npz: bool) -> Encoding:
     return Encoding.chosen(npz, settings.max_output_elements, settings.max_json_output_elements, "Accept: npz")
 
 
-def test_both_jacobians_are_counted_and_the_413_says_how(rng) -> None:
+def test_both_jacobians_are_counted_and_the_413_says_how(rng: np.random.Generator) -> None:
     engine = ClosedForms()
     settings = Settings(max_json_output_elements=99, max_output_elements=1000)
     service = Service(settings, engine)
@@ -63,7 +63,7 @@ def test_both_jacobians_are_counted_and_the_413_says_how(rng) -> None:
     assert answer.arrays["J"].shape == (4, 4, 5) and answer.arrays["J_Y"].shape == (4, 5)
 
 
-def test_a_request_over_the_memory_budget_never_reaches_the_engine(rng) -> None:
+def test_a_request_over_the_memory_budget_never_reaches_the_engine(rng: np.random.Generator) -> None:
     engine = ClosedForms()
     settings = Settings(memory_budget_bytes=1 << 20)
     service = Service(settings, engine)
@@ -73,7 +73,7 @@ def test_a_request_over_the_memory_budget_never_reaches_the_engine(rng) -> None:
     assert engine.calls == []
 
 
-def test_the_claim_sent_is_the_estimate_and_the_hessian_is_served_whole(rng) -> None:
+def test_the_claim_sent_is_the_estimate_and_the_hessian_is_served_whole(rng: np.random.Generator) -> None:
     engine = ClosedForms()
     settings = Settings()
     service = Service(settings, engine)
