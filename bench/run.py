@@ -20,7 +20,7 @@ import numpy as np
 from bench import memory, onednn
 from bench.client import JSON, NPZ, Connection, latency, load, one_client, problem, raw_request
 from bench.report import Row, machine, plot, table
-from bench.servers import PROJECT, ROOT, Server, floor_cmd, server, status_mib
+from bench.servers import PROJECT, ROOT, Server, floor_cmd, free_port, server, status_mib
 
 
 def interleaved(measure: Callable[[Server], float], project: Server, floor: Server, rounds: int) -> tuple:
@@ -100,13 +100,13 @@ def server_rows(p: Server, f: Server, quick: bool) -> list[Row]:
     return rows
 
 
-def scaling_rows(port: int, quick: bool) -> list[Row]:
+def scaling_rows(quick: bool) -> list[Row]:
     """1 → N HTTP workers, one engine: what more workers buy (on 2 cores they compete with it)."""
     secs, rounds = (0.3, 1) if quick else (2.0, 3)
     raw = raw_request("/jacobian", problem(2, 4))
     rates = {}
     for workers in (1, 2):
-        with server(f"project-{workers}", PROJECT, port + workers, {"JACOBIAN_WORKERS": str(workers)}) as s:
+        with server(f"project-{workers}", PROJECT, free_port(), {"JACOBIAN_WORKERS": str(workers)}) as s:
             rates[workers] = statistics.median(load(s.port, raw, 64, secs) for _ in range(rounds))
             if workers == 1:
                 idle = {pid: status_mib(pid, "VmRSS") for pid in s.pids()}
@@ -298,12 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     with (
         server("project", PROJECT, args.port, {"JACOBIAN_WORKERS": "1"}) as project,
-        server("floor", floor_cmd(args.port + 1), args.port + 1) as floor,
+        server("floor", floor_cmd(floor_port := free_port()), floor_port) as floor,
     ):
         rows = server_rows(project, floor, args.quick)
         points = curve(project, floor, args.quick)
         rows += memory_rows(project, args.quick, settings.max_output_elements)
-    rows += scaling_rows(args.port + 2, args.quick)
+    rows += scaling_rows(args.quick)
     rows += engine_rows(args.quick)
 
     plot(points, args.out / "latency.png")
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         + "## Memory budget: estimate against measured peak (`python -m bench.memory`)\n\n"
         + "Each operation on a fresh service (one worker, XLA off), one npz request at a time; memory of all "
         + "the service's processes, shared memory counted once.\n\n"
-        + memory.table(memory.run(args.port + 5, memory.QUICK if args.quick else memory.SIZES))
+        + memory.table(memory.run(free_port(), memory.QUICK if args.quick else memory.SIZES))
         + "\n\n"
         + "## oneDNN off: what it costs or saves (`python -m bench.onednn`)\n\n"
         + "TensorFlow's oneDNN kernels segfault on AVX-512 CPUs for float32 Jacobians (README, Troubleshooting); "

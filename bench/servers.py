@@ -4,6 +4,7 @@ each started on loopback, ready when /health/ready says 200, and stopped after."
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,13 @@ def status_mib(pid: int, field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def free_port() -> int:
+    """A loopback port nothing holds now (offsets from one port can hit a client's ephemeral port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -19,14 +19,9 @@ from pathlib import Path
 import httpx
 
 from app import lifeline
+from bench.servers import free_port as free_port  # one helper for the tests and the bench
 
 ROOT = Path(__file__).parent.parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def dockerfile_cmd() -> list[str]:
