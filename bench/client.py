@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 import orjson
@@ -40,7 +41,7 @@ class Connection:
         self.writer.close()
 
 
-def raw_request(path: str, doc: dict, accept: str = JSON) -> bytes:
+def raw_request(path: str, doc: dict[str, Any], accept: str = JSON) -> bytes:
     body = orjson.dumps(doc)
     head = (
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {JSON}\r\nAccept: {accept}\r\n"
@@ -49,7 +50,7 @@ def raw_request(path: str, doc: dict, accept: str = JSON) -> bytes:
     return head.encode() + body
 
 
-def problem(A: int, F: int, dtype: str = "float32", seed: int = 0) -> dict:
+def problem(A: int, F: int, dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     return {"X": rng.normal(size=(A, F)).tolist(), "Y": (rng.normal(size=F) / np.sqrt(F)).tolist(), "dtype": dtype}
 

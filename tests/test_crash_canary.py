@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def _shapes() -> dict[str, list[tuple[int, int, int]]]:
     return {"jacobian-like": seen + limits, "hessian": hessian}
 
 
-def _grid() -> list[dict]:
+def _grid() -> list[dict[str, Any]]:
     shapes = _shapes()
     cases = []
     for op in (ops.JACOBIAN, ops.JACOBIAN_XY, ops.JACOBIAN_Y, ops.HVP, ops.HESSIAN):
@@ -66,7 +67,7 @@ class Outcome:
     onednn_isa: set[str] = field(default_factory=set)  # the instruction sets oneDNN said it would use
 
 
-def _run_children(cases: list[dict], log_dir: Path, timeout_s: float) -> Outcome:
+def _run_children(cases: list[dict[str, Any]], log_dir: Path, timeout_s: float) -> Outcome:
     """Run `cases` in a child; when it dies on one, record that case and go on in a new child."""
     outcome, todo, attempt = Outcome(), list(cases), 0
     # Hostile on purpose: the app must turn oneDNN off itself; the verbose log shows if it did not.
@@ -138,7 +139,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
 
 
 @pytest.mark.parametrize("case", GRID, ids=[c["id"] for c in GRID])
-def test_case_runs_without_crashing_and_matches_the_closed_form(outcome: Outcome, case: dict) -> None:
+def test_case_runs_without_crashing_and_matches_the_closed_form(outcome: Outcome, case: dict[str, Any]) -> None:
     assert case["id"] not in outcome.crashes, outcome.crashes[case["id"]]
     assert case["id"] in outcome.errors, "the child never reached this case"
     assert outcome.errors[case["id"]] <= TOL[case["dtype"]], outcome.errors[case["id"]]

@@ -11,7 +11,8 @@ import numpy as np
 def softmax(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     z = X.astype(np.float64) @ y.astype(np.float64)
     e = np.exp(z - z.max())
-    return e / e.sum()
+    out: np.ndarray = e / e.sum()
+    return out
 
 
 def log_softmax(X: np.ndarray, y: np.ndarray) -> np.ndarray:
