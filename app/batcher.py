@@ -25,7 +25,7 @@ import numpy as np
 
 from app.budget import Ledger
 from app.errors import MemoryBusy, Overloaded
-from app.ops import output_bytes
+from app.ops import rows_output_bytes
 
 RunRows = Callable[..., Any]  # (op, *rows) -> engine.Result
 
@@ -39,7 +39,8 @@ class Job:
     key: tuple[Any, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.key = (self.op, self.rows[0].dtype.name, *self.rows[0].shape[1:])
+        # Everything but the row count: rows stack only when every input's other axes agree (K too).
+        self.key = (self.op, self.rows[0].dtype.name, *(r.shape[1:] for r in self.rows))
 
     @property
     def n(self) -> int:
@@ -73,8 +74,7 @@ def stackable(job: Job) -> bool:
     """Small enough to share a call. Big requests run alone: stacking them saves nothing that
     shows (their call is compute-bound) and would lift TensorFlow's peak past their memory
     claims (pfor's intermediates double for a stack of rows; app.budget)."""
-    n, A, F = job.rows[0].shape
-    return output_bytes(job.op, n, A, F, job.rows[0].itemsize) <= STACK_MAX_BYTES
+    return rows_output_bytes(job.op, job.rows) <= STACK_MAX_BYTES
 
 
 def take_batch(queue: deque[J], max_rows: int) -> tuple[list[J], deque[J]]:

@@ -32,6 +32,9 @@ TF_PEAK = {  # TensorFlow's peak process memory as a multiple of the engine's ou
     ops.JACOBIAN_XY: 1.2,
     ops.HESSIAN: 1.6,
     ops.HVP: 4.4,
+    # The products: a multiple of output and inputs together (for /jvp the tangents outweigh W).
+    ops.VJP: 1.0,
+    ops.JVP: 1.0,
 }
 XLA_PEAK = {  # the same for XLA's own buffers, which shapes up to ops.XLA_MAX_OUTPUT_BYTES also hold
     ops.JACOBIAN: 2.4,
@@ -39,12 +42,14 @@ XLA_PEAK = {  # the same for XLA's own buffers, which shapes up to ops.XLA_MAX_O
     ops.JACOBIAN_XY: 2.4,
     ops.HESSIAN: 2.0,
     ops.HVP: 8.0,
+    ops.VJP: 1.0,
+    ops.JVP: 1.0,
 }
 JSON_BYTES_PER_NUMBER = 26  # orjson's longest float64 ("-1.2345678901234567e-100") and a comma
 OVERHEAD = 1 << 20  # headers, request objects and the like, per request
 
 
-def estimate(op: str, rows: int, A: int, F: int, itemsize: int, npz: bool) -> int:
+def estimate(op: str, rows: int, A: int, F: int, itemsize: int, npz: bool, K: int = 1) -> int:
     """Peak bytes one request of `rows` states adds while it runs and its answer is sent.
 
     Inputs (parsed, stacked, sent to the engine), TensorFlow's peak for the operation, the
@@ -52,12 +57,14 @@ def estimate(op: str, rows: int, A: int, F: int, itemsize: int, npz: bool) -> in
     sent from the segment itself (no copy); a JSON answer is text, and a Hessian is first
     made contiguous for it (the engine returns one A×F×A×F block per row, broadcast over i).
     """
-    inputs = 4 * rows * A * F * itemsize * (2 if op == ops.HVP else 1)
-    out = ops.output_bytes(op, rows, A, F, itemsize)
+    contract = ops.OPERATIONS[op]
+    given = sum(int(np.prod(s)) for s in contract.input_shapes(rows, A, F, K).values()) * itemsize
+    inputs = 4 * given  # parsed, cast, stacked, and TensorFlow's copy
+    out = ops.output_bytes(op, rows, A, F, itemsize, K)
     factor = TF_PEAK[op] + (XLA_PEAK[op] if out <= ops.XLA_MAX_OUTPUT_BYTES else 0)
-    tf_peak = int(factor * out)
+    tf_peak = int(factor * (out + given if op in (ops.VJP, ops.JVP) else out))
     segment = ipc.segment_size(out) if out > ipc.INLINE_MAX else 0
-    served = sum(int(np.prod(s)) for s in ops.OPERATIONS[op].shapes(rows, A, F, served=True).values()) * itemsize
+    served = sum(int(np.prod(s)) for s in contract.shapes(rows, A, F, K, served=True).values()) * itemsize
     encoded = 0 if npz else served // itemsize * JSON_BYTES_PER_NUMBER + (served if op == ops.HESSIAN else 0)
     return inputs + tf_peak + segment + encoded + OVERHEAD
 

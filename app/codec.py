@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from app.errors import InvalidInput, MalformedBody, TooLarge
-from app.problems import FLOAT_DTYPES, Problem, finite_as, from_arrays, from_lists
+from app.problems import FLOAT_DTYPES, Problem, finite_as, from_arrays, from_lists, with_cotangents, with_tangents
 from app.schemas import UNION_TAGS
 
 JSON = "application/json"
@@ -40,16 +40,30 @@ def decode_json(body: bytes, model: type[BaseModel], default_dtype: str) -> Prob
             raise MalformedBody(f"The request body is not valid JSON: {details[0]['msg']}", details) from None
         summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
         raise InvalidInput(f"The request does not match the schema: {summary}", details) from None
-    return from_lists(
+    dtype = req.dtype or default_dtype  # type: ignore[attr-defined]
+    products = getattr(model, "products", None)
+    p = from_lists(
         req.X,  # type: ignore[attr-defined]
         req.Y,  # type: ignore[attr-defined]
-        req.dtype or default_dtype,  # type: ignore[attr-defined]
-        V=getattr(req, "V", None),
+        dtype,
+        V=None if products else getattr(req, "V", None),
         wrt=getattr(req, "wrt", ("X",)),
     )
+    if products == "vjp":
+        return with_cotangents(p, finite_as(req.U, "U", dtype), req.sum_states)  # type: ignore[attr-defined]
+    if products == "jvp":
+        return with_tangents(p, finite_as(req.V, "V", dtype))  # type: ignore[attr-defined]
+    return p
 
 
-def decode_npz(body: bytes, names: tuple[str, ...], dtype: str | None, max_bytes: int) -> Problem:
+def decode_npz(
+    body: bytes,
+    names: tuple[str, ...],
+    dtype: str | None,
+    max_bytes: int,
+    products: str | None = None,
+    sum_states: bool = False,
+) -> Problem:
     """An .npz holding `names` (X, Y[, V]) as float32/float64 arrays -> Problem.
 
     The computation's dtype is the `dtype` argument if given, else the widest of the arrays'.
@@ -66,6 +80,10 @@ def decode_npz(body: bytes, names: tuple[str, ...], dtype: str | None, max_bytes
         arrays = _read_members(archive, names, max_bytes)
     wide = dtype or str(np.result_type(*arrays.values()))
     cast = {name: finite_as(a, name, wide) for name, a in arrays.items()}
+    if products == "vjp":
+        return with_cotangents(from_arrays(cast["X"], cast["Y"]), cast["U"], sum_states)
+    if products == "jvp":
+        return with_tangents(from_arrays(cast["X"], cast["Y"]), cast["V"])
     return from_arrays(cast["X"], cast["Y"], cast.get("V"))
 
 

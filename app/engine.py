@@ -23,7 +23,18 @@ import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
 from app.config import Settings
-from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, OPERATIONS, XLA_MAX_OUTPUT_BYTES, output_bytes
+from app.ops import (
+    HESSIAN,
+    HVP,
+    JACOBIAN,
+    JACOBIAN_XY,
+    JACOBIAN_Y,
+    JVP,
+    OPERATIONS,
+    VJP,
+    XLA_MAX_OUTPUT_BYTES,
+    rows_output_bytes,
+)
 
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
 
@@ -95,21 +106,49 @@ def _hvp_rows(Xr: tf.Tensor, Yr: tf.Tensor, Vr: tf.Tensor) -> dict[str, tf.Tenso
     return {"W": W, "HV": acc.jvp(J)}
 
 
+def _vjp_rows(Xr: tf.Tensor, Yr: tf.Tensor, Ur: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Ur: (N, K, A) -> W: (N, A), UJ: (N, K, A, F), UJ[n, k] = Σ_i Ur[n, k, i] · dW[n, i]/dXr[n].
+
+    Reverse mode, J never formed: one forward pass on the tape, then the K reverse passes
+    vectorized by pfor (`vectorized_map`), which keeps the loop-invariant forward out of the loop.
+    """
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(Xr)
+        W = _log_softmax_rows(Xr, Yr)
+    per_k = tf.vectorized_map(lambda u: tape.gradient(W, Xr, output_gradients=u), tf.transpose(Ur, [1, 0, 2]))
+    return {"W": W, "UJ": tf.transpose(per_k, [1, 0, 2, 3])}
+
+
+def _jvp_rows(Xr: tf.Tensor, Yr: tf.Tensor, Vr: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Vr: (N, K, A, F) -> W: (N, A), JV: (N, K, A), JV[n, k, i] = Σ_jk dW[n, i]/dXr[n, j, k] · Vr[n, k, j, k].
+
+    Forward mode (`ForwardAccumulator`), J never formed; the K tangents vectorized by pfor, the
+    primal computation being loop-invariant is done once.
+    """
+
+    def along(v: tf.Tensor) -> tf.Tensor:
+        with tf.autodiff.ForwardAccumulator(primals=Xr, tangents=v) as acc:
+            W = _log_softmax_rows(Xr, Yr)
+        return acc.jvp(W)
+
+    per_k = tf.vectorized_map(along, tf.transpose(Vr, [1, 0, 2, 3]))
+    return {"W": _log_softmax_rows(Xr, Yr), "JV": tf.transpose(per_k, [1, 0, 2])}
+
+
 _ROW_FUNCTIONS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
     JACOBIAN: _jacobian_rows,
     JACOBIAN_Y: _jacobian_y_rows,
     JACOBIAN_XY: _jacobian_xy_rows,
     HESSIAN: _hessian_rows,
     HVP: _hvp_rows,
+    VJP: _vjp_rows,
+    JVP: _jvp_rows,
 }
 
 
 def _signature(op: str, dtype: tf.DType) -> list[tf.TensorSpec]:
-    # Every input is (N, A, F) but Y, which is (N, F): app.ops.
-    return [
-        tf.TensorSpec([None, None] if name == "Y" else [None, None, None], dtype, name=name + "r")
-        for name in OPERATIONS[op].inputs
-    ]
+    # Every dimension unknown, ranks from the contract (app.ops): no request shape retraces.
+    return [tf.TensorSpec([None] * len(shape), dtype, name=name + "r") for name, shape in OPERATIONS[op].inputs.items()]
 
 
 def onednn_enabled() -> bool:
@@ -219,12 +258,12 @@ class Engine:
         """Run every graph function once, so the first request pays no start-up cost."""
         for op, dtype_name in self._graph:
             dtype = np.dtype(dtype_name)
-            Xr, Yr = np.ones((1, 2, 3), dtype), np.ones((1, 3), dtype)
-            extra = (np.ones((1, 2, 3), dtype),) * (len(OPERATIONS[op].inputs) - 2)
-            self._graph[op, dtype_name](Xr, Yr, *extra)  # not run_rows: warm-up is no request for XLA
+            inputs = [np.ones(s, dtype) for s in OPERATIONS[op].input_shapes(1, 2, 3, 2).values()]
+            self._graph[op, dtype_name](*inputs)  # not run_rows: warm-up is no request for XLA
 
     def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, *extra: np.ndarray) -> Result:
-        """Run operation `op` on rows Xr: (N, A, F), Yr: (N, F) [, Vr: (N, A, F)] of one float dtype.
+        """Run operation `op` on rows Xr: (N, A, F), Yr: (N, F) and the op's other inputs (app.ops),
+        all of one float dtype.
 
         Returns W: (N, A) and, by op: J: (N, A, A, F); J_Y: (N, A, F);
         H_lse: (N, A, F, A, F); HV: (N, A, A, F).
@@ -247,8 +286,7 @@ class Engine:
     ) -> None:
         if len(self._compiling) >= self._xla_max_shapes:
             return
-        n, A, F = padded[0].shape
-        if output_bytes(fn_key[0], n, A, F, padded[0].itemsize) > XLA_MAX_OUTPUT_BYTES:
+        if rows_output_bytes(fn_key[0], padded) > XLA_MAX_OUTPUT_BYTES:
             return  # big outputs stay on the graph path (see app.ops)
         if len(self._seen) > 100 * self._xla_max_shapes:
             self._seen.clear()  # many one-off shapes: forget them rather than grow without bound

@@ -132,8 +132,7 @@ class EngineClient:
 
     def _segment_for(self, op: str, rows: tuple[np.ndarray, ...]) -> ipc.Segment | None:
         """A shared-memory segment for an answer too big for the socket."""
-        n, A, F = rows[0].shape
-        nbytes = ops.output_bytes(op, n, A, F, rows[0].itemsize) + ipc.ALIGN * len(ops.OPERATIONS[op].engine_outputs)
+        nbytes = ops.rows_output_bytes(op, rows) + ipc.ALIGN * len(ops.OPERATIONS[op].engine_outputs)
         if nbytes <= ipc.INLINE_MAX:
             return None
         try:

@@ -16,7 +16,8 @@ from app.problems import FLOAT_DTYPES
 from app.schemas import ErrorBody
 
 AUTH_DOC = (
-    "Only when the server sets JACOBIAN_API_KEY: then /jacobian, /hessian and /hvp need the key, "
+    "Only when the server sets JACOBIAN_API_KEY: then the compute endpoints (/jacobian, /hessian, /hvp, "
+    "/vjp, /jvp) need the key, "
     "as a bearer token or an X-API-Key header (401 without it). Health, metrics and docs stay open."
 )
 
@@ -47,11 +48,22 @@ DTYPE_PARAMETER = {
 }
 
 
-def request_body(model: type[BaseModel], npz_members: str) -> dict[str, Any]:
+SUM_STATES_PARAMETER = {
+    "name": "sum_states",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "For npz bodies: sum the products over the states (batch only). A JSON body says it itself.",
+}
+
+
+def request_body(
+    model: type[BaseModel], npz_members: str, extra_parameters: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         # Optional ({}): the key is only required when JACOBIAN_API_KEY is set.
         "security": [{}, {"bearer": []}, {"apiKey": []}],
-        "parameters": [DTYPE_PARAMETER],
+        "parameters": [DTYPE_PARAMETER, *(extra_parameters or [])],
         "requestBody": {
             "required": True,
             "content": {

@@ -2,15 +2,17 @@
 returns and the ones the service serves, with their shapes. The engine, the service's size
 checks, the memory budget, the batcher and the IPC all read their shapes from here.
 
-Shapes are written over symbols: N rows (states) of an A×F problem; a request with one X and
-B states is N = B rows. The Hessian of every W_i is the same matrix (W_i = z_i − logsumexp(z),
-z linear in X), so the engine returns it once per row (`H_lse`) and `assemble` broadcasts it
-over i (a view: nothing is copied until an encoder needs to).
+Shapes are written over symbols: N rows (states) of an A×F problem, and K cotangents or tangents
+for the derivative products; a request with one X and B states is N = B rows. The Hessian of
+every W_i is the same matrix (W_i = z_i − logsumexp(z), z linear in X), so the engine returns it
+once per row (`H_lse`) and `assemble` broadcasts it over i (a view: nothing is copied until an
+encoder needs to).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,18 +22,29 @@ Shape = tuple[str, ...]
 @dataclass(frozen=True)
 class Operation:
     name: str
-    inputs: tuple[str, ...]  # each (N, A, F) but Y, which is (N, F)
+    inputs: dict[str, Shape]  # what the engine takes, per input
     engine_outputs: dict[str, Shape]  # what the engine returns
     served: dict[str, Shape]  # what a client gets (W and the derivatives)
 
-    def shapes(self, rows: int, A: int, F: int, served: bool = False) -> dict[str, tuple[int, ...]]:
-        size = {"N": rows, "A": A, "F": F}
+    def shapes(self, rows: int, A: int, F: int, K: int = 1, served: bool = False) -> dict[str, tuple[int, ...]]:
+        size = {"N": rows, "A": A, "F": F, "K": K}
         outputs = self.served if served else self.engine_outputs
         return {name: tuple(size[d] for d in shape) for name, shape in outputs.items()}
 
-    def derivative_elements(self, rows: int, A: int, F: int) -> int:
-        """Numbers in the served derivatives (what the output limits count; W is not counted)."""
-        shapes = self.shapes(rows, A, F, served=True)
+    def input_shapes(self, rows: int, A: int, F: int, K: int = 1) -> dict[str, tuple[int, ...]]:
+        size = {"N": rows, "A": A, "F": F, "K": K}
+        return {name: tuple(size[d] for d in shape) for name, shape in self.inputs.items()}
+
+    def dims(self, rows: tuple[Any, ...]) -> tuple[int, int, int, int]:
+        """(N, A, F, K) of the engine's input arrays for this operation."""
+        size: dict[str, int] = {"K": 1}
+        for shape, array in zip(self.inputs.values(), rows, strict=True):
+            size.update(zip(shape, array.shape, strict=True))
+        return size["N"], size["A"], size["F"], size["K"]
+
+    def derivative_elements(self, rows: int, A: int, F: int, K: int = 1) -> int:
+        """Numbers in the derivatives the engine returns (what the output limits count; not W)."""
+        shapes = self.shapes(rows, A, F, K, served=True)
         return sum(int(np.prod(s)) for name, s in shapes.items() if name != "W")
 
     def formula(self) -> str:
@@ -50,24 +63,40 @@ JACOBIAN_Y = "jacobian_y"
 JACOBIAN_XY = "jacobian_xy"
 HESSIAN = "hessian"
 HVP = "hvp"
+VJP = "vjp"
+JVP = "jvp"
 
 _W: dict[str, Shape] = {"W": ("N", "A")}
 _J: dict[str, Shape] = {"J": ("N", "A", "A", "F")}
 _J_Y: dict[str, Shape] = {"J_Y": ("N", "A", "F")}
 
+_XY: dict[str, Shape] = {"X": ("N", "A", "F"), "Y": ("N", "F")}
+
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
-        Operation(JACOBIAN, ("X", "Y"), {**_W, **_J}, {**_W, **_J}),
-        Operation(JACOBIAN_Y, ("X", "Y"), {**_W, **_J_Y}, {**_W, **_J_Y}),
-        Operation(JACOBIAN_XY, ("X", "Y"), {**_W, **_J, **_J_Y}, {**_W, **_J, **_J_Y}),
+        Operation(JACOBIAN, _XY, {**_W, **_J}, {**_W, **_J}),
+        Operation(JACOBIAN_Y, _XY, {**_W, **_J_Y}, {**_W, **_J_Y}),
+        Operation(JACOBIAN_XY, _XY, {**_W, **_J, **_J_Y}, {**_W, **_J, **_J_Y}),
         Operation(
             HESSIAN,
-            ("X", "Y"),
+            _XY,
             {**_W, "H_lse": ("N", "A", "F", "A", "F")},
             {**_W, "H": ("N", "A", "A", "F", "A", "F")},
         ),
-        Operation(HVP, ("X", "Y", "V"), {**_W, "HV": ("N", "A", "A", "F")}, {**_W, "HV": ("N", "A", "A", "F")}),
+        Operation(
+            HVP,
+            {**_XY, "V": ("N", "A", "F")},
+            {**_W, "HV": ("N", "A", "A", "F")},
+            {**_W, "HV": ("N", "A", "A", "F")},
+        ),
+        # Products with K cotangents U (shaped like W) or tangents V (shaped like X) per state.
+        Operation(
+            VJP, {**_XY, "U": ("N", "K", "A")}, {**_W, "UJ": ("N", "K", "A", "F")}, {**_W, "UJ": ("N", "K", "A", "F")}
+        ),
+        Operation(
+            JVP, {**_XY, "V": ("N", "K", "A", "F")}, {**_W, "JV": ("N", "K", "A")}, {**_W, "JV": ("N", "K", "A")}
+        ),
     )
 }
 
@@ -78,13 +107,19 @@ def shape_text(op: str, name: str) -> str:
     return f"{per_state} (batch: B×{per_state})"
 
 
-def output_shapes(op: str, rows: int, A: int, F: int) -> dict[str, tuple[int, ...]]:
-    """What the engine returns for `rows` problems of size A×F."""
-    return OPERATIONS[op].shapes(rows, A, F)
+def output_shapes(op: str, rows: int, A: int, F: int, K: int = 1) -> dict[str, tuple[int, ...]]:
+    """What the engine returns for `rows` problems of size A×F (with K products per row)."""
+    return OPERATIONS[op].shapes(rows, A, F, K)
 
 
-def output_bytes(op: str, rows: int, A: int, F: int, itemsize: int) -> int:
-    return sum(int(np.prod(s)) for s in output_shapes(op, rows, A, F).values()) * itemsize
+def output_bytes(op: str, rows: int, A: int, F: int, itemsize: int, K: int = 1) -> int:
+    return sum(int(np.prod(s)) for s in output_shapes(op, rows, A, F, K).values()) * itemsize
+
+
+def rows_output_bytes(op: str, rows: tuple[Any, ...]) -> int:
+    """Bytes the engine returns for these input arrays."""
+    n, A, F, K = OPERATIONS[op].dims(rows)
+    return output_bytes(op, n, A, F, rows[0].itemsize, K)
 
 
 def assemble(op: str, arrays: dict[str, np.ndarray], A: int) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@ or npz arrays, with the checks both transports share. No web imports."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,6 +22,9 @@ class Problem:
     batched: bool
     V: np.ndarray | None = None
     wrt: tuple[str, ...] = ("X",)
+    U: np.ndarray | None = None  # cotangents: (B, K, A) for /vjp
+    K: int | None = None  # products per state; None when the client sent no K axis
+    sum_states: bool = False
 
     @property
     def dtype(self) -> str:
@@ -52,7 +55,10 @@ def _rectangular(rows: list[list[float]], name: str) -> None:
 
 def finite_as(values: object, name: str, dtype: str) -> np.ndarray:
     """`values` as a `dtype` array, refusing NaN/inf and entries that overflow `dtype`."""
-    wide = np.asarray(values, dtype=np.float64)
+    try:
+        wide = np.asarray(values, dtype=np.float64)
+    except ValueError:  # nested lists of unequal lengths
+        raise _fail([name], f"{name} is ragged: every row must have the same length") from None
     if not np.isfinite(wide).all():
         raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
     with np.errstate(over="ignore"):  # reported below, with advice
@@ -105,3 +111,44 @@ def from_arrays(X: np.ndarray, Y: np.ndarray, V: np.ndarray | None = None, wrt: 
     if V is not None and V.shape != X.shape:
         raise _fail(["V"], f"V has shape {list(V.shape)} but X has shape {[A, F]}; V must be shaped like X")
     return Problem(X=X, Y=Y if batched else Y[None, :], batched=batched, V=V, wrt=tuple(dict.fromkeys(wrt)))
+
+
+def with_cotangents(p: Problem, U: np.ndarray, sum_states: bool = False) -> Problem:
+    """A /vjp problem: U shaped like W — A or K×A for one state, B×A or K×B×A for a batch."""
+    B, A, _ = p.shape
+    like_w = (B, A) if p.batched else (A,)
+    if U.ndim == len(like_w):
+        K, Ur = None, U.reshape(B, 1, A) if U.shape == like_w else None
+    elif U.ndim == len(like_w) + 1:
+        K = U.shape[0]
+        Ur = np.moveaxis(U.reshape(K, B, A), 0, 1) if U.shape[1:] == like_w else None
+    else:
+        K, Ur = None, None
+    what = "B×A (one row per state)" if p.batched else "A"
+    if Ur is None:
+        raise _fail(
+            ["U"],
+            f"U has shape {list(U.shape)} but must be shaped like W, {what} = {list(like_w)}, "
+            f"optionally with a leading K axis for K cotangents",
+        )
+    if K == 0:
+        raise _fail(["U"], "U has K = 0 cotangents; send at least one")
+    if sum_states and not p.batched:
+        raise _fail(["sum_states"], "sum_states needs a batch of states (Y as B×F); this request has one state")
+    return replace(p, U=np.ascontiguousarray(Ur), K=K, sum_states=sum_states)
+
+
+def with_tangents(p: Problem, V: np.ndarray) -> Problem:
+    """A /jvp problem: V shaped like X (A×F), or K×A×F for K tangents."""
+    A, F = p.X.shape
+    if V.ndim == 2 and V.shape == (A, F):
+        return replace(p, V=V[None], K=None)
+    if V.ndim == 3 and V.shape[1:] == (A, F):
+        if V.shape[0] == 0:
+            raise _fail(["V"], "V has K = 0 tangents; send at least one")
+        return replace(p, V=V, K=V.shape[0])
+    raise _fail(
+        ["V"],
+        f"V has shape {list(V.shape)} but must be shaped like X, {[A, F]}, optionally with a leading K axis "
+        "for K tangents",
+    )

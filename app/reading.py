@@ -22,6 +22,17 @@ def query_dtype(request: Request) -> str | None:
     return value
 
 
+def query_flag(request: Request, name: str) -> bool:
+    """A true/false query parameter (npz bodies carry their options there), false when absent."""
+    if not request.scope["query_string"]:
+        return False
+    value = request.query_params.get(name, "false").lower()
+    if value not in ("true", "false"):
+        msg = f"{name} must be true or false, not {value!r}"
+        raise InvalidInput(msg, [{"loc": ["query", name], "msg": msg}])
+    return value == "true"
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, counted as it streams: a missing or lying Content-Length cannot get past `limit`."""
     declared = request.headers.get("content-length")
@@ -60,7 +71,9 @@ async def read_problem(
             f"Content-Type {media or '(none)'!r} is not supported; send {codec.JSON} or {codec.NPZ}"
         )
     dtype = query_dtype(request)
+    products = getattr(model, "products", None)
+    sum_states = query_flag(request, "sum_states") if products == "vjp" else False  # checked for JSON too
     body = await read_body(request, settings.max_request_bytes)
     if media == codec.NPZ:
-        return codec.decode_npz(body, members, dtype, settings.max_request_bytes)
+        return codec.decode_npz(body, members, dtype, settings.max_request_bytes, products, sum_states)
     return codec.decode_json(body, model, dtype or settings.default_dtype)

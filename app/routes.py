@@ -16,7 +16,7 @@ from app import codec, ops, runtime
 from app.auth import check_api_key
 from app.hangup import unless_disconnected
 from app.observability import exposition
-from app.openapi import COMPUTE_ERRORS, NPZ_ANSWER, request_body
+from app.openapi import COMPUTE_ERRORS, NPZ_ANSWER, SUM_STATES_PARAMETER, request_body
 from app.outputs import Encoding
 from app.problems import Problem
 from app.reading import read_problem
@@ -28,8 +28,12 @@ from app.schemas import (
     HvpResponse,
     JacobianRequest,
     JacobianResponse,
+    JvpRequest,
+    JvpResponse,
     Liveness,
     Readiness,
+    VjpRequest,
+    VjpResponse,
 )
 from app.service import Answer, Service
 
@@ -111,6 +115,39 @@ async def hessian(request: Request) -> Response:
 )
 async def hvp(request: Request) -> Response:
     return await _serve(request, HvpRequest, ("X", "Y", "V"), Service.hvp)
+
+
+@compute.post(
+    "/vjp",
+    summary="Vector-Jacobian products Σ_i U_i·∂W_i/∂X, without forming J",
+    description=(
+        "`UJ[..., j, k] = Σ_i U[..., i]·∂W_i/∂X_jk` by reverse-mode autodiff: one forward pass, K reverse "
+        "passes, A·F numbers per state instead of J's A²·F. `U` is shaped like W (A, or B×A), with an optional "
+        "leading K axis. `sum_states` (batch only) sums over the states: Σ_b advantage_b·∇_X log π(a_b|s_b), "
+        "a policy gradient in one call. For npz bodies, sum_states is a query parameter."
+    ),
+    response_model=VjpResponse,
+    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
+    openapi_extra=request_body(VjpRequest, "X, Y and U", extra_parameters=[SUM_STATES_PARAMETER]),
+)
+async def vjp(request: Request) -> Response:
+    return await _serve(request, VjpRequest, ("X", "Y", "U"), Service.vjp)
+
+
+@compute.post(
+    "/jvp",
+    summary="Jacobian-vector products J·V along tangents V, without forming J",
+    description=(
+        "`JV[..., i] = Σ_jk ∂W_i/∂X_jk·V[..., j, k]` by forward-mode autodiff (ForwardAccumulator): one "
+        "forward pass serves all K tangents. `V` is shaped like X (A×F), with an optional leading K axis; "
+        "JV is shaped like W (A, or B×A) with that K axis."
+    ),
+    response_model=JvpResponse,
+    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
+    openapi_extra=request_body(JvpRequest, "X, Y and V"),
+)
+async def jvp(request: Request) -> Response:
+    return await _serve(request, JvpRequest, ("X", "Y", "V"), Service.jvp)
 
 
 @router.get(

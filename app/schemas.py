@@ -3,7 +3,7 @@ shapes are read from the operations' contract (`app.ops`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
@@ -23,9 +23,24 @@ def _rank_of_y(value: Any) -> str:
     return "batch" if isinstance(value, list) and value and isinstance(value[0], list) else "state"
 
 
+def _depth(value: Any) -> str:
+    depth = 0
+    while isinstance(value, list) and value:
+        depth, value = depth + 1, value[0]
+    return {1: "vector", 2: "matrix", 3: "tensor3"}.get(depth, "vector")
+
+
 # The tags only route validation; codec strips them from error locations.
-UNION_TAGS = ("state", "batch")
+UNION_TAGS = ("state", "batch", "vector", "matrix", "tensor3")
 States = Annotated[Annotated[Vector, Tag("state")] | Annotated[Matrix, Tag("batch")], Discriminator(_rank_of_y)]
+Tensor3 = Annotated[list[Matrix], Field(min_length=1)]
+# Shaped like W (A, or B×A), with an optional leading K axis.
+Cotangents = Annotated[
+    Annotated[Vector, Tag("vector")] | Annotated[Matrix, Tag("matrix")] | Annotated[Tensor3, Tag("tensor3")],
+    Discriminator(_depth),
+]
+# Shaped like X (A×F), with an optional leading K axis.
+Tangents = Annotated[Annotated[Matrix, Tag("matrix")] | Annotated[Tensor3, Tag("tensor3")], Discriminator(_depth)]
 
 SEED_X: Any = [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]]
 SEED_Y: Any = [1.0, 2.0, 3.0, 4.0]
@@ -65,6 +80,31 @@ class HvpRequest(_Problem):
     )
 
     V: Matrix = Field(description="A direction in X-space, shaped like X (A×F).")
+
+
+class VjpRequest(_Problem):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y, "U": [1.0, 0.0]}]},
+    )
+    products: ClassVar[str] = "vjp"
+
+    U: Cotangents = Field(
+        description="Cotangents shaped like W: A numbers (batch: B×A), or K×A (batch: K×B×A) for K of them."
+    )
+    sum_states: bool = Field(
+        False, strict=True, description="Batch only: sum UJ over the states (a policy gradient's Σ_b)."
+    )
+
+
+class JvpRequest(_Problem):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y, "V": SEED_V}]},
+    )
+    products: ClassVar[str] = "jvp"
+
+    V: Tangents = Field(description="Tangents shaped like X (A×F), or K×A×F for K of them.")
 
 
 Nested = list[Any]
@@ -141,3 +181,16 @@ class Readiness(BaseModel):
         description="Most memory requests in flight may claim (JACOBIAN_MEMORY_BUDGET_BYTES)."
     )
     memory_claimed_bytes: int | None = Field(None, description="Bytes of the budget claimed by requests now.")
+
+
+class VjpResponse(_Answer):
+    UJ: Nested = Field(
+        description="UJ[..., j, k] = Σ_i U[..., i]·∂W_i/∂X_jk: A×F per state — (K×)A×F for one state, "
+        "(K×)B×A×F for a batch, (K×)A×F with sum_states."
+    )
+
+
+class JvpResponse(_Answer):
+    JV: Nested = Field(
+        description="JV[..., i] = Σ_jk ∂W_i/∂X_jk·V[..., j, k]: shaped like W (A, or B×A), with V's leading K axis."
+    )

@@ -14,7 +14,7 @@ from app import budget
 from app.batcher import Computed
 from app.config import Settings
 from app.errors import DeadlineExceeded, OverMemoryBudget
-from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, OPERATIONS, assemble
+from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, JVP, OPERATIONS, VJP, assemble
 from app.outputs import Encoding, check_output_size, ensure_finite
 from app.problems import Problem
 
@@ -42,16 +42,19 @@ class Service:
         self.settings = settings
         self.batcher = batcher
 
-    async def _compute(self, op: str, p: Problem, out: Encoding, *extra: np.ndarray) -> Computed:
+    async def _compute(self, op: str, p: Problem, out: Encoding) -> Computed:
         B, A, F = p.shape
-        claim = budget.estimate(op, B, A, F, np.dtype(p.dtype).itemsize, out.npz)
+        K = p.K or 1
+        claim = budget.estimate(op, B, A, F, np.dtype(p.dtype).itemsize, out.npz, K)
         if claim > self.settings.memory_budget_bytes:
             raise OverMemoryBudget(
                 f"This request would need about {claim:,} bytes of memory while it runs, more than the "
                 f"service's whole memory budget of {self.settings.memory_budget_bytes:,} bytes "
                 f"(JACOBIAN_MEMORY_BUDGET_BYTES); send fewer states or a smaller X{out.switch}"
             )
-        rows = (np.broadcast_to(p.X, (B, A, F)), p.Y, *(np.broadcast_to(e, (B, A, F)) for e in extra))
+        given = {name: a for name, a in {"X": p.X, "Y": p.Y, "V": p.V, "U": p.U}.items() if a is not None}
+        shapes = OPERATIONS[op].input_shapes(B, A, F, K)  # one row per state, as the engine takes them
+        rows = tuple(np.broadcast_to(given[name], shape) for name, shape in shapes.items())
         try:
             async with asyncio.timeout(self.settings.deadline_s):  # no extra task, unlike wait_for
                 computed = await self.batcher.submit(op, *rows, claim=claim)
@@ -70,15 +73,36 @@ class Service:
     def _unbatch(p: Problem, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return arrays if p.batched else {k: a[0] for k, a in arrays.items()}
 
+    @staticmethod
+    def _products(p: Problem, per_row: np.ndarray) -> np.ndarray:
+        """(B, K, ...) rows of products as served: K first when the client sent K, states summed
+        with sum_states, and the B axis dropped for one state."""
+        out: np.ndarray
+        if p.sum_states:
+            out = per_row.sum(axis=0)  # (K, ...)
+        else:
+            out = np.moveaxis(per_row, 1, 0)  # (K, B, ...)
+            out = out if p.batched else out[:, 0]
+        return out if p.K is not None else out[0]
+
     async def _operation(self, op: str, p: Problem, out: Encoding, what: str, hint: str) -> Answer:
         """Check the answer's size against the limits, compute, and shape it as served."""
         B, A, F = p.shape
+        K = p.K or 1
         contract = OPERATIONS[op]
-        formula = f"{contract.formula()} with B={B}, A={A}, F={F}"
-        check_output_size(what, contract.derivative_elements(B, A, F), formula, out, hint)
-        extra = (p.V,) if "V" in contract.inputs else ()
-        done = await self._compute(op, p, out, *extra)
-        return Answer(self._unbatch(p, assemble(op, done.arrays, A)), p.dtype, done.device, done.release)
+        formula = (
+            f"{contract.formula()} with B={B}, K={K}, A={A}, F={F}"
+            if p.K
+            else (f"{contract.formula()} with B={B}, A={A}, F={F}")
+        )
+        check_output_size(what, contract.derivative_elements(B, A, F, K), formula, out, hint)
+        done = await self._compute(op, p, out)
+        arrays = assemble(op, done.arrays, A)
+        if op in (VJP, JVP):
+            name = "UJ" if op == VJP else "JV"
+            served = {"W": arrays["W"] if p.batched else arrays["W"][0], name: self._products(p, arrays[name])}
+            return Answer(served, p.dtype, done.device, done.release)
+        return Answer(self._unbatch(p, arrays), p.dtype, done.device, done.release)
 
     async def jacobian(self, p: Problem, out: Encoding) -> Answer:
         """W: (B, A); J: (B, A, A, F) if "X" in wrt; J_Y: (B, A, F) if "Y" in wrt.
@@ -96,3 +120,11 @@ class Service:
     async def hvp(self, p: Problem, out: Encoding) -> Answer:
         """W: (B, A); HV: (B, A, A, F) (B dropped for one state)."""
         return await self._operation(HVP, p, out, "Hessian-vector product", ", or fewer states per batch")
+
+    async def vjp(self, p: Problem, out: Encoding) -> Answer:
+        """W; UJ = Σ_i U[..., i]·∂W_i/∂X: (K×)A×F per state, (K×)A×F summed with sum_states."""
+        return await self._operation(VJP, p, out, "vector-Jacobian product", ", or fewer states or cotangents")
+
+    async def jvp(self, p: Problem, out: Encoding) -> Answer:
+        """W; JV = J·V: shaped like W, with V's leading K axis."""
+        return await self._operation(JVP, p, out, "Jacobian-vector product", ", or fewer states or tangents")

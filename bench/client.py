@@ -4,6 +4,7 @@ lean Python HTTP/1.1 keep-alive client; the load generator must cost less than t
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import shutil
@@ -45,6 +46,17 @@ def raw_request(path: str, doc: dict[str, Any], accept: str = JSON) -> bytes:
     body = orjson.dumps(doc)
     head = (
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {JSON}\r\nAccept: {accept}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def raw_npz_request(path: str, arrays: dict[str, np.ndarray], accept: str = NPZ) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    body = buf.getvalue()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {NPZ}\r\nAccept: {accept}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body

@@ -58,6 +58,32 @@ async def hessian(request: Request) -> Response:
     return _encode(request, {"W": W, "H": np.ascontiguousarray(np.broadcast_to(H, (A, A, F, A, F)))})
 
 
+def _npz_inputs(body: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(body)) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+@app.post("/vjp")
+async def vjp(request: Request) -> Response:
+    """One state, U: A or K×A, npz in: UJ = (u_j − p_j Σ_i u_i)·y_k."""
+    arrays = _npz_inputs(await request.body())
+    X, y, U = arrays["X"], arrays["Y"], arrays["U"]
+    W, p = _softmax_parts(X, y)
+    Uk = U.reshape(-1, U.shape[-1])
+    UJ = (Uk[:, :, None] - p[None, :, None] * Uk.sum(axis=1)[:, None, None]) * y[None, None, :]
+    return _encode(request, {"W": W, "UJ": UJ.reshape(U.shape + y.shape)})
+
+
+@app.post("/jvp")
+async def jvp(request: Request) -> Response:
+    """One state, V: A×F or K×A×F, npz in: JV = (V·y)_i − p·(V·y)."""
+    arrays = _npz_inputs(await request.body())
+    X, y, V = arrays["X"], arrays["Y"], arrays["V"]
+    W, p = _softmax_parts(X, y)
+    Vy = V @ y
+    return _encode(request, {"W": W, "JV": Vy - (Vy @ p)[..., None]})
+
+
 @app.get("/health/ready")
 async def ready() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")

@@ -29,7 +29,10 @@ SIZES = {
     "/jacobian": (ops.JACOBIAN, [(64, 512), (128, 1024), (256, 1024)]),
     "/hessian": (ops.HESSIAN, [(8, 32), (12, 48), (16, 64)]),
     "/hvp": (ops.HVP, [(64, 512), (128, 1024), (256, 1024)]),
+    "/vjp": (ops.VJP, [(256, 1024), (512, 1024), (512, 2048)]),  # with K = PRODUCTS_K cotangents
+    "/jvp": (ops.JVP, [(256, 512), (512, 512), (512, 1024)]),  # with K = PRODUCTS_K tangents
 }
+PRODUCTS_K = 2
 QUICK = {"/jacobian": (ops.JACOBIAN, [(8, 16)])}  # the smoke test's
 
 
@@ -87,11 +90,12 @@ class PeakSampler:
         self._thread.join()
 
 
-def npz_request(A: int, F: int, with_v: bool, seed: int = 0) -> bytes:
+def npz_request(op: str, A: int, F: int, K: int = PRODUCTS_K, seed: int = 0) -> bytes:
+    """One state of an A×F problem for `op`, with its other inputs (U or V) as the contract has them."""
     rng = np.random.default_rng(seed)
-    arrays = {"X": rng.normal(size=(A, F)), "Y": rng.normal(size=F) / np.sqrt(F)}
-    if with_v:
-        arrays["V"] = rng.normal(size=(A, F))
+    shapes = ops.OPERATIONS[op].input_shapes(1, A, F, K)
+    arrays = {name: rng.normal(size=shape[1:]) for name, shape in shapes.items()}
+    arrays["Y"] /= np.sqrt(F)
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
@@ -103,14 +107,14 @@ def measure(url: str, root_pid: int, path: str, op: str, sizes: list[tuple[int, 
     headers = {"content-type": "application/x-npz", "accept": "application/x-npz"}
     with httpx.Client(base_url=url, timeout=300) as client:
         for A, F in sizes:
-            body = npz_request(A, F, op == ops.HVP)
+            body = npz_request(op, A, F)
             time.sleep(0.5)
             idle = service_bytes(root_pid)
             with PeakSampler(root_pid) as sampler:
                 r = client.post(path, content=body, headers=headers)
                 assert r.status_code == 200, r.text[:300]
                 del r
-            estimate = budget.estimate(op, 1, A, F, 8, npz=True)
+            estimate = budget.estimate(op, 1, A, F, 8, npz=True, K=PRODUCTS_K)
             rows.append((path, f"{A}×{F}", estimate, sampler.peak - idle, idle))
     return rows
 

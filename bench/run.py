@@ -14,11 +14,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bench import memory, onednn
-from bench.client import JSON, NPZ, Connection, latency, load, one_client, problem, raw_request
+from bench.client import JSON, NPZ, Connection, latency, load, one_client, problem, raw_npz_request, raw_request
 from bench.report import Row, machine, plot, table
 from bench.servers import PROJECT, ROOT, Server, floor_cmd, free_port, server, status_mib
 
@@ -41,6 +42,32 @@ def latency_row(
     raw = raw_request(path, doc, accept)
     pv, fv, ratio = interleaved(lambda s: asyncio.run(latency(s.port, raw, n)), p, f, rounds)
     return Row(goal, f"{pv * 1e3:.2f} ms", f"{fv * 1e3:.2f} ms", ratio, f"≤ {target}×", ratio <= target)
+
+
+def product_rows(p: Server, f: Server, quick: bool) -> list[Row]:
+    """/vjp and /jvp at sizes /jacobian refuses, npz, against the floor's closed forms."""
+    rounds, n = (1, 3) if quick else (3, 10)
+    rng = np.random.default_rng(0)
+    rows = []
+    cases = [("/vjp", 1024, 2048, 1), ("/vjp", 1024, 2048, 8), ("/jvp", 1024, 1024, 1), ("/jvp", 1024, 1024, 2)]
+    for path, A, F, K in [(c[0], 16, 32, c[3]) for c in cases] if quick else cases:
+        X = rng.normal(size=(A, F)).astype(np.float32)
+        y = (rng.normal(size=F) / np.sqrt(F)).astype(np.float32)
+        extra = {"U": rng.normal(size=(K, A))} if path == "/vjp" else {"V": rng.normal(size=(K, A, F))}
+        arrays = {"X": X, "Y": y, **{k: v.astype(np.float32) for k, v in extra.items()}}
+        raw = raw_npz_request(path, arrays)
+        pv, fv, ratio = interleaved(lambda s: asyncio.run(latency(s.port, raw, n)), p, f, rounds)
+        rows.append(
+            Row(
+                f"{path} {A}×{F} float32, K={K}, npz",
+                f"{pv * 1e3:.2f} ms",
+                f"{fv * 1e3:.2f} ms",
+                ratio,
+                "≤ 1.5×",
+                ratio <= 1.5,
+            )
+        )
+    return rows
 
 
 def server_rows(p: Server, f: Server, quick: bool) -> list[Row]:
@@ -272,6 +299,35 @@ def engine_rows(quick: bool) -> list[Row]:
                 tf_t / jax_t <= 1.0,
             )
         )
+    return rows + product_scaling_rows(engine, quick)
+
+
+def product_scaling_rows(engine: Any, quick: bool) -> list[Row]:
+    """The products' cost grows with A·F, not A²·F: 4× the elements, at most 6× the time."""
+    from app import ops
+
+    rng = np.random.default_rng(1)
+    small, big = ((16, 32), (32, 64)) if quick else ((512, 1024), (1024, 2048))
+    rows = []
+    for op in (ops.VJP, ops.JVP):
+        times = []
+        for A, F in (small, big):
+            X = rng.normal(size=(1, A, F)).astype(np.float32)
+            Y = rng.normal(size=(1, F)).astype(np.float32)
+            other = rng.normal(size=(1, 1, A) if op == ops.VJP else (1, 1, A, F)).astype(np.float32)
+            engine.run_rows(op, X, Y, other)
+            times.append(best_of(lambda: engine.run_rows(op, X, Y, other), 3 if quick else 10))
+        ratio = times[1] / times[0]
+        rows.append(
+            Row(
+                f"engine /{op} {big[0]}×{big[1]} vs {small[0]}×{small[1]} (4× the elements)",
+                f"{times[1] * 1e3:.2f} ms",
+                f"{times[0] * 1e3:.2f} ms",
+                ratio,
+                "≤ 6×",
+                ratio <= 6,
+            )
+        )
     return rows
 
 
@@ -301,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         server("floor", floor_cmd(floor_port := free_port()), floor_port) as floor,
     ):
         rows = server_rows(project, floor, args.quick)
+        rows += product_rows(project, floor, args.quick)
         points = curve(project, floor, args.quick)
         rows += memory_rows(project, args.quick, settings.max_output_elements)
     rows += scaling_rows(args.quick)

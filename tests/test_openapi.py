@@ -17,7 +17,7 @@ from tests.support.servers import LiveServer
 
 ROOT = Path(__file__).parent.parent
 SPEC = ROOT / "openapi" / "openapi.json"
-COMPUTE = ["/jacobian", "/hessian", "/hvp"]
+COMPUTE = ["/jacobian", "/hessian", "/hvp", "/vjp", "/jvp"]
 
 
 def test_committed_spec_matches_the_app(client: TestClient) -> None:

@@ -13,14 +13,12 @@ from tests.support.oracles import assert_close
 
 @pytest.mark.parametrize("op", list(ops.OPERATIONS))
 def test_the_engine_returns_exactly_the_contracts_outputs(engine: Engine, rng: np.random.Generator, op: str) -> None:
-    n, A, F = 2, 3, 5
-    inputs = [
-        rng.normal(size=(n, F)) if name == "Y" else rng.normal(size=(n, A, F)) for name in ops.OPERATIONS[op].inputs
-    ]
+    n, A, F, K = 2, 3, 5, 2
+    inputs = [rng.normal(size=shape) for shape in ops.OPERATIONS[op].input_shapes(n, A, F, K).values()]
     arrays = engine.run_rows(op, *inputs).arrays
-    assert {k: a.shape for k, a in arrays.items()} == ops.output_shapes(op, n, A, F)
+    assert {k: a.shape for k, a in arrays.items()} == ops.output_shapes(op, n, A, F, K)
     served = ops.assemble(op, arrays, A)
-    assert {k: a.shape for k, a in served.items()} == ops.OPERATIONS[op].shapes(n, A, F, served=True)
+    assert {k: a.shape for k, a in served.items()} == ops.OPERATIONS[op].shapes(n, A, F, K, served=True)
 
 
 @pytest.mark.parametrize(
@@ -31,6 +29,8 @@ def test_the_engine_returns_exactly_the_contracts_outputs(engine: Engine, rng: n
         (ops.JACOBIAN_XY, "B·A²·F + B·A·F", 2 * 9 * 5 + 2 * 3 * 5),
         (ops.HESSIAN, "B·A³·F²", 2 * 27 * 25),
         (ops.HVP, "B·A²·F", 2 * 9 * 5),
+        (ops.VJP, "B·K·A·F", 2 * 3 * 5),
+        (ops.JVP, "B·K·A", 2 * 3),
     ],
 )
 def test_counts_and_their_formulas_agree(op: str, formula: str, count: int) -> None:
