@@ -31,7 +31,8 @@ log = logging.getLogger("app")
 
 DESCRIPTION = """
 W = log_softmax(X·Y) and its derivatives — the full Jacobian, the Hessian and Hessian-vector
-products in X, and the Jacobian in Y — computed by TensorFlow autodiff.
+products in X, the Jacobian in Y, and vector-Jacobian / Jacobian-vector products that never form
+J (a policy gradient in one call) — computed by TensorFlow autodiff.
 
 JSON or npz (`application/x-npz`) in and out. Every error has the same body: `{code, message, details}`.
 

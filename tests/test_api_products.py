@@ -1,5 +1,5 @@
 """POST /vjp and /jvp: derivative products without forming J, checked against the closed forms
-and against /jacobian contracted by hand, in both transports, with every shape combination."""
+and against POST /jacobian's J contracted by hand, in both transports, every shape combination."""
 
 from __future__ import annotations
 
@@ -26,6 +26,13 @@ def jv_closed(X: np.ndarray, y: np.ndarray, V: np.ndarray) -> np.ndarray:
     return Vy - oracles.softmax(X, y) @ Vy
 
 
+def served_jacobian(client: TestClient, X: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """J from POST /jacobian, one per state (B×A×A×F), to contract by hand."""
+    r = client.post("/jacobian", json={"X": X.tolist(), "Y": states.tolist(), "dtype": "float64"})
+    assert r.status_code == 200, r.text
+    return np.array(r.json()["J"])
+
+
 def _problem(rng: np.random.Generator, A: int = 4, F: int = 6, B: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     X = rng.normal(size=(A, F))
     Y = rng.normal(size=(B, F) if B else F) / np.sqrt(F)
@@ -46,10 +53,11 @@ def test_vjp_matches_the_closed_form_and_the_contracted_jacobian(
     assert UJ.shape == ((K,) if K else ()) + ((B,) if B else ()) + X.shape
     Us = U.reshape((K or 1, B or 1, X.shape[0]))
     got = UJ.reshape((K or 1, B or 1, *X.shape))
+    J = served_jacobian(client, X, states)
     for k in range(K or 1):
         for b, y in enumerate(states):
             assert_close(got[k, b], uj_closed(X, y, Us[k, b]), 1e-9)
-            assert_close(got[k, b], np.einsum("i,ijk->jk", Us[k, b], oracles.jacobian(X, y)), 1e-9)
+            assert_close(got[k, b], np.einsum("i,ijk->jk", Us[k, b], J[b]), 1e-9)
 
 
 def test_vjp_summed_over_states_is_the_policy_gradient(client: TestClient, rng: np.random.Generator) -> None:
@@ -78,10 +86,11 @@ def test_jvp_matches_the_closed_form_and_the_contracted_jacobian(
     assert JV.shape == ((K,) if K else ()) + ((B,) if B else ()) + (X.shape[0],)
     got = JV.reshape((K or 1, B or 1, X.shape[0]))
     Vs = V.reshape((K or 1, *X.shape))
+    J = served_jacobian(client, X, states)
     for k in range(K or 1):
         for b, y in enumerate(states):
             assert_close(got[k, b], jv_closed(X, y, Vs[k]), 1e-9)
-            assert_close(got[k, b], np.einsum("ijk,jk->i", oracles.jacobian(X, y), Vs[k]), 1e-9)
+            assert_close(got[k, b], np.einsum("ijk,jk->i", J[b], Vs[k]), 1e-9)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
