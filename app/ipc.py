@@ -116,7 +116,7 @@ class Server:
                 continue
             conn: socket.socket = key.fileobj  # type: ignore[assignment]
             try:
-                data = conn.recv(1 << 20)
+                data = conn.recv(1 << 22)  # big inputs (megabytes of X and V) in few calls
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:

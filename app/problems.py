@@ -55,6 +55,10 @@ def _rectangular(rows: list[list[float]], name: str) -> None:
 
 def finite_as(values: object, name: str, dtype: str) -> np.ndarray:
     """`values` as a `dtype` array, refusing NaN/inf and entries that overflow `dtype`."""
+    if isinstance(values, np.ndarray) and values.dtype == dtype:  # an npz member already right: no copies
+        if not np.isfinite(values).all():
+            raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
+        return values
     try:
         wide = np.asarray(values, dtype=np.float64)
     except ValueError:  # nested lists of unequal lengths
