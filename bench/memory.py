@@ -45,14 +45,22 @@ def _status_bytes(pid: int, fields: tuple[str, ...]) -> int:
     return total
 
 
+def children(pid: int) -> list[int]:
+    """Direct child process ids (Linux /proc)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            kids += [int(c) for c in (task / "children").read_text().split()]
+    return kids
+
+
 def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (the tests use this too)."""
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            with contextlib.suppress(FileNotFoundError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
+        todo += children(p)
     return out
 
 

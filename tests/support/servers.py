@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 
 from app import lifeline
+from bench.memory import children as children
+from bench.memory import tree as tree
 from bench.servers import free_port as free_port  # one helper for the tests and the bench
 
 ROOT = Path(__file__).parent.parent.parent
@@ -102,26 +104,6 @@ def running(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Live
         yield server
     finally:
         stop(server)
-
-
-def children(pid: int) -> list[int]:
-    """Direct child process ids (Linux /proc)."""
-    kids = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            kids += [int(c) for c in (task / "children").read_text().split()]
-    return kids
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        with contextlib.suppress(FileNotFoundError):
-            todo += children(p)
-    return out
 
 
 def cmdline(pid: int) -> str:
