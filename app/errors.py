@@ -80,10 +80,7 @@ class Overloaded(ServiceError):
 
     status = 503
     code = "overloaded"
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    retry_after_s = 1
 
 
 class MemoryBusy(Overloaded):
@@ -91,13 +88,13 @@ class MemoryBusy(Overloaded):
     for room (or the queue is full)."""
 
     code = "memory_busy"
+    retry_after_s = 2
 
     @classmethod
     def waited(cls, budget: int, claimed: int, wait_s: float) -> MemoryBusy:
         return cls(
             f"Requests in flight hold {claimed:,} bytes of the memory budget of {budget:,} bytes "
-            f"(JACOBIAN_MEMORY_BUDGET_BYTES) and this one found no room within {wait_s:g} s; retry shortly",
-            retry_after_s=2,
+            f"(JACOBIAN_MEMORY_BUDGET_BYTES) and this one found no room within {wait_s:g} s; retry shortly"
         )
 
 
@@ -106,10 +103,7 @@ class EngineUnavailable(ServiceError):
 
     status = 503
     code = "engine_unavailable"
-
-    def __init__(self, message: str, retry_after_s: int = 2) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    retry_after_s = 2
 
 
 class ClientDisconnected(ServiceError):

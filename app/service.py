@@ -90,11 +90,8 @@ class Service:
         B, A, F = p.shape
         K = p.K or 1
         contract = OPERATIONS[op]
-        formula = (
-            f"{contract.formula()} with B={B}, K={K}, A={A}, F={F}"
-            if p.K
-            else (f"{contract.formula()} with B={B}, A={A}, F={F}")
-        )
+        sizes = f"B={B}, " + (f"K={K}, " if p.K else "") + f"A={A}, F={F}"
+        formula = f"{contract.formula()} with {sizes}"
         check_output_size(what, contract.derivative_elements(B, A, F, K), formula, out, hint)
         done = await self._compute(op, p, out)
         arrays = assemble(op, done.arrays, A)
