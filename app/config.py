@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     devices: str | None = Field(
         None, description="GPUs to run one engine process each on, e.g. '0,1'; default: all visible, else the CPU."
     )
-    shm_dir: str = Field("/dev/shm", description="Where big answers pass from an engine to a worker.")
+    shm_dir: str = Field("/dev/shm", description="Where big inputs and answers pass between workers and engines.")
     # Set by the supervisor for the processes it starts; unset, the app runs TensorFlow in-process.
     runtime_dir: str | None = None
     shm_prefix: str = "jacobian"

@@ -309,6 +309,25 @@ class Engine:
             self._compiler.submit(lambda: None).result()
 
 
+DLPACK_MIN_BYTES = 1 << 20
+TF_ALIGN = 64  # Eigen's largest alignment (AVX-512); TensorFlow aborts on a less aligned buffer
+
+
+def as_tensor(a: np.ndarray) -> tf.Tensor:
+    """`a` as a tensor. A big input in a worker's shared-memory segment (64-byte aligned by
+    `app.ipc.Layout`) is wrapped in place through DLPack: `tf.constant` copies, 0.8 ms per 4 MB
+    here. Anything else is copied: TensorFlow does not check a DLPack buffer's alignment until
+    a kernel aborts the process on it, so only arrays that pass every condition are wrapped."""
+    if (
+        a.nbytes >= DLPACK_MIN_BYTES
+        and a.flags.c_contiguous
+        and a.flags.writeable  # numpy exports no read-only array through DLPack
+        and a.ctypes.data % TF_ALIGN == 0
+    ):
+        return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+    return tf.constant(a)
+
+
 def _flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
     """Call a concrete function with positional arrays, below its structured signature.
 
@@ -324,7 +343,7 @@ def _flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
     captured = concrete.captured_inputs
 
     def call(*arrays: np.ndarray) -> dict[str, tf.Tensor]:
-        return call_flat([tf.constant(a) for a in arrays], captured)  # type: ignore[no-any-return]
+        return call_flat([as_tensor(a) for a in arrays], captured)  # type: ignore[no-any-return]
 
     call.concrete = concrete  # type: ignore[attr-defined]
     return call

@@ -100,7 +100,10 @@ class EngineLoop:
             status = {**self.info, **self.engine.describe(), "memory_claimed_bytes": self.ledger.claimed}
             self.reply(peer, {"id": header["id"], "status": status})
         else:
-            rows = tuple(ipc.split(message.payload, header["arrays"]))
+            rows = self.inputs(header, message.payload)
+            if rows is None:  # its worker gave up on it and took the segment back
+                self.reply(peer, {"id": header["id"], "ok": False, "error": "internal", "message": "inputs gone"})
+                return
             self.waiting.append(
                 _Job(
                     header["op"],
@@ -113,6 +116,14 @@ class EngineLoop:
                     header["claim"],
                 )
             )
+
+    def inputs(self, header: dict[str, Any], payload: bytes) -> tuple[np.ndarray, ...] | None:
+        """The request's rows: from the socket's payload, or in place in the worker's segment."""
+        if header.get("inputs") is None:
+            return tuple(ipc.split(payload, header["arrays"]))
+        name, size, entries, nbytes = header["inputs"]
+        views = self.mappings.views(name, size, ipc.Layout([tuple(e) for e in entries], nbytes))
+        return None if views is None else tuple(views)
 
     def admit(self) -> None:
         """Move waiting requests to the run queue, oldest first, while their claims fit."""

@@ -8,12 +8,15 @@ their dtypes and shapes named in the header. Each engine listens on one socket (
 connection to it (`app.engine_client`). When an engine dies, the kernel closes its end and every
 worker sees end-of-file at once.
 
-An answer larger than `INLINE_MAX` bytes does not go through the socket: the worker leases a
-segment of its `Arena` (a file in the shared-memory directory, named `<prefix>-<worker pid>-<n>`),
-the engine maps it (`Mappings`) and writes the answer there, and the worker reads it in place.
-Segments are reused, so after warm-up no file is created and no page faults in; a 268 MB answer
-is copied once, from TensorFlow's tensor into the segment. The supervisor removes the files of a
-worker that died (`sweep`).
+Inputs or an answer larger than `INLINE_MAX` bytes do not go through the socket: the worker
+leases a segment of its `Arena` (a file in the shared-memory directory, named
+`<prefix>-<worker pid>-<n>`) and the engine maps it (`Mappings`). Big inputs (megabytes of X and
+V) are copied into a segment by the worker (`Arena.fill`) and read in place by the engine
+(`Mappings.views`); a big answer is written there by the engine (`Mappings.write`) and read in
+place by the worker. Segments are reused, so after warm-up no file is created and no page faults
+in; a 268 MB answer is copied once, from TensorFlow's tensor into the segment. Through the socket
+the same 12 MB of inputs took ~60 wake-ups of each side and four copies. The supervisor removes
+the files of a worker that died (`sweep`).
 
 Why a plain Unix socket (the standard library's `socket`, `selectors` and asyncio streams) and not
 ZeroMQ, which an earlier version used: its I/O threads add four thread hand-offs to every round
@@ -258,6 +261,22 @@ class Arena:
         name = f"{self.prefix}-{os.getpid()}-{self._count}"
         return Segment(name, size, _open_segment(self.directory, name, size, create=True))
 
+    def fill(self, arrays: dict[str, np.ndarray]) -> tuple[Segment, Layout] | None:
+        """A segment holding copies of `arrays` (None if shared memory cannot take them)."""
+        layout = Layout.of(arrays)
+        try:
+            segment = self.lease(layout.nbytes)
+        except OSError:
+            return None
+        try:
+            _reserve(self.directory, segment.name, layout.nbytes)  # ENOSPC here, not SIGBUS below
+        except OSError:
+            self.discard(segment)
+            return None
+        for dest, a in zip(layout.views(segment.mm).values(), arrays.values(), strict=True):
+            np.copyto(dest, a)
+        return segment, layout
+
     def give_back(self, segment: Segment) -> None:
         idle = sum(s.size for pool in self._free.values() for s in pool)
         if idle + segment.size > self.keep_bytes:
@@ -304,6 +323,19 @@ class Mappings:
             _reserve(self.directory, name, layout.nbytes)
         except OSError:  # gone, or shared memory is full
             return None
+        mm = self._map(name, size)
+        if mm is None:
+            return None
+        for dest, a in zip(layout.views(mm).values(), arrays.values(), strict=True):
+            np.copyto(dest, a)
+        return layout
+
+    def views(self, name: str, size: int, layout: Layout) -> list[np.ndarray] | None:
+        """The arrays a worker put in segment `name`, in place; None if it is gone (given up on)."""
+        mm = self._map(name, size) if layout.nbytes <= size else None
+        return None if mm is None else list(layout.views(mm).values())
+
+    def _map(self, name: str, size: int) -> mmap.mmap | None:
         mm = self._maps.pop(name, None)
         if mm is None:
             try:
@@ -313,10 +345,7 @@ class Mappings:
         self._maps[name] = mm  # most recently used last
         self.prune()
         self._evict()
-        for (_, _, _, offset), a in zip(layout.entries, arrays.values(), strict=True):
-            dest = np.frombuffer(mm, dtype=a.dtype, count=a.size, offset=offset).reshape(a.shape)
-            np.copyto(dest, a)
-        return layout
+        return mm
 
     def prune(self) -> None:
         """Unmap segments their worker has removed: a mapping would keep their memory alive."""

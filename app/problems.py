@@ -53,10 +53,19 @@ def _rectangular(rows: list[list[float]], name: str) -> None:
             )
 
 
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every entry is finite. NaN and ±inf propagate through addition, so a finite sum
+    proves it at ~2/3 the cost of `np.isfinite(a).all()`, which fills a boolean array first; a sum
+    that overflowed is decided entry by entry."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(a, axis=None)
+    return bool(np.isfinite(total)) or bool(np.isfinite(a).all())
+
+
 def finite_as(values: object, name: str, dtype: str) -> np.ndarray:
     """`values` as a `dtype` array, refusing NaN/inf and entries that overflow `dtype`."""
     if isinstance(values, np.ndarray) and values.dtype == dtype:  # an npz member already right: no copies
-        if not np.isfinite(values).all():
+        if not all_finite(values):
             raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
         return values
     try:

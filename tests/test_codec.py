@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from typing import Any
 
 import numpy as np
 import orjson
@@ -71,6 +72,58 @@ def test_decode_npz_takes_the_widest_dtype_unless_told() -> None:
 def test_decode_npz_refuses_what_is_not_a_problem(body: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
         codec.decode_npz(body, ("X", "Y"), None, 1 << 20)
+
+
+def _savez(saver: Any, **arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    saver(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("saver", [np.savez, np.savez_compressed], ids=["stored", "compressed"])
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda a: a,
+        lambda a: np.asfortranarray(a),
+        lambda a: a.astype(a.dtype.newbyteorder(">")),
+    ],
+    ids=["C order", "Fortran order", "big-endian"],
+)
+def test_npz_members_read_back_exactly_however_numpy_wrote_them(
+    rng: np.random.Generator, saver: Any, layout: Any
+) -> None:
+    X, Y = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
+    p = codec.decode_npz(_savez(saver, X=layout(X), Y=layout(Y)), ("X", "Y"), None, 1 << 20)
+    np.testing.assert_array_equal(p.X, X)
+    np.testing.assert_array_equal(p.Y, Y)
+
+
+def test_stored_members_are_read_in_place_not_copied(rng: np.random.Generator) -> None:
+    body = _savez(np.savez, X=rng.normal(size=(64, 32)), Y=rng.normal(size=32))
+    p = codec.decode_npz(body, ("X", "Y"), None, 1 << 20)
+    assert np.shares_memory(p.X, np.frombuffer(body, np.uint8))
+
+
+def test_a_corrupt_member_is_refused_by_its_checksum(rng: np.random.Generator) -> None:
+    body = bytearray(_savez(np.savez, X=rng.normal(size=(8, 4)), Y=rng.normal(size=4)))
+    at = body.index(b"X.npy") + 200  # inside X's data, after its .npy header
+    body[at] ^= 0x01  # one bit, still a finite float64: only the CRC-32 can tell
+    with pytest.raises(MalformedBody, match="CRC-32"):
+        codec.decode_npz(bytes(body), ("X", "Y"), None, 1 << 20)
+
+
+def test_a_truncated_archive_is_malformed(rng: np.random.Generator) -> None:
+    body = _savez(np.savez, X=rng.normal(size=(8, 4)), Y=rng.normal(size=4))
+    with pytest.raises(MalformedBody):
+        codec.decode_npz(body[: len(body) // 2], ("X", "Y"), None, 1 << 20)
+
+
+def test_a_single_npy_array_is_refused_with_advice() -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.ones(3))
+    with pytest.raises(MalformedBody, match="single .npy"):
+        codec.decode_npz(buf.getvalue(), ("X", "Y"), None, 1 << 20)
 
 
 def test_a_compressed_member_that_expands_past_the_limit_is_refused_before_reading() -> None:

@@ -252,3 +252,52 @@ def test_xla_compiles_only_shapes_asked_for_twice_up_to_the_cap(rng: np.random.G
         engine.wait_for_compiles()
         assert engine.xla_shapes == min(before + 1, 2)
     assert engine.xla_shapes == 2
+
+
+_IN_PLACE_CHILD = """
+import json, mmap, sys
+import numpy as np
+import app  # before TensorFlow: its oneDNN setting
+import tensorflow as tf
+from app import engine as E
+
+rng = np.random.default_rng(0)
+mm = mmap.mmap(-1, 64 << 20)
+out = {}
+for offset in (0, 16, 4096 + 8):  # aligned as app.ipc.Layout places inputs, and two ways not
+    for dtype in ("float32", "float64"):
+        a = rng.normal(size=(1, 256, 1024)).astype(dtype)
+        view = np.frombuffer(mm, dtype, a.size, offset).reshape(a.shape)
+        view[...] = a
+        t = E.as_tensor(view)
+        seen = {
+            "equal": bool((t.numpy() == a).all()),
+            "sum_ok": bool(abs(float(tf.reduce_sum(t)) - float(a.sum(dtype=np.float64))) < 1e-2 * a.size ** 0.5),
+        }
+        view[0, 0, 0] = 12345.0  # seen through the tensor only if it is the same memory
+        seen["in_place"] = float(t[0, 0, 0]) == 12345.0
+        out[f"{offset}/{dtype}"] = seen
+print(json.dumps(out))
+"""
+
+
+def test_big_aligned_inputs_are_used_in_place_and_unaligned_ones_copied() -> None:
+    """`as_tensor` wraps shared-memory inputs through DLPack; TensorFlow aborts the process on a
+    misaligned DLPack buffer, so this runs in a child process and checks both sides of the guard."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child = subprocess.run(
+        [sys.executable, "-c", _IN_PLACE_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert child.returncode == 0, f"the child died ({child.returncode}): {child.stderr[-2000:]}"
+    got = json.loads(child.stdout.strip().splitlines()[-1])
+    for case, seen in got.items():
+        assert seen["equal"] and seen["sum_ok"], case
+        assert seen["in_place"] == case.startswith("0/"), case

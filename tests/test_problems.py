@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInput
-from app.problems import finite_as, from_arrays, from_lists
+from app.problems import all_finite, finite_as, from_arrays, from_lists
 
 
 def test_one_state_becomes_a_batch_of_one_and_remembers_it() -> None:
@@ -44,3 +44,20 @@ def test_arrays_of_the_wrong_rank_are_refused() -> None:
         from_arrays(np.ones(3), np.ones(3))
     with pytest.raises(InvalidInput, match="empty batch"):
         from_arrays(np.ones((2, 3)), np.ones((0, 3)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_all_finite_finds_one_bad_entry_anywhere(dtype: str, bad: float) -> None:
+    a = np.ones(1001, dtype)
+    assert all_finite(a)
+    for at in (0, 500, 1000):
+        b = a.copy()
+        b[at] = bad
+        assert not all_finite(b)
+
+
+def test_all_finite_is_not_fooled_by_a_sum_that_overflows() -> None:
+    big = np.full(10, np.finfo(np.float32).max / 2, np.float32)  # finite entries, infinite sum
+    assert all_finite(big)
+    assert not all_finite(np.array([np.inf, -np.inf, 1.0]))  # inf − inf: the sum is NaN

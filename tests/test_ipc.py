@@ -1,0 +1,82 @@
+"""app/ipc.py: big inputs and answers through shared memory, in place on the reading side, and
+segments reused rather than created per request."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app import ipc
+from tests.support import servers
+from tests.support.helpers import NPZ, load_npz, npz_bytes
+from tests.test_api_products import jv_closed
+
+
+@pytest.fixture
+def shm_dir() -> Iterator[Path]:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    path = Path(tempfile.mkdtemp(prefix="jacobian-test-", dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_inputs_filled_by_a_worker_are_read_in_place_by_the_engine(shm_dir: Path, rng: np.random.Generator) -> None:
+    X = rng.normal(size=(3, 5))
+    rows = {"0": np.broadcast_to(X, (2, 3, 5)), "1": rng.normal(size=(2, 5)).astype(np.float32)}
+    arena = ipc.Arena(str(shm_dir), "t")
+    filled = arena.fill(rows)
+    assert filled is not None
+    segment, layout = filled
+    assert all(offset % 64 == 0 for *_, offset in layout.entries)  # as TensorFlow needs in place
+
+    views = ipc.Mappings(str(shm_dir)).views(segment.name, segment.size, layout)
+    assert views is not None
+    for got, want in zip(views, rows.values(), strict=True):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype and got.flags.c_contiguous
+    views[1][0, 0] = 42.0  # the engine's view is the worker's memory, not a copy
+    assert layout.views(segment.mm)["1"][0, 0] == 42.0
+
+
+def test_a_segment_its_worker_took_back_is_gone_for_the_engine(shm_dir: Path) -> None:
+    arena = ipc.Arena(str(shm_dir), "t")
+    filled = arena.fill({"0": np.ones((512, 128))})
+    assert filled is not None
+    segment, layout = filled
+    arena.discard(segment)
+    assert ipc.Mappings(str(shm_dir)).views(segment.name, segment.size, layout) is None
+
+
+def test_big_inputs_pass_through_shared_memory_correctly_and_reuse_one_segment(
+    tmp_path: Path, shm_dir: Path, rng: np.random.Generator
+) -> None:
+    """1 MiB of X and of V per request, over INLINE_MAX: the worker copies them into a segment
+    the engine reads in place. Answers are right, and the segments do not grow in number."""
+    X = rng.normal(size=(256, 512))
+    y = rng.normal(size=512) / np.sqrt(512)
+    counts = []
+    with servers.running(tmp_path, {"JACOBIAN_SHM_DIR": str(shm_dir), "JACOBIAN_WORKERS": "1"}) as server:
+        for _ in range(4):
+            V = rng.normal(size=(256, 512))
+            body = npz_bytes(X=X, Y=y, V=V)
+            assert len(body) > ipc.INLINE_MAX
+            r = httpx.post(server.url + "/jvp", content=body, headers={"content-type": NPZ}, timeout=60)
+            assert r.status_code == 200, r.text
+            JV = np.asarray(r.json()["JV"])
+            np.testing.assert_allclose(JV, jv_closed(X, y, V), rtol=1e-9, atol=1e-12)
+            counts.append(len(list(shm_dir.iterdir())))
+        answer = load_npz(
+            httpx.post(
+                server.url + "/jvp", content=body, headers={"content-type": NPZ, "accept": NPZ}, timeout=60
+            ).content
+        )
+        np.testing.assert_allclose(answer["JV"], jv_closed(X, y, V), rtol=1e-9, atol=1e-12)
+    assert counts == [counts[0]] * 4 and counts[0] >= 1, counts  # reused, not one more per request
+    assert not list(shm_dir.iterdir())  # all removed at shutdown
