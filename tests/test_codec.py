@@ -122,7 +122,7 @@ def test_a_truncated_archive_is_malformed(rng: np.random.Generator) -> None:
 def test_a_single_npy_array_is_refused_with_advice() -> None:
     buf = io.BytesIO()
     np.save(buf, np.ones(3))
-    with pytest.raises(MalformedBody, match="single .npy"):
+    with pytest.raises(MalformedBody, match=r"single \.npy"):
         codec.decode_npz(buf.getvalue(), ("X", "Y"), None, 1 << 20)
 
 
