@@ -11,10 +11,15 @@ SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/wrk
 
 .PHONY: install serve test lint openapi bench clean system-deps
 
-$(STAMP): pyproject.toml
+CLIENT := client/pyproject.toml $(wildcard client/jacobian_client/*)
+
+$(STAMP): pyproject.toml $(CLIENT)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# The Python client, installed as its users install it (not editable): the tests use that copy.
+	$(PY) -m pip install -q ./client
+	rm -rf client/build
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -24,9 +29,10 @@ serve: $(STAMP)
 	$(PY) -m app
 
 lint: $(STAMP)
-	$(PY) -m ruff check app tests bench
-	$(PY) -m ruff format --check app tests bench
+	$(PY) -m ruff check app tests bench client
+	$(PY) -m ruff format --check app tests bench client
 	$(PY) -m mypy app
+	$(PY) -m mypy --strict client/jacobian_client
 
 $(SYSTEM_DEPS):
 	$(SUDO) apt-get update -qq

@@ -20,14 +20,14 @@ except ImportError:  # no wheel for this platform: the same checksum, slower
     from zlib import crc32
 
 from app.errors import InvalidInput, MalformedBody, TooLarge
-from app.problems import FLOAT_DTYPES, Problem, finite_as, from_arrays, from_lists, with_cotangents, with_tangents
+from app.problems import FLOAT_DTYPES, Problem, finite_as, from_lists, from_named, with_cotangents, with_tangents
 from app.schemas import UNION_TAGS
 
 JSON = "application/json"
 NPZ = "application/x-npz"
 
 
-def _details(err: ValidationError) -> list[dict[str, Any]]:
+def validation_details(err: ValidationError) -> list[dict[str, Any]]:
     # loc and msg only: echoing `input` back could return megabytes of the request.
     return [
         {"loc": [part for part in e["loc"] if part not in UNION_TAGS], "msg": e["msg"]}
@@ -42,7 +42,7 @@ def decode_json(body: bytes, model: type[BaseModel], default_dtype: str) -> Prob
     try:
         req = model.model_validate_json(body)
     except ValidationError as err:
-        details = _details(err)
+        details = validation_details(err)
         if any(e["type"] == "json_invalid" for e in err.errors()):
             raise MalformedBody(f"The request body is not valid JSON: {details[0]['msg']}", details) from None
         summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
@@ -70,6 +70,7 @@ def decode_npz(
     max_bytes: int,
     products: str | None = None,
     sum_states: bool = False,
+    wrt: tuple[str, ...] = ("X",),
 ) -> Problem:
     """An .npz holding `names` (X, Y[, V]) as float32/float64 arrays -> Problem.
 
@@ -85,13 +86,7 @@ def decode_npz(
         raise MalformedBody(f"The body is not a readable .npz archive ({type(err).__name__})") from None
     with archive:
         arrays = _read_members(body, archive, names, max_bytes)
-    wide = dtype or str(np.result_type(*arrays.values()))
-    cast = {name: finite_as(a, name, wide) for name, a in arrays.items()}
-    if products == "vjp":
-        return with_cotangents(from_arrays(cast["X"], cast["Y"]), cast["U"], sum_states)
-    if products == "jvp":
-        return with_tangents(from_arrays(cast["X"], cast["Y"]), cast["V"])
-    return from_arrays(cast["X"], cast["Y"], cast.get("V"))
+    return from_named(arrays, dtype, products, sum_states, wrt)
 
 
 def _read_members(
@@ -198,12 +193,12 @@ def encode_npz(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> Body:
         for name, a in members.items():
             with archive.open(name + ".npy", "w", force_zip64=a.nbytes > 2**31) as member:
                 np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(a))
-                for block in _contiguous_blocks(a):
+                for block in contiguous_blocks(a):
                     member.write(memoryview(block).cast("B"))
     return Body(out.parts, out.size)
 
 
-def _contiguous_blocks(a: np.ndarray) -> Any:
+def contiguous_blocks(a: np.ndarray) -> Any:
     """C-order blocks of `a` that are each contiguous in memory (one block if `a` is)."""
     if a.size == 0:
         return

@@ -1,4 +1,5 @@
-"""The one place where exceptions become HTTP responses, all with the ErrorBody shape."""
+"""The one place where exceptions become HTTP responses: in the ErrorBody shape, or under /v2 in
+the Open Inference Protocol's (`{"error": message}`, and 400 where the native API says 422)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,24 @@ log = logging.getLogger("app")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
 
-def error_response(
+V2_PREFIX = "/v2/"
+
+
+def _respond(
+    request: Request,
     status: int,
     code: str,
     message: str,
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body = {"code": code, "message": message, "details": details or []}
+    request.state.error_code = code
+    path = request.scope["path"]
+    body: dict[str, Any]
+    if path.startswith(V2_PREFIX) or path == V2_PREFIX[:-1]:  # the protocol has no 422: a bad request is 400
+        body, status = {"error": message}, 400 if status == 422 else status
+    else:
+        body = {"code": code, "message": message, "details": details or []}
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
@@ -36,8 +47,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
         headers["Retry-After"] = str(exc.retry_after_s)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    request.state.error_code = exc.code
-    return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+    return _respond(request, exc.status, exc.code, exc.message, exc.details, headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -49,23 +59,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     elif exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "?")
         message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
-    request.state.error_code = code
-    return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
+    return _respond(request, exc.status_code, code, message, headers=dict(exc.headers or {}))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     details = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
     summary = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details[:5])
-    request.state.error_code = "invalid_input"
-    return error_response(422, "invalid_input", f"Invalid request: {summary}", details)
+    return _respond(request, 422, "invalid_input", f"Invalid request: {summary}", details)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Never a traceback, path or version in a body; the log keeps them.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    request.state.error_code = "internal_error"
-    return error_response(500, "internal_error", "Internal error; the service logged it")
+    return _respond(request, 500, "internal_error", "Internal error; the service logged it")
 
 
 def install_handlers(app: FastAPI) -> None:

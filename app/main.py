@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import ipc, lifeline, openapi
+from app import inference_routes, ipc, lifeline, openapi
 from app.batcher import Batcher, BatchStats, RunRows
 from app.config import Settings, get_settings
 from app.handlers import install_handlers
@@ -162,6 +162,8 @@ def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRow
     install_handlers(app)
     app.include_router(compute)
     app.include_router(router)
+    app.include_router(inference_routes.infer_router)
+    app.include_router(inference_routes.router)
     app.openapi = lambda: openapi.with_security(app)  # type: ignore[method-assign]
     return app
 

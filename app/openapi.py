@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from app import codec
 from app.problems import FLOAT_DTYPES
+from app.reading import WRT_CHOICES
 from app.schemas import ErrorBody
 
 AUTH_DOC = (
@@ -55,6 +56,34 @@ SUM_STATES_PARAMETER = {
     "schema": {"type": "boolean", "default": False},
     "description": "For npz bodies: sum the products over the states (batch only). A JSON body says it itself.",
 }
+
+
+WRT_PARAMETER = {
+    "name": "wrt",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": list(WRT_CHOICES), "default": "X"},
+    "description": "For npz bodies: the Jacobian in X (J), in Y (J_Y) or both. A JSON body says it itself.",
+}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its nested models written in place: an operation's own schema
+    cannot refer to pydantic's `$defs`."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)  # type: ignore[no-any-return]
 
 
 def request_body(

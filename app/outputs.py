@@ -15,20 +15,19 @@ class Encoding:
     """How an answer will be sent, decided once at the edge (`Encoding.chosen`): npz or JSON, the
     most elements it may hold, and, in the client's words, how to get a bigger or cheaper one."""
 
-    npz: bool
+    npz: bool  # binary: npz, or the Open Inference Protocol's binary tensor data
     max_elements: int
-    switch: str = ""  # advice to ask for npz instead, empty when the answer is npz already
+    switch: str = ""  # advice to ask for the binary form instead, empty when the answer is binary already
+    name: str = "npz"  # of the form, in messages
 
     @classmethod
-    def chosen(cls, npz: bool, max_elements: int, max_json_elements: int, how_to_ask_npz: str) -> Encoding:
+    def chosen(
+        cls, npz: bool, max_elements: int, max_json_elements: int, how_to_ask: str, binary: str = "npz"
+    ) -> Encoding:
         if npz:
-            return cls(True, max_elements)
-        switch = f", or ask for npz ({how_to_ask_npz}), whose limit is {max_elements:,} elements"
-        return cls(False, min(max_json_elements, max_elements), switch)
-
-    @property
-    def name(self) -> str:
-        return "npz" if self.npz else "JSON"
+            return cls(True, max_elements, name=binary)
+        switch = f", or ask for {binary} ({how_to_ask}), whose limit is {max_elements:,} elements"
+        return cls(False, min(max_json_elements, max_elements), switch, "JSON")
 
 
 def check_output_size(what: str, elements: int, formula: str, encoding: Encoding, hint: str) -> None:

@@ -165,3 +165,22 @@ def with_tangents(p: Problem, V: np.ndarray) -> Problem:
         f"V has shape {list(V.shape)} but must be shaped like X, {[A, F]}, optionally with a leading K axis "
         "for K tangents",
     )
+
+
+def from_named(
+    arrays: dict[str, np.ndarray],
+    dtype: str | None,
+    products: str | None = None,
+    sum_states: bool = False,
+    wrt: Sequence[str] = ("X",),
+) -> Problem:
+    """A problem from float arrays named as in the API (X, Y, and V or U), whatever the transport
+    (npz, the Open Inference Protocol). The computation's dtype is `dtype` if given, else the
+    widest of the arrays'."""
+    wide = dtype or str(np.result_type(*arrays.values()))
+    cast = {name: finite_as(a, name, wide) for name, a in arrays.items()}
+    if products == "vjp":
+        return with_cotangents(from_arrays(cast["X"], cast["Y"]), cast["U"], sum_states)
+    if products == "jvp":
+        return with_tangents(from_arrays(cast["X"], cast["Y"]), cast["V"])
+    return from_arrays(cast["X"], cast["Y"], cast.get("V"), wrt)

@@ -33,6 +33,22 @@ def query_flag(request: Request, name: str) -> bool:
     return value == "true"
 
 
+WRT_CHOICES = {"X": ("X",), "Y": ("Y",), "X,Y": ("X", "Y")}
+
+
+def query_wrt(request: Request) -> tuple[str, ...]:
+    """What a Jacobian is taken with respect to, for npz bodies: `?wrt=X`, `Y` or `X,Y`; X if absent."""
+    if not request.scope["query_string"]:
+        return ("X",)
+    values = request.query_params.getlist("wrt")
+    if not values:
+        return ("X",)
+    if len(values) > 1 or values[0] not in WRT_CHOICES:
+        msg = f"wrt must be X, Y or X,Y, not {', '.join(map(repr, values))}"
+        raise InvalidInput(msg, [{"loc": ["query", "wrt"], "msg": msg}])
+    return WRT_CHOICES[values[0]]
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, counted as it streams: a missing or lying Content-Length cannot get past `limit`."""
     declared = request.headers.get("content-length")
@@ -73,7 +89,8 @@ async def read_problem(
     dtype = query_dtype(request)
     products = getattr(model, "products", None)
     sum_states = query_flag(request, "sum_states") if products == "vjp" else False  # checked for JSON too
+    wrt = query_wrt(request) if "wrt" in model.model_fields else ("X",)
     body = await read_body(request, settings.max_request_bytes)
     if media == codec.NPZ:
-        return codec.decode_npz(body, members, dtype, settings.max_request_bytes, products, sum_states)
+        return codec.decode_npz(body, members, dtype, settings.max_request_bytes, products, sum_states, wrt)
     return codec.decode_json(body, model, dtype or settings.default_dtype)

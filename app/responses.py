@@ -17,17 +17,22 @@ BIG_ANSWER = 2**18  # elements; below this, encoding costs less than a thread ho
 
 async def encoded(answer: Answer, npz: bool) -> Response:
     """The answer as an npz or JSON response; its memory claim is released once it is sent."""
+    encode, media = (codec.encode_npz, codec.NPZ) if npz else (codec.encode_json, codec.JSON)
+    return await respond(answer, lambda: encode(answer.arrays, answer.meta), media)
+
+
+async def respond(answer: Answer, encode: Callable[[], bytes | codec.Body], media_type: str) -> AnswerResponse:
+    """`encode()` of the answer as the response; its memory claim is released once it is sent."""
     try:
         elements = sum(a.size for a in answer.arrays.values())
-        encode, media = (codec.encode_npz, codec.NPZ) if npz else (codec.encode_json, codec.JSON)
         if elements < BIG_ANSWER:
-            body = encode(answer.arrays, answer.meta)
+            body = encode()
         else:  # encoding megabytes takes tens of ms: off the event loop, so other requests keep flowing
-            body = await asyncio.to_thread(encode, answer.arrays, answer.meta)
+            body = await asyncio.to_thread(encode)
     except BaseException:
         answer.release()
         raise
-    return AnswerResponse(body, media, on_sent=answer.release)
+    return AnswerResponse(body, media_type, on_sent=answer.release)
 
 
 class AnswerResponse(Response):

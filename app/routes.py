@@ -16,7 +16,7 @@ from app import codec, ops, runtime
 from app.auth import check_api_key
 from app.hangup import unless_disconnected
 from app.observability import exposition
-from app.openapi import COMPUTE_ERRORS, NPZ_ANSWER, SUM_STATES_PARAMETER, request_body
+from app.openapi import COMPUTE_ERRORS, NPZ_ANSWER, SUM_STATES_PARAMETER, WRT_PARAMETER, request_body
 from app.outputs import Encoding
 from app.problems import Problem
 from app.reading import read_problem
@@ -81,7 +81,7 @@ async def _serve(request: Request, model: type[BaseModel], members: tuple[str, .
     ),
     response_model=JacobianResponse,
     responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
-    openapi_extra=request_body(JacobianRequest, "X and Y"),
+    openapi_extra=request_body(JacobianRequest, "X and Y", extra_parameters=[WRT_PARAMETER]),
 )
 async def jacobian(request: Request) -> Response:
     return await _serve(request, JacobianRequest, ("X", "Y"), Service.jacobian)

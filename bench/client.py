@@ -62,6 +62,27 @@ def raw_npz_request(path: str, arrays: dict[str, np.ndarray], accept: str = NPZ)
     return head.encode() + body
 
 
+def raw_v2_request(model: str, arrays: dict[str, np.ndarray]) -> bytes:
+    """An Open Inference Protocol request with every input and output as binary tensor data."""
+    datatype = {"float32": "FP32", "float64": "FP64"}
+    inputs = [
+        {
+            "name": k,
+            "shape": list(a.shape),
+            "datatype": datatype[a.dtype.name],
+            "parameters": {"binary_data_size": a.nbytes},
+        }
+        for k, a in arrays.items()
+    ]
+    json_part = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}})
+    body = json_part + b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())
+    head = (
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\n"
+        f"Inference-Header-Content-Length: {len(json_part)}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 def problem(A: int, F: int, dtype: str = "float32", seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     return {"X": rng.normal(size=(A, F)).tolist(), "Y": (rng.normal(size=F) / np.sqrt(F)).tolist(), "dtype": dtype}
@@ -91,12 +112,16 @@ def wrk(port: int, raw: bytes, connections: int, seconds: float) -> tuple[float,
     headers = "".join(
         f'wrk.headers["{k}"] = "{v}"\n'
         for k, v in (line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
-        if k.lower() in ("content-type", "accept")
+        if k.lower() not in ("host", "content-length")
     )
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        # A long bracket no JSON body contains; status codes are counted so errors are not rates.
-        script.write(f'wrk.method = "POST"\n{headers}wrk.body = [==[{body.decode()}]==]\n')
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        body_file, script = os.path.join(tmp, "body"), os.path.join(tmp, "post.lua")
+        with open(body_file, "wb") as f:
+            f.write(body)  # read back by the script as bytes: npz and V2 binary bodies are not text
+        with open(script, "w") as f:
+            f.write(
+                f'wrk.method = "POST"\n{headers}local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+            )
         out = subprocess.run(
             [
                 WRK,
@@ -105,15 +130,13 @@ def wrk(port: int, raw: bytes, connections: int, seconds: float) -> tuple[float,
                 f"-d{max(seconds, 1):g}s",
                 "--latency",
                 "-s",
-                script.name,
+                script,
                 f"http://127.0.0.1:{port}{path}",
             ],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-    finally:
-        os.unlink(script.name)
     assert "Non-2xx" not in out and "Socket errors" not in out, out
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"50%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import statistics
 import sys
 import time
@@ -16,10 +17,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+from jacobian_client import Client
 
 from bench import memory, onednn
-from bench.client import JSON, NPZ, Connection, latency, load, one_client, problem, raw_npz_request, raw_request
+from bench.client import (
+    JSON,
+    NPZ,
+    Connection,
+    latency,
+    load,
+    one_client,
+    problem,
+    raw_npz_request,
+    raw_request,
+    raw_v2_request,
+)
 from bench.report import Row, machine, plot, table
 from bench.servers import PROJECT, ROOT, Server, floor_cmd, free_port, server, status_mib
 
@@ -125,6 +139,86 @@ def server_rows(p: Server, f: Server, quick: bool) -> list[Row]:
         )
     )
     return rows
+
+
+def protocol_rows(p: Server, quick: bool) -> list[Row]:
+    """The 2×4 seed over the Open Inference Protocol (binary tensor data) against the native npz
+    endpoint, on the same server: what the protocol's envelope costs."""
+    rounds, secs = (1, 0.3) if quick else (5, 2.0)
+    doc = problem(2, 4)
+    arrays = {"X": np.asarray(doc["X"], np.float32), "Y": np.asarray(doc["Y"], np.float32)}
+    native, v2 = raw_npz_request("/jacobian", arrays), raw_v2_request("jacobian", arrays)
+    ratios, rates = [], []
+    for r in range(rounds):
+        order = [(0, native), (1, v2)] if r % 2 else [(1, v2), (0, native)]
+        got = dict((k, load(p.port, raw, 8, secs)) for k, raw in order)
+        ratios.append(got[1] / got[0])
+        rates.append(got)
+    ratio = statistics.median(ratios)
+    v2_rate = statistics.median(g[1] for g in rates)
+    native_rate = statistics.median(g[0] for g in rates)
+    return [
+        Row(
+            "2×4 throughput, V2 binary vs native npz, 8 connections",
+            f"{v2_rate:.0f} req/s",
+            f"{native_rate:.0f} req/s",
+            ratio,
+            "≥ 0.9×",
+            ratio >= 0.9,
+        )
+    ]
+
+
+def client_rows(p: Server, quick: bool) -> list[Row]:
+    """The 2×4 seed through `jacobian_client.Client` against the same npz post written by hand with
+    httpx (encode, post, decode): what the client adds, one client, on one server."""
+    n, rounds = (20, 1) if quick else (400, 5)
+    doc = problem(2, 4)
+    X, Y = np.asarray(doc["X"], np.float32), np.asarray(doc["Y"], np.float32)
+    url = f"http://127.0.0.1:{p.port}"
+
+    def by_hand() -> float:
+        times = []
+        with httpx.Client() as http:
+            for _ in range(n):
+                start = time.perf_counter()
+                buf = io.BytesIO()
+                np.savez(buf, X=X, Y=Y)
+                r = http.post(url + "/jacobian", content=buf.getvalue(), headers={"content-type": NPZ, "accept": NPZ})
+                with np.load(io.BytesIO(r.content)) as z:
+                    z["W"], z["J"]
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def with_client() -> float:
+        times = []
+        with Client(url) as client:
+            for _ in range(n):
+                start = time.perf_counter()
+                client.jacobian(X, Y)
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    ratios, mine, bare = [], [], []
+    for r in range(rounds):  # alternating which goes first
+        if r % 2:
+            mine.append(with_client())
+            bare.append(by_hand())
+        else:
+            bare.append(by_hand())
+            mine.append(with_client())
+        ratios.append(mine[-1] / bare[-1])
+    ratio, m, b = statistics.median(ratios), statistics.median(mine), statistics.median(bare)
+    return [
+        Row(
+            "2×4 seed through Client vs a bare httpx npz post, one client",
+            f"{m * 1e3:.2f} ms",
+            f"{b * 1e3:.2f} ms",
+            ratio,
+            "≤ 1.2×",
+            ratio <= 1.2,
+        )
+    ]
 
 
 def scaling_rows(quick: bool) -> list[Row]:
@@ -358,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         rows = server_rows(project, floor, args.quick)
         rows += product_rows(project, floor, args.quick)
+        rows += protocol_rows(project, args.quick)
+        rows += client_rows(project, args.quick)
         points = curve(project, floor, args.quick)
         rows += memory_rows(project, args.quick, settings.max_output_elements)
     rows += scaling_rows(args.quick)

@@ -97,6 +97,30 @@ def test_npz_dtype_follows_arrays_unless_query_says(client: TestClient, rng: np.
     assert mixed.json()["dtype"] == "float64"
 
 
+@pytest.mark.parametrize("wrt,names", [("X", {"J"}), ("Y", {"J_Y"}), ("X,Y", {"J", "J_Y"})])
+def test_npz_bodies_name_wrt_in_the_query(
+    client: TestClient, rng: np.random.Generator, wrt: str, names: set[str]
+) -> None:
+    X, y = rng.normal(size=(3, 5)), rng.normal(size=5)
+    r = client.post(
+        "/jacobian", params={"wrt": wrt}, content=npz_bytes(X=X, Y=y), headers={"content-type": NPZ, "accept": NPZ}
+    )
+    assert r.status_code == 200, r.text
+    got = load_npz(r.content)
+    assert set(got) - {"W", "dtype", "device"} == names
+    if "J" in names:
+        assert_close(got["J"], oracles.jacobian(X, y), 1e-9)
+    if "J_Y" in names:
+        assert_close(got["J_Y"], oracles.jacobian_y(X, y), 1e-9)
+
+
+@pytest.mark.parametrize("wrt", ["Z", "Y,X", ""])
+def test_a_bad_wrt_query_is_refused(client: TestClient, wrt: str) -> None:
+    body = npz_bytes(X=np.ones((2, 4)), Y=np.ones(4))
+    r = client.post("/jacobian", params={"wrt": wrt}, content=body, headers={"content-type": NPZ})
+    assert r.status_code == 422 and "wrt" in r.json()["message"]
+
+
 def test_json_in_npz_out(client: TestClient) -> None:
     r = client.post("/jacobian", json={**SEED, "dtype": "float64"}, headers={"accept": NPZ})
     out = load_npz(r.content)

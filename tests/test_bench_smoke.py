@@ -13,5 +13,6 @@ def test_bench_quick_pass_writes_table_and_plot(tmp_path: Path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert "2×4 throughput, 8 connections" in table and "| ratio |" in table
     assert "engine 4×16 Jacobian vs NumPy closed form" in table
+    assert "V2 binary vs native npz" in table and "through Client vs a bare httpx npz post" in table
     assert "| oneDNN off, BFC allocator (served) | " in table and "2×4 float64" in table
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

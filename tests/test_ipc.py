@@ -9,13 +9,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
+from jacobian_client import Client
 
 from app import ipc
 from tests.support import servers
-from tests.support.helpers import NPZ, load_npz, npz_bytes
 from tests.test_api_products import jv_closed
 
 
@@ -62,21 +61,13 @@ def test_big_inputs_pass_through_shared_memory_correctly_and_reuse_one_segment(
     X = rng.normal(size=(256, 512))
     y = rng.normal(size=512) / np.sqrt(512)
     counts = []
-    with servers.running(tmp_path, {"JACOBIAN_SHM_DIR": str(shm_dir), "JACOBIAN_WORKERS": "1"}) as server:
-        for _ in range(4):
+    env = {"JACOBIAN_SHM_DIR": str(shm_dir), "JACOBIAN_WORKERS": "1"}
+    with servers.running(tmp_path, env) as server, Client(server.url, retries=0) as client:
+        for transport in ("npz", "npz", "npz", "json"):
+            client.transport = transport
             V = rng.normal(size=(256, 512))
-            body = npz_bytes(X=X, Y=y, V=V)
-            assert len(body) > ipc.INLINE_MAX
-            r = httpx.post(server.url + "/jvp", content=body, headers={"content-type": NPZ}, timeout=60)
-            assert r.status_code == 200, r.text
-            JV = np.asarray(r.json()["JV"])
-            np.testing.assert_allclose(JV, jv_closed(X, y, V), rtol=1e-9, atol=1e-12)
+            assert X.nbytes + V.nbytes > ipc.INLINE_MAX
+            np.testing.assert_allclose(client.jvp(X, y, V).JV, jv_closed(X, y, V), rtol=1e-9, atol=1e-12)
             counts.append(len(list(shm_dir.iterdir())))
-        answer = load_npz(
-            httpx.post(
-                server.url + "/jvp", content=body, headers={"content-type": NPZ, "accept": NPZ}, timeout=60
-            ).content
-        )
-        np.testing.assert_allclose(answer["JV"], jv_closed(X, y, V), rtol=1e-9, atol=1e-12)
     assert counts == [counts[0]] * 4 and counts[0] >= 1, counts  # reused, not one more per request
     assert not list(shm_dir.iterdir())  # all removed at shutdown

@@ -36,3 +36,15 @@ def metric(text: str, name: str, **labels: str) -> float:
         if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(name + " ")):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def operation_inputs(op: str, batch: bool, dtype: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Small inputs for one operation (jacobian, hessian, hvp, vjp, jvp), named as in the API:
+    one state or a batch of states, in one dtype."""
+    A, F, B = (3, 4, 2) if op == "hessian" else (4, 6, 3)
+    arrays = {"X": rng.normal(size=(A, F)), "Y": rng.normal(size=(B, F) if batch else F) / np.sqrt(F)}
+    if op in ("hvp", "jvp"):
+        arrays["V"] = rng.normal(size=(A, F))
+    if op == "vjp":
+        arrays["U"] = rng.normal(size=(B, A) if batch else A)
+    return {k: v.astype(dtype) for k, v in arrays.items()}

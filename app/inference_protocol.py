@@ -1,0 +1,317 @@
+"""The Open Inference Protocol (KServe V2 REST, as Triton, KServe, MLServer and OpenVINO Model
+Server speak it) in this service's terms, with Triton's binary tensor data extension both ways.
+No web imports: `app.inference_routes` serves it.
+
+Models are the operations (`MODELS`): inputs and outputs are named as in the native API, the
+inputs' datatype (FP32 or FP64) is the computation's dtype, and the request's `outputs` choose
+what is computed (asking for J_Y is how a Jacobian in Y is asked for). A request becomes the same
+`Problem` a native request does (`app.problems`), so it meets the same checks, limits, memory
+budget and batching; only the envelope differs.
+
+Binary data: a request whose JSON part is followed by tensor bytes says so with the
+`Inference-Header-Content-Length` header, and each such input with `binary_data_size`. Inputs are
+read in place from the body (no copy); outputs asked for as binary are sent from the answer's
+own memory (for a big answer, the engine's shared-memory segment), as the npz path does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, Field, ValidationError
+
+from app import codec
+from app.errors import InvalidInput, MalformedBody, ServiceError
+from app.problems import Problem, from_named
+
+VERSION = "1"  # each model has one version
+EXTENSIONS = ["binary_tensor_data"]
+DATATYPES = {"FP32": "float32", "FP64": "float64"}
+PLATFORM = "tensorflow_autodiff"
+
+
+class UnknownModel(ServiceError):
+    """404: a model (operation) or version this service does not have."""
+
+    status = 404
+    code = "unknown_model"
+
+
+# ---- the protocol's documents (pydantic: parsed and validated, and in the OpenAPI spec)
+
+Parameters = dict[str, str | bool | int | float]
+
+
+class RequestInput(BaseModel):
+    name: str = Field(description="X, Y, and V or U, as in the native API")
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: str = Field(description="FP32 or FP64; every input the same, and the computation's dtype")
+    parameters: Parameters = Field(default_factory=dict, description='"binary_data_size": bytes in the body')
+    data: list[Any] | None = Field(None, description="Row-major values, flat or nested; absent for binary data")
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: Parameters = Field(default_factory=dict, description='"binary_data": true for raw bytes')
+
+
+class InferenceRequest(BaseModel):
+    id: str | None = None
+    parameters: Parameters = Field(
+        default_factory=dict, description='"binary_data_output": true for every output as binary; "sum_states" (vjp)'
+    )
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = Field(None, description="What to compute; absent: the model's defaults")
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters = Field(default_factory=dict)
+    data: list[float] | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: Parameters = Field(default_factory=dict, description="dtype and device that computed it")
+    outputs: list[ResponseOutput]
+
+
+class InferenceErrorBody(BaseModel):
+    """The Open Inference Protocol's error shape."""
+
+    error: str
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for each dimension that varies")
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+# ---- models
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    inputs: dict[str, str]  # name -> its shape in the batch form, for metadata
+    outputs: dict[str, str]
+    defaults: tuple[str, ...]  # computed when the request names no outputs
+    products: str | None = None  # as `InferenceRequest` for /vjp and /jvp: the problem's extra input
+
+    def metadata(self, datatype: str) -> ModelMetadata:
+        def tensors(shapes: dict[str, str]) -> list[TensorMetadata]:
+            return [
+                TensorMetadata(name=n, datatype=datatype, shape=[-1] * len(s.split("×"))) for n, s in shapes.items()
+            ]
+
+        return ModelMetadata(
+            name=self.name,
+            versions=[VERSION],
+            platform=PLATFORM,
+            inputs=tensors(self.inputs),
+            outputs=tensors(self.outputs),
+        )
+
+
+_XY = {"X": "A×F", "Y": "B×F"}  # a single state's Y (F) is accepted too, as natively
+_W = {"W": "B×A"}
+MODELS: dict[str, Model] = {
+    m.name: m
+    for m in (
+        Model("jacobian", _XY, {**_W, "J": "B×A×A×F", "J_Y": "B×A×F"}, ("W", "J")),
+        Model("hessian", _XY, {**_W, "H": "B×A×A×F×A×F"}, ("W", "H")),
+        Model("hvp", {**_XY, "V": "A×F"}, {**_W, "HV": "B×A×A×F"}, ("W", "HV")),
+        Model("vjp", {**_XY, "U": "K×B×A"}, {**_W, "UJ": "K×B×A×F"}, ("W", "UJ"), "vjp"),
+        Model("jvp", {**_XY, "V": "K×A×F"}, {**_W, "JV": "K×B×A"}, ("W", "JV"), "jvp"),
+    )
+}
+
+
+def model(name: str, version: str | None = None) -> Model:
+    if name not in MODELS:
+        raise UnknownModel(f"Unknown model {name!r}; the models are {', '.join(MODELS)}")
+    if version is not None and version != VERSION:
+        raise UnknownModel(f"Model {name!r} has no version {version!r}; its only version is {VERSION!r}")
+    return MODELS[name]
+
+
+# ---- requests
+
+
+@dataclass(frozen=True)
+class Inference:
+    """A parsed request: the problem, and the outputs to send (name -> as binary)."""
+
+    model: Model
+    problem: Problem
+    outputs: dict[str, bool]
+    id: str | None
+
+    @property
+    def binary(self) -> bool:
+        """Whether every output goes as binary data (the limits for binary answers apply)."""
+        return all(self.outputs.values())
+
+
+def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
+    """The request body (JSON, then binary tensor data if `header_length` is given) as an Inference."""
+    head, binary = _split(body, header_length)
+    try:
+        request = InferenceRequest.model_validate_json(head)
+    except ValidationError as err:
+        details = codec.validation_details(err)
+        summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
+        raise MalformedBody(f"The inference request is not valid: {summary}", details) from None
+    arrays, dtype = _inputs(request.inputs, binary)
+    missing = [n for n in m.inputs if n not in arrays]
+    unknown = [n for n in arrays if n not in m.inputs]
+    if missing or unknown:
+        raise InvalidInput(
+            f"Model {m.name!r} takes inputs {', '.join(m.inputs)}; "
+            f"missing: {', '.join(missing) or 'none'}, unexpected: {', '.join(unknown) or 'none'}"
+        )
+    outputs = _outputs(m, request)
+    wrt = [w for name, w in (("J", "X"), ("J_Y", "Y")) if name in outputs] or ["X"]
+    sum_states = _flag(request.parameters, "sum_states") if m.products == "vjp" else False
+    problem = from_named(arrays, dtype, m.products, sum_states, wrt)
+    return Inference(m, problem, outputs, request.id)
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise MalformedBody(
+            f"Inference-Header-Content-Length is {header_length!r} but the body has {len(body):,} bytes; "
+            "it must be the byte length of the JSON part"
+        )
+    view = memoryview(body)
+    return bytes(view[: int(header_length)]), view[int(header_length) :]
+
+
+def _inputs(inputs: list[RequestInput], binary: memoryview) -> tuple[dict[str, np.ndarray], str]:
+    arrays: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    offset = 0
+    for t in inputs:
+        if t.name in arrays:
+            raise InvalidInput(f"Input {t.name} is given twice")
+        if t.datatype not in DATATYPES:
+            raise InvalidInput(f"Input {t.name} has datatype {t.datatype}; this service computes in FP32 or FP64")
+        dtype = np.dtype(DATATYPES[t.datatype]).newbyteorder("<")
+        count = math.prod(t.shape)
+        size = t.parameters.get("binary_data_size")
+        if size is not None:
+            need = count * dtype.itemsize
+            if isinstance(size, bool) or not isinstance(size, int) or size != need:
+                raise InvalidInput(
+                    f"Input {t.name}: binary_data_size is {size!r} but shape {t.shape} of {t.datatype} "
+                    f"takes {need:,} bytes"
+                )
+            if offset + size > len(binary):
+                raise MalformedBody(f"The body ends before input {t.name}'s {size:,} bytes of binary data")
+            arrays[t.name] = np.frombuffer(binary, dtype, count, offset).reshape(t.shape)
+            offset += size
+        elif t.data is None:
+            raise InvalidInput(f"Input {t.name} has neither data nor binary_data_size")
+        else:
+            arrays[t.name] = _json_tensor(t, count)
+        datatypes[t.name] = t.datatype
+    if offset != len(binary):
+        raise MalformedBody(
+            f"The body has {len(binary) - offset:,} bytes after the inputs' binary data; "
+            "each binary input must give its binary_data_size"
+        )
+    if len(set(datatypes.values())) > 1:
+        given = ", ".join(f"{n}: {d}" for n, d in datatypes.items())
+        raise InvalidInput(f"All inputs must have one datatype, FP32 or FP64; got {given}")
+    return arrays, DATATYPES[next(iter(datatypes.values()), "FP32")]
+
+
+def _json_tensor(t: RequestInput, count: int) -> np.ndarray:
+    try:
+        flat = np.asarray(t.data, dtype=np.float64).reshape(-1)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"Input {t.name}'s data must be numbers, flat or nested evenly") from None
+    if flat.size != count:
+        raise InvalidInput(f"Input {t.name}'s data has {flat.size:,} numbers but its shape {t.shape} holds {count:,}")
+    return flat.reshape(t.shape)
+
+
+def _outputs(m: Model, request: InferenceRequest) -> dict[str, bool]:
+    """Requested outputs -> whether each goes as binary data, in the model's order."""
+    every = _flag(request.parameters, "binary_data_output")
+    if request.outputs is None:
+        return {name: every for name in m.defaults}
+    asked = {o.name: _flag(o.parameters, "binary_data", every) for o in request.outputs}
+    unknown = [n for n in asked if n not in m.outputs]
+    if unknown:
+        raise InvalidInput(
+            f"Model {m.name!r} has no output {', '.join(unknown)}; its outputs are {', '.join(m.outputs)}"
+        )
+    if not asked:
+        raise InvalidInput(f"The request asks for no outputs; model {m.name!r} has {', '.join(m.outputs)}")
+    return {name: asked[name] for name in m.outputs if name in asked}
+
+
+def _flag(parameters: Parameters, name: str, default: bool = False) -> bool:
+    value = parameters.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"Parameter {name} must be true or false, not {value!r}")
+    return value
+
+
+# ---- responses
+
+
+def encode(inference: Inference, arrays: dict[str, np.ndarray], dtype: str, device: str) -> codec.Body:
+    """The response: its JSON part first (the body's `parts[0]`), then each binary output's bytes,
+    sent from the arrays' own memory."""
+    datatype = next(k for k, v in DATATYPES.items() if v == dtype)
+    outputs, binary = [], []
+    for name, as_binary in inference.outputs.items():
+        a = arrays[name]
+        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(a.shape)}
+        if as_binary:
+            blocks = [memoryview(b).cast("B") for b in codec.contiguous_blocks(a)]
+            out["parameters"] = {"binary_data_size": a.nbytes}
+            binary += blocks
+        else:
+            out["data"] = np.ascontiguousarray(a).reshape(-1)
+        outputs.append(out)
+    doc = {
+        "model_name": inference.model.name,
+        "model_version": VERSION,
+        **({"id": inference.id} if inference.id is not None else {}),
+        "parameters": {"dtype": dtype, "device": device},
+        "outputs": outputs,
+    }
+    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    return codec.Body([head, *binary], len(head) + sum(b.nbytes for b in binary))
+
+
+def has_binary(inference: Inference) -> bool:
+    return any(inference.outputs.values())

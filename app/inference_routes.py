@@ -1,0 +1,198 @@
+"""The Open Inference Protocol's REST routes (`/v2/...`), over the same service as the native ones:
+the translation is `app.inference_protocol`; errors take the protocol's shape in `app.handlers`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app import codec, runtime
+from app import inference_protocol as oip
+from app.auth import check_api_key
+from app.hangup import unless_disconnected
+from app.openapi import inline_schema
+from app.outputs import Encoding
+from app.reading import read_body
+from app.responses import respond
+from app.routes import PlainRoute
+from app.service import Service
+
+PREFIX = "/v2"
+TAG = "Open Inference Protocol (KServe V2)"
+BINARY = "application/octet-stream"
+HEADER_LENGTH = "inference-header-content-length"
+
+router = APIRouter(prefix=PREFIX, tags=[TAG])
+infer_router = APIRouter(prefix=PREFIX, tags=[TAG], route_class=PlainRoute)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": oip.InferenceErrorBody, "description": description}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Not a valid inference request, or not a valid problem: inputs, shapes, datatypes, values."),
+    401: _error("An API key is configured and the request did not present it."),
+    404: _error("Unknown model or version."),
+    405: _error("Method not allowed on this path."),
+    413: _error("The body, or the output it would produce, exceeds a configured limit or the memory budget."),
+    503: _error("Not ready yet, or at capacity (see Retry-After)."),
+    504: _error("The computation exceeded the per-request deadline."),
+}
+_MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "enum": list(oip.MODELS)}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": [oip.VERSION]}}
+
+
+def _model_from(request: Request) -> oip.Model:
+    params = request.path_params
+    return oip.model(params["model_name"], params.get("version"))
+
+
+@router.get(
+    "",
+    summary="Server metadata",
+    description="The server's name, version and protocol extensions (binary_tensor_data).",
+    response_model=oip.ServerMetadata,
+    responses={404: ERRORS[404], 405: ERRORS[405]},
+)
+async def server_metadata(request: Request) -> oip.ServerMetadata:
+    return oip.ServerMetadata(name="jacobian-service", version=request.app.version, extensions=oip.EXTENSIONS)
+
+
+def _ready(request: Request) -> bool:
+    state = runtime.runtime(request)
+    return state.engines is not None and state.engines.readiness()["status"] == "ready"
+
+
+@router.get(
+    "/health/live",
+    summary="Server live",
+    description="200 while the process runs.",
+    responses={404: ERRORS[404], 405: ERRORS[405]},
+)
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get(
+    "/health/ready",
+    summary="Server ready",
+    description="200 once every model can compute; 503 before (TensorFlow loading, an engine restarting).",
+    responses={404: ERRORS[404], 405: ERRORS[405], 503: {"description": "Not ready."}},
+)
+async def ready(request: Request) -> Response:
+    ok = _ready(request)
+    return Response(b'{"ready":true}' if ok else b'{"ready":false}', 200 if ok else 503, media_type=codec.JSON)
+
+
+def _model_ready(request: Request) -> Response:
+    m = _model_from(request)
+    ok = _ready(request)
+    return Response(orjson.dumps({"name": m.name, "ready": ok}), 200 if ok else 503, media_type=codec.JSON)
+
+
+def _metadata(request: Request) -> oip.ModelMetadata:
+    settings = runtime.runtime(request).settings
+    datatype = next(k for k, v in oip.DATATYPES.items() if v == settings.default_dtype)
+    return _model_from(request).metadata(datatype)
+
+
+_READY_DOC: dict[str, Any] = {
+    "summary": "Model ready",
+    "description": "200 when the model (an operation) can compute; 503 before.",
+    "responses": {404: ERRORS[404], 405: ERRORS[405], 503: {"description": "Not ready."}},
+}
+_METADATA_DOC: dict[str, Any] = {
+    "summary": "Model metadata",
+    "description": "The model's inputs and outputs: names as in the native API, shapes with -1 for each "
+    "dimension that varies (Y may also be one state, F; U and V may drop their K axis). The datatype shown "
+    "is the default; FP32 and FP64 are both served.",
+    "response_model": oip.ModelMetadata,
+    "responses": {404: ERRORS[404], 405: ERRORS[405]},
+}
+for base, params in (
+    ("/models/{model_name}", [_MODEL]),
+    ("/models/{model_name}/versions/{version}", [_MODEL, _VERSION]),
+):
+    extra = {"parameters": params}
+    router.add_api_route(base, _metadata, methods=["GET"], openapi_extra=extra, **_METADATA_DOC)
+    router.add_api_route(base + "/ready", _model_ready, methods=["GET"], openapi_extra=extra, **_READY_DOC)
+
+
+async def infer(request: Request) -> Response:
+    """Read, compute through the same service as the native routes, answer in the protocol's form."""
+    m = _model_from(request)
+    service = runtime.service(request)
+    s = service.settings
+    check_api_key(request, s)
+    body = await read_body(request, s.max_request_bytes)
+    inference = oip.parse(m, body, request.headers.get(HEADER_LENGTH))
+    how = '"binary_data": true on each output, or "binary_data_output": true'
+    out = Encoding.chosen(inference.binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
+    compute = getattr(Service, m.name)
+    answer = await unless_disconnected(request, compute(service, inference.problem, out))
+    binary = oip.has_binary(inference)
+    response = await respond(
+        answer,
+        lambda: oip.encode(inference, answer.arrays, answer.dtype, answer.device),
+        BINARY if binary else codec.JSON,
+    )
+    if binary:
+        response.headers[HEADER_LENGTH] = str(len(response.parts[0]))
+    return response
+
+
+_INFER_BODY = {
+    "security": [{}, {"bearer": []}, {"apiKey": []}],
+    "requestBody": {
+        "required": True,
+        "content": {
+            codec.JSON: {
+                "schema": inline_schema(oip.InferenceRequest),
+                "example": {
+                    "id": "seed",
+                    "inputs": [
+                        {"name": "X", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6, 7, 8]},
+                        {"name": "Y", "shape": [4], "datatype": "FP64", "data": [0.1, 0.2, 0.3, 0.4]},
+                    ],
+                    "outputs": [{"name": "W"}, {"name": "J"}],
+                },
+            },
+            BINARY: {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "The JSON request (Inference-Header-Content-Length bytes), then each binary "
+                "input's little-endian row-major bytes, in order (binary tensor data extension).",
+            },
+        },
+    },
+}
+_INFER_DOC: dict[str, Any] = {
+    "summary": "Infer: the model's outputs for these inputs",
+    "description": "Inputs X, Y (and V for hvp and jvp, U for vjp) as FP32 or FP64, as JSON data or binary "
+    "tensor data. `outputs` chooses what is computed (J_Y asks for the Jacobian in Y); `binary_data` per output "
+    'or `"binary_data_output": true` returns raw bytes after the JSON part. vjp takes `"sum_states": true` '
+    "as a request parameter. The same limits, memory budget, API key and batching as the native endpoints.",
+    "response_model": oip.InferenceResponse,
+    "responses": {
+        **ERRORS,
+        200: {
+            "content": {
+                BINARY: {
+                    "schema": {"type": "string", "format": "binary"},
+                    "description": "With binary outputs: the JSON response (Inference-Header-Content-Length "
+                    "bytes), then each binary output's bytes.",
+                }
+            }
+        },
+    },
+}
+for path, params in (
+    ("/models/{model_name}/infer", [_MODEL]),
+    ("/models/{model_name}/versions/{version}/infer", [_MODEL, _VERSION]),
+):
+    infer_router.add_api_route(
+        path, infer, methods=["POST"], openapi_extra={**_INFER_BODY, "parameters": params}, **_INFER_DOC
+    )

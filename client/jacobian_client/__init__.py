@@ -1,0 +1,34 @@
+"""A Python client for the Jacobian service: NumPy arrays in, NumPy arrays out.
+
+    from jacobian_client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        r = client.jacobian(X, Y)          # r.W, r.J (NumPy), r.dtype, r.device
+
+npz on the wire by default (`transport="json"` for JSON); one exception type,
+`JacobianServiceError`; 503 and failed connections retried (after `Retry-After`), 4xx never.
+`AsyncClient` has the same methods as coroutines.
+"""
+
+from jacobian_client._clients import AsyncClient, Client
+from jacobian_client._core import (
+    HessianResult,
+    HvpResult,
+    JacobianResult,
+    JacobianServiceError,
+    JvpResult,
+    Result,
+    VjpResult,
+)
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "HessianResult",
+    "HvpResult",
+    "JacobianResult",
+    "JacobianServiceError",
+    "JvpResult",
+    "Result",
+    "VjpResult",
+]
