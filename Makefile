@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages the tests drive: Chromium (docs page in a real browser), docker-compose
-# (validates docker-compose.yml; no Docker engine is needed for that), wrk (the benchmark's load).
-SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/wrk
+# (validates docker-compose.yml; no Docker engine is needed for that), wrk (the benchmark's load),
+# kubectl (renders deploy/kubernetes; Debian's kubernetes-client when the machine has none).
+SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/wrk /usr/bin/kubectl
+APT := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
 .PHONY: install serve test lint openapi bench clean system-deps
 
@@ -34,9 +36,15 @@ lint: $(STAMP)
 	$(PY) -m mypy app
 	$(PY) -m mypy --strict client/jacobian_client
 
-$(SYSTEM_DEPS):
-	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium docker-compose wrk
+# One package per missing binary: a kubectl already on the machine is not replaced.
+/usr/bin/chromium:
+	$(APT) chromium
+/usr/bin/docker-compose:
+	$(APT) docker-compose
+/usr/bin/wrk:
+	$(APT) wrk
+/usr/bin/kubectl:
+	$(APT) kubernetes-client
 
 system-deps: $(SYSTEM_DEPS)
 

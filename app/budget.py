@@ -88,7 +88,7 @@ def describe_default(cgroup_root: str = "/sys/fs/cgroup", meminfo: str = "/proc/
 def cgroup_limit(root: str = "/sys/fs/cgroup") -> int | None:
     """This process's cgroup memory limit (v2 `memory.max`, else v1 `memory.limit_in_bytes`); None
     when unlimited or not found."""
-    candidates = [Path(root, _own_cgroup().lstrip("/"), "memory.max"), Path(root, "memory.max")]
+    candidates = [Path(root, own_cgroup().lstrip("/"), "memory.max"), Path(root, "memory.max")]
     candidates.append(Path(root, "memory", "memory.limit_in_bytes"))
     for path in candidates:
         try:
@@ -102,7 +102,24 @@ def cgroup_limit(root: str = "/sys/fs/cgroup") -> int | None:
     return None
 
 
-def _own_cgroup() -> str:
+def cgroup_cpus(root: str = "/sys/fs/cgroup") -> int | None:
+    """This process's cgroup CPU quota in whole CPUs, rounded up (v2 `cpu.max`, else v1
+    `cpu.cfs_quota_us` / `cpu.cfs_period_us`); None when unlimited or not found."""
+    for path in (Path(root, own_cgroup().lstrip("/"), "cpu.max"), Path(root, "cpu.max")):
+        try:
+            quota, period = path.read_text().split()[:2]
+        except (OSError, ValueError):
+            continue
+        return None if quota == "max" else max(1, -(-int(quota) // int(period)))
+    try:
+        quota_us = int(Path(root, "cpu", "cpu.cfs_quota_us").read_text())
+        period_us = int(Path(root, "cpu", "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 else max(1, -(-quota_us // period_us))
+
+
+def own_cgroup() -> str:
     try:
         for line in Path("/proc/self/cgroup").read_text().splitlines():
             if line.startswith("0::"):

@@ -9,9 +9,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.budget import default_budget
+from app.budget import cgroup_cpus, default_budget
 
 DType = Literal["float32", "float64"]
+# Set by the supervisor for the processes it starts, never by a user.
+INTERNAL_SETTINGS = frozenset({"runtime_dir", "shm_prefix", "engines"})
+# Defaults that depend on the machine or container: deployments leave them empty to get them.
+COMPUTED_SETTINGS = frozenset({"workers", "devices", "memory_budget_bytes"})
 
 
 class Settings(BaseSettings):
@@ -57,7 +61,9 @@ class Settings(BaseSettings):
 
     api_key: SecretStr | None = Field(None, description="When set, compute endpoints require it.")
 
-    workers: int = Field(default_factory=lambda: _cores(), ge=1, description="HTTP worker processes.")
+    workers: int = Field(
+        default_factory=lambda: _cores(), ge=1, description="HTTP worker processes; default: one per usable CPU."
+    )
     devices: str | None = Field(
         None, description="GPUs to run one engine process each on, e.g. '0,1'; default: all visible, else the CPU."
     )
@@ -78,9 +84,19 @@ class Settings(BaseSettings):
     def _empty_means_one_per_core(cls, value: object) -> object:
         return _cores() if value in ("", None) else value
 
+    @field_validator("memory_budget_bytes", mode="before")
+    @classmethod
+    def _empty_means_the_default_budget(cls, value: object) -> object:
+        # Kubernetes' ConfigMap lists every setting; an empty one keeps the default (the pod's limit).
+        return default_budget() if value in ("", None) else value
+
 
 def _cores() -> int:
-    return max(os.cpu_count() or 1, 1)
+    """CPUs this process may use: its CPU affinity, or the container's CPU limit if lower (a pod
+    limited to 2 CPUs on a 64-core node must not start 64 workers)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_cpus()
+    return max(1, min(usable, quota) if quota else usable)
 
 
 @lru_cache

@@ -171,9 +171,14 @@ class Inference:
     id: str | None
 
     @property
-    def binary(self) -> bool:
-        """Whether every output goes as binary data (the limits for binary answers apply)."""
+    def all_binary(self) -> bool:
+        """Every output goes as binary data: the limits for binary answers apply."""
         return all(self.outputs.values())
+
+    @property
+    def any_binary(self) -> bool:
+        """Some output goes as binary data: the response is JSON followed by bytes."""
+        return any(self.outputs.values())
 
 
 def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
@@ -311,7 +316,3 @@ def encode(inference: Inference, arrays: dict[str, np.ndarray], dtype: str, devi
     }
     head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     return codec.Body([head, *binary], len(head) + sum(b.nbytes for b in binary))
-
-
-def has_binary(inference: Inference) -> bool:
-    return any(inference.outputs.values())

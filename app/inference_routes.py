@@ -88,13 +88,13 @@ async def ready(request: Request) -> Response:
     return Response(b'{"ready":true}' if ok else b'{"ready":false}', 200 if ok else 503, media_type=codec.JSON)
 
 
-def _model_ready(request: Request) -> Response:
+async def _model_ready(request: Request) -> Response:
     m = _model_from(request)
     ok = _ready(request)
     return Response(orjson.dumps({"name": m.name, "ready": ok}), 200 if ok else 503, media_type=codec.JSON)
 
 
-def _metadata(request: Request) -> oip.ModelMetadata:
+async def _metadata(request: Request) -> oip.ModelMetadata:
     settings = runtime.runtime(request).settings
     datatype = next(k for k, v in oip.DATATYPES.items() if v == settings.default_dtype)
     return _model_from(request).metadata(datatype)
@@ -131,10 +131,10 @@ async def infer(request: Request) -> Response:
     body = await read_body(request, s.max_request_bytes)
     inference = oip.parse(m, body, request.headers.get(HEADER_LENGTH))
     how = '"binary_data": true on each output, or "binary_data_output": true'
-    out = Encoding.chosen(inference.binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
+    out = Encoding.chosen(inference.all_binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
     compute = getattr(Service, m.name)
     answer = await unless_disconnected(request, compute(service, inference.problem, out))
-    binary = oip.has_binary(inference)
+    binary = inference.any_binary
     response = await respond(
         answer,
         lambda: oip.encode(inference, answer.arrays, answer.dtype, answer.device),

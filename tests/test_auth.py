@@ -20,6 +20,17 @@ def test_api_key_when_configured() -> None:
         )
         assert client.post("/hessian", json=SEED, headers={"X-API-Key": "s3cret-ke"}).status_code == 401
         assert client.get("/health/ready").status_code == 200 and client.get("/health/live").status_code == 200
+        # The Open Inference Protocol's infer needs the same key; its metadata and health do not.
+        v2 = {
+            "inputs": [
+                {"name": "X", "shape": [2, 4], "datatype": "FP64", "data": SEED["X"]},
+                {"name": "Y", "shape": [4], "datatype": "FP64", "data": SEED["Y"]},
+            ]
+        }
+        refused = client.post("/v2/models/jacobian/infer", json=v2)
+        assert refused.status_code == 401 and "API key" in refused.json()["error"]
+        keyed = client.post("/v2/models/jacobian/infer", json=v2, headers={"Authorization": "Bearer s3cret-key"})
+        assert keyed.status_code == 200 and client.get("/v2/models/jacobian").status_code == 200
 
 
 def test_empty_api_key_means_off(monkeypatch: pytest.MonkeyPatch) -> None:

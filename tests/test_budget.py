@@ -48,6 +48,27 @@ def test_default_budget_is_half_the_container_limit_else_a_quarter_of_memory(tmp
     assert budget.default_budget(root, meminfo) == want
 
 
+@pytest.mark.parametrize(
+    "files,want",
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),  # cgroup v2: 2 CPUs
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs round up
+        ({"cpu.max": "max 100000\n"}, None),  # no limit
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1 unlimited
+        ({}, None),
+    ],
+)
+def test_the_cgroup_cpu_quota_in_whole_cpus(tmp_path: Path, files: dict[str, str], want: int | None) -> None:
+    root, _ = _fake_system(tmp_path, "/", files)
+    assert budget.cgroup_cpus(root) == want
+
+
+def test_an_empty_budget_setting_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JACOBIAN_MEMORY_BUDGET_BYTES", "")
+    assert Settings().memory_budget_bytes == budget.default_budget()
+
+
 def test_the_settings_default_reads_this_machine() -> None:
     limit = budget.cgroup_limit()
     want = limit // 2 if limit is not None else budget.physical_memory() // 4

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from app.config import COMPUTED_SETTINGS as COMPUTED
+from app.config import INTERNAL_SETTINGS as INTERNAL
 from app.config import Settings
 
 ROOT = Path(__file__).parent.parent
-INTERNAL = {"runtime_dir", "shm_prefix", "engines"}  # set by the supervisor for its children
-COMPUTED = {"workers", "devices", "memory_budget_bytes"}  # defaults that depend on the machine
 
 
 def _default_text(name: str) -> str:

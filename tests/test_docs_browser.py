@@ -53,6 +53,8 @@ def test_swagger_ui_renders_offline_and_try_it_out_works(page, live_server: Live
     page.wait_for_selector("#operations-default-jacobian_jacobian_post", timeout=30_000)
     for op in ("hessian_hessian_post", "hvp_hvp_post"):
         assert page.locator(f"#operations-default-{op}").count() == 1
+    # The Open Inference Protocol's routes, in a section of their own.
+    assert page.locator("h3.opblock-tag", has_text="Open Inference Protocol (KServe V2)").count() == 1
     operation = page.locator("#operations-default-jacobian_jacobian_post")
     operation.locator(".opblock-summary").click()
     operation.locator("button.try-out__btn").click()

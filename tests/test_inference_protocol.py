@@ -63,7 +63,7 @@ def test_outputs_and_binary_flags() -> None:
     asked = _parse({"inputs": inputs, "outputs": [{"name": "J_Y", "parameters": {"binary_data": True}}, {"name": "W"}]})
     assert asked.outputs == {"W": False, "J_Y": True} and asked.problem.wrt == ("Y",)
     every = _parse({"inputs": inputs, "parameters": {"binary_data_output": True}})
-    assert every.outputs == {"W": True, "J": True} and every.binary
+    assert every.outputs == {"W": True, "J": True} and every.all_binary
     both = _parse({"inputs": inputs, "outputs": [{"name": "J"}, {"name": "J_Y"}]})
     assert both.problem.wrt == ("X", "Y")
 

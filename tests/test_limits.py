@@ -53,6 +53,26 @@ def test_json_output_over_limit_is_413_and_suggests_npz(small: TestClient) -> No
     assert ok.status_code == 200 and load_npz(ok.content)["J"].shape == (8, 8, 20)
 
 
+def test_the_open_inference_protocol_has_the_same_limits(small: TestClient) -> None:
+    """JSON outputs get the JSON limit and advice to ask for binary data; binary outputs the npz one."""
+    X = np.full((8, 20), 0.1)  # J: 1,280 elements, between the two limits
+    doc = {
+        "inputs": [
+            {"name": "X", "shape": [8, 20], "datatype": "FP64", "data": X.ravel().tolist()},
+            {"name": "Y", "shape": [20], "datatype": "FP64", "data": [1.0] * 20},
+        ]
+    }
+    before = batches(small)
+    r = small.post("/v2/models/jacobian/infer", json=doc)
+    assert r.status_code == 413 and "1,000" in r.json()["error"] and "binary_data" in r.json()["error"]
+    assert batches(small) == before
+    ok = small.post("/v2/models/jacobian/infer", json={**doc, "parameters": {"binary_data_output": True}})
+    assert ok.status_code == 200
+    big = {**doc, "inputs": [{**doc["inputs"][0], "data": [0.5] * 160}] * 40}  # a body over 4,000 bytes
+    r = small.post("/v2/models/jacobian/infer", json=big)
+    assert r.status_code == 413 and "4,000 bytes" in r.json()["error"]
+
+
 def test_npz_output_over_limit_is_413(small: TestClient) -> None:
     X = np.full((10, 60), 0.1, np.float32)
     r = small.post("/jacobian", content=npz_bytes(X=X, Y=np.ones(60, np.float32)), headers={"content-type": NPZ})
