@@ -199,7 +199,8 @@ def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
             f"missing: {', '.join(missing) or 'none'}, unexpected: {', '.join(unknown) or 'none'}"
         )
     outputs = _outputs(m, request)
-    wrt = [w for name, w in (("J", "X"), ("J_Y", "Y")) if name in outputs] or ["X"]
+    # W alone still needs a Jacobian call: the one in Y is the smallest (A·F, not A²·F).
+    wrt = [w for name, w in (("J", "X"), ("J_Y", "Y")) if name in outputs] or ["Y"]
     sum_states = _flag(request.parameters, "sum_states") if m.products == "vjp" else False
     problem = from_named(arrays, dtype, m.products, sum_states, wrt)
     return Inference(m, problem, outputs, request.id)

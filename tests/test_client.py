@@ -165,3 +165,14 @@ def test_inputs_must_be_numbers() -> None:
         _core.as_array(["a", "b"], "X")
     assert _core.as_array([[1, 2]], "X").dtype == np.float64
     assert _core.as_array(np.ones(2, np.float32), "Y").dtype == np.float32
+
+
+def test_the_api_key_goes_as_a_bearer_token_and_bad_options_are_refused() -> None:
+    with Client("http://127.0.0.1:1", api_key="s3cret") as client:
+        assert client._http.headers["authorization"] == "Bearer s3cret"
+    with pytest.raises(JacobianServiceError, match="transport"):
+        Client(transport="xml")
+    with pytest.raises(JacobianServiceError, match="dtype"), Client("http://127.0.0.1:1") as client:
+        client.jacobian([[1.0]], [1.0], dtype="float16")
+    with pytest.raises(JacobianServiceError, match="wrt"), Client("http://127.0.0.1:1") as client:
+        client.jacobian([[1.0]], [1.0], wrt=("Z",))

@@ -66,6 +66,8 @@ def test_outputs_and_binary_flags() -> None:
     assert every.outputs == {"W": True, "J": True} and every.all_binary
     both = _parse({"inputs": inputs, "outputs": [{"name": "J"}, {"name": "J_Y"}]})
     assert both.problem.wrt == ("X", "Y")
+    w_only = _parse({"inputs": inputs, "outputs": [{"name": "W"}]})
+    assert w_only.problem.wrt == ("Y",)  # the cheapest Jacobian, whose size limits a W-only request least
 
 
 @pytest.mark.parametrize(

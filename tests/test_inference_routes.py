@@ -178,3 +178,14 @@ def test_bad_requests_raise_the_clients_exception_with_our_message(
     _raises(with_inputs([tensor("X", np.full_like(X, np.nan), "FP64"), tensor("Y", Y, "FP64")]), "400", "NaN")
     U = np.ones(X.shape[0] + 1)
     _raises(with_inputs([tensor("X", X, "FP64"), tensor("Y", Y, "FP64"), tensor("U", U, "FP64")], "vjp"), "400", "U")
+
+
+def test_a_big_binary_answer_equals_the_native_one(
+    tc: triton.InferenceServerClient, live_server: LiveServer, rng: np.random.Generator
+) -> None:
+    """8 MiB of J: over the socket's inline limit, so it comes from the engine's shared memory."""
+    arrays = {"X": rng.normal(size=(64, 512)).astype(np.float32), "Y": (rng.normal(size=512) / 20).astype(np.float32)}
+    native = _native(live_server.url, "jacobian", arrays)
+    result = _infer(tc, "jacobian", arrays, True, True)
+    np.testing.assert_array_equal(result.as_numpy("J"), native["J"])
+    assert result.as_numpy("J").nbytes == 64 * 64 * 512 * 4
