@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.errors import NonFiniteResult, TooLarge
+from app.problems import all_finite
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def check_output_size(what: str, elements: int, formula: str, encoding: Encoding
 
 def ensure_finite(arrays: dict[str, np.ndarray]) -> None:
     """Finite inputs can still overflow (e.g. entries near 1e308): refuse rather than send NaN."""
-    bad = [name for name, a in arrays.items() if not np.isfinite(a).all()]
+    bad = [name for name, a in arrays.items() if not all_finite(a)]
     if bad:
         raise NonFiniteResult(
             f"The result ({', '.join(bad)}) is not finite: X·Y overflows for these inputs. "

@@ -38,16 +38,23 @@ from bench.report import Row, machine, plot, table
 from bench.servers import PROJECT, ROOT, Server, floor_cmd, free_port, server, status_mib
 
 
-def interleaved(measure: Callable[[Server], float], project: Server, floor: Server, rounds: int) -> tuple:
-    """Alternate which server goes first; return medians and the median per-round ratio."""
-    p_vals, f_vals, ratios = [], [], []
+def alternate(mine: Callable[[], float], theirs: Callable[[], float], rounds: int) -> tuple[float, float, float]:
+    """Measure both, alternating which goes first; the medians and the median per-round ratio."""
+    a_vals, b_vals, ratios = [], [], []
     for r in range(rounds):
-        order = (project, floor) if r % 2 else (floor, project)
-        got = {s.name: measure(s) for s in order}
-        p_vals.append(got["project"])
-        f_vals.append(got["floor"])
-        ratios.append(got["project"] / got["floor"])
-    return statistics.median(p_vals), statistics.median(f_vals), statistics.median(ratios)
+        if r % 2:
+            a_vals.append(mine())
+            b_vals.append(theirs())
+        else:
+            b_vals.append(theirs())
+            a_vals.append(mine())
+        ratios.append(a_vals[-1] / b_vals[-1])
+    return statistics.median(a_vals), statistics.median(b_vals), statistics.median(ratios)
+
+
+def interleaved(measure: Callable[[Server], float], project: Server, floor: Server, rounds: int) -> tuple:
+    """The project against the floor, alternating which goes first."""
+    return alternate(lambda: measure(project), lambda: measure(floor), rounds)
 
 
 def latency_row(
@@ -148,15 +155,9 @@ def protocol_rows(p: Server, quick: bool) -> list[Row]:
     doc = problem(2, 4)
     arrays = {"X": np.asarray(doc["X"], np.float32), "Y": np.asarray(doc["Y"], np.float32)}
     native, v2 = raw_npz_request("/jacobian", arrays), raw_v2_request("jacobian", arrays)
-    ratios, rates = [], []
-    for r in range(rounds):
-        order = [(0, native), (1, v2)] if r % 2 else [(1, v2), (0, native)]
-        got = dict((k, load(p.port, raw, 8, secs)) for k, raw in order)
-        ratios.append(got[1] / got[0])
-        rates.append(got)
-    ratio = statistics.median(ratios)
-    v2_rate = statistics.median(g[1] for g in rates)
-    native_rate = statistics.median(g[0] for g in rates)
+    v2_rate, native_rate, ratio = alternate(
+        lambda: load(p.port, v2, 8, secs), lambda: load(p.port, native, 8, secs), rounds
+    )
     return [
         Row(
             "2×4 throughput, V2 binary vs native npz, 8 connections",
@@ -199,16 +200,7 @@ def client_rows(p: Server, quick: bool) -> list[Row]:
                 times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    ratios, mine, bare = [], [], []
-    for r in range(rounds):  # alternating which goes first
-        if r % 2:
-            mine.append(with_client())
-            bare.append(by_hand())
-        else:
-            bare.append(by_hand())
-            mine.append(with_client())
-        ratios.append(mine[-1] / bare[-1])
-    ratio, m, b = statistics.median(ratios), statistics.median(mine), statistics.median(bare)
+    m, b, ratio = alternate(with_client, by_hand, rounds)
     return [
         Row(
             "2×4 seed through Client vs a bare httpx npz post, one client",
