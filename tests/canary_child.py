@@ -1,31 +1,53 @@
 """Child process of tests/test_crash_canary.py: runs the cases it reads (JSON on stdin) through a
 real engine and reports each on stdout. It prints ``start <id>`` before a case, so when a native
-fault kills it, the parent knows which case did."""
+fault kills it, the parent knows which case did.
+
+Inputs reach the engine as they do when served: big ones as views of a shared-memory segment laid
+out by `app.ipc.Layout` (TensorFlow takes those in place, through DLPack), small ones as read-only
+views of a message's bytes (copied into tensors)."""
 
 from __future__ import annotations
 
 import json
+import mmap
 import sys
 
 import numpy as np
 
 import app  # noqa: F401  (sets TensorFlow's environment before the engine imports it)
-from app import ops
+from app import ipc, ops
 from app.engine import Engine, onednn_enabled
 from tests.support import oracles
+
+K = 2  # products per state for vjp and jvp
 
 
 def inputs(op: str, dtype: str, A: int, F: int, B: int) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(A * 100_003 + F * 7 + B)
     X = (rng.normal(size=(A, F)) * 0.1).astype(dtype)
     Y = rng.normal(size=(B, F)).astype(dtype)
-    rows = (np.broadcast_to(X, (B, A, F)), Y)
+    rows: tuple[np.ndarray, ...] = (np.broadcast_to(X, (B, A, F)), Y)
     if op == ops.HVP:
         rows += (np.broadcast_to(rng.normal(size=(A, F)).astype(dtype), (B, A, F)),)
-    return rows
+    if op == ops.VJP:
+        rows += (rng.normal(size=(B, K, A)).astype(dtype),)
+    if op == ops.JVP:
+        rows += (np.broadcast_to(rng.normal(size=(K, A, F)).astype(dtype), (B, K, A, F)),)
+    return as_served(rows)
 
 
-def expected(op: str, name: str, X: np.ndarray, y: np.ndarray, V: np.ndarray | None) -> np.ndarray:
+def as_served(rows: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    if sum(r.nbytes for r in rows) > ipc.INLINE_MAX:
+        layout = ipc.Layout.of({str(i): r for i, r in enumerate(rows)})
+        views = list(layout.views(mmap.mmap(-1, layout.nbytes)).values())
+        for view, r in zip(views, rows, strict=True):
+            view[...] = r
+        return tuple(views)
+    return tuple(ipc.split(b"".join(np.ascontiguousarray(r).tobytes() for r in rows), ipc.specs(rows)))
+
+
+def expected(name: str, rows: tuple[np.ndarray, ...], b: int) -> np.ndarray:
+    X, y = rows[0][b], rows[1][b]
     if name == "J":
         return oracles.jacobian(X, y)
     if name == "J_Y":
@@ -33,8 +55,11 @@ def expected(op: str, name: str, X: np.ndarray, y: np.ndarray, V: np.ndarray | N
     if name == "H_lse":
         return oracles.hessian(X, y)[0]
     if name == "HV":
-        assert V is not None
-        return oracles.hvp(X, y, V)
+        return oracles.hvp(X, y, rows[2][b])
+    if name == "UJ":
+        return np.stack([oracles.vjp(X, y, u) for u in rows[2][b]])
+    if name == "JV":
+        return np.stack([oracles.jvp(X, y, v) for v in rows[2][b]])
     return oracles.log_softmax(X, y)
 
 
@@ -42,10 +67,8 @@ def worst_error(op: str, rows: tuple[np.ndarray, ...], arrays: dict[str, np.ndar
     """Largest error relative to the closed form's scale, over the first and last state."""
     worst = 0.0
     for b in {0, len(rows[1]) - 1}:
-        X, y = rows[0][b], rows[1][b]
-        V = rows[2][b] if op == ops.HVP else None
         for name, got in arrays.items():
-            want = expected(op, name, X, y, V)
+            want = expected(name, rows, b)
             scale = max(float(np.abs(want).max(initial=0.0)), 1e-300)
             worst = max(worst, float(np.abs(got[b].astype(np.float64) - want).max(initial=0.0)) / scale)
     return worst

@@ -14,18 +14,6 @@ from tests.support.oracles import assert_close
 TOL = {"float64": 1e-9, "float32": 1e-5}
 
 
-def uj_closed(X: np.ndarray, y: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """u·J: (u_j − p_j Σ_i u_i)·y_k."""
-    p = oracles.softmax(X, y)
-    return (u[:, None] - p[:, None] * u.sum()) * y[None, :]
-
-
-def jv_closed(X: np.ndarray, y: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """J·V: (V·y)_i − p·(V·y)."""
-    Vy = V @ y
-    return Vy - oracles.softmax(X, y) @ Vy
-
-
 def served_jacobian(client: TestClient, X: np.ndarray, states: np.ndarray) -> np.ndarray:
     """J from POST /jacobian, one per state (B×A×A×F), to contract by hand."""
     r = client.post("/jacobian", json={"X": X.tolist(), "Y": states.tolist(), "dtype": "float64"})
@@ -56,7 +44,7 @@ def test_vjp_matches_the_closed_form_and_the_contracted_jacobian(
     J = served_jacobian(client, X, states)
     for k in range(K or 1):
         for b, y in enumerate(states):
-            assert_close(got[k, b], uj_closed(X, y, Us[k, b]), 1e-9)
+            assert_close(got[k, b], oracles.vjp(X, y, Us[k, b]), 1e-9)
             assert_close(got[k, b], np.einsum("i,ijk->jk", Us[k, b], J[b]), 1e-9)
 
 
@@ -89,7 +77,7 @@ def test_jvp_matches_the_closed_form_and_the_contracted_jacobian(
     J = served_jacobian(client, X, states)
     for k in range(K or 1):
         for b, y in enumerate(states):
-            assert_close(got[k, b], jv_closed(X, y, Vs[k]), 1e-9)
+            assert_close(got[k, b], oracles.jvp(X, y, Vs[k]), 1e-9)
             assert_close(got[k, b], np.einsum("ijk,jk->i", J[b], Vs[k]), 1e-9)
 
 
@@ -105,7 +93,7 @@ def test_npz_both_ways_with_sum_states_as_a_query_parameter(
     out = load_npz(r.content)
     assert out["UJ"].dtype == dtype and out["UJ"].shape == (2, 4, 6)
     for k in range(2):
-        want = sum(uj_closed(X, Y[b], U[k, b]) for b in range(3))
+        want = sum(oracles.vjp(X, Y[b], U[k, b]) for b in range(3))
         assert_close(out["UJ"][k], want, TOL[dtype], float(np.abs(want).max()))
     V = rng.normal(size=(4, 6))
     r = client.post(
@@ -157,5 +145,5 @@ def test_a_vjp_at_a_size_jacobian_must_refuse(client: TestClient, rng: np.random
     r = client.post("/vjp", content=npz_bytes(X=X, Y=Y, U=U), headers=headers)
     assert r.status_code == 200, r.text
     X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
-    want = uj_closed(X64, Y64, U.astype(np.float64))
+    want = oracles.vjp(X64, Y64, U.astype(np.float64))
     assert_close(load_npz(r.content)["UJ"], want, 1e-5, float(np.abs(want).max()))

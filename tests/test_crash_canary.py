@@ -46,7 +46,7 @@ def _shapes() -> dict[str, list[tuple[int, int, int]]]:
 def _grid() -> list[dict[str, Any]]:
     shapes = _shapes()
     cases = []
-    for op in (ops.JACOBIAN, ops.JACOBIAN_XY, ops.JACOBIAN_Y, ops.HVP, ops.HESSIAN):
+    for op in (ops.JACOBIAN, ops.JACOBIAN_XY, ops.JACOBIAN_Y, ops.HVP, ops.HESSIAN, ops.VJP, ops.JVP):
         for path in ("graph", "xla"):
             for dtype in ("float32", "float64"):
                 for A, F, B in shapes["hessian" if op == ops.HESSIAN else "jacobian-like"]:

@@ -14,8 +14,7 @@ import pytest
 from jacobian_client import Client
 
 from app import ipc
-from tests.support import servers
-from tests.test_api_products import jv_closed
+from tests.support import oracles, servers
 
 
 @pytest.fixture
@@ -67,7 +66,7 @@ def test_big_inputs_pass_through_shared_memory_correctly_and_reuse_one_segment(
             client.transport = transport
             V = rng.normal(size=(256, 512))
             assert X.nbytes + V.nbytes > ipc.INLINE_MAX
-            np.testing.assert_allclose(client.jvp(X, y, V).JV, jv_closed(X, y, V), rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(client.jvp(X, y, V).JV, oracles.jvp(X, y, V), rtol=1e-9, atol=1e-12)
             counts.append(len(list(shm_dir.iterdir())))
     assert counts == [counts[0]] * 4 and counts[0] >= 1, counts  # reused, not one more per request
     assert not list(shm_dir.iterdir())  # all removed at shutdown

@@ -100,3 +100,16 @@ def hvp(X: np.ndarray, y: np.ndarray, V: np.ndarray) -> np.ndarray:
     Vy = V.astype(np.float64) @ y64
     row = -(p * (Vy - p @ Vy))[:, None] * y64[None, :]
     return np.broadcast_to(row[None], (A, *row.shape))
+
+
+def vjp(X: np.ndarray, y: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(A, F): u·J = (u_j − p_j Σ_i u_i)·y_k."""
+    p = softmax(X, y)
+    u64, y64 = u.astype(np.float64), y.astype(np.float64)
+    return (u64[:, None] - p[:, None] * u64.sum()) * y64[None, :]
+
+
+def jvp(X: np.ndarray, y: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """(A,): J·V = (V·y)_i − p·(V·y)."""
+    Vy = V.astype(np.float64) @ y.astype(np.float64)
+    return Vy - softmax(X, y) @ Vy
