@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,6 +216,7 @@ class Engine:
         self._seen: Counter[tuple[Any, ...]] = Counter()
         self._compiled: set[tuple[Any, ...]] = set()
         self._compiling: set[tuple[Any, ...]] = set()
+        self._pending: set[Future[None]] = set()  # compiles queued or running
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xla-compile") if xla else None
 
     def _trace(self, op: str, dtype_name: str, jit_compile: bool) -> Any:
@@ -247,6 +248,8 @@ class Engine:
             "onednn": onednn_enabled(),
             "trace_count": self.trace_count,
             "xla_shapes": self.xla_shapes,
+            # Compiling in the background, on the cores requests use: a benchmark waits for zero.
+            "xla_compiling": len(self._pending),
         }
 
     @property
@@ -301,7 +304,9 @@ class Engine:
             self._xla[fn_key](*zeros)
             self._compiled.add(shape_key)
 
-        self._compiler.submit(compile_shape)
+        future = self._compiler.submit(compile_shape)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
     def wait_for_compiles(self) -> None:
         """Block until queued XLA compilations finish (tests and benchmarks)."""

@@ -263,5 +263,6 @@ class Engines:
             "onednn": any(s["onednn"] for s in statuses) if statuses else None,
             "trace_count": sum(s["trace_count"] for s in statuses) if statuses else None,
             "xla_shapes": sum(s["xla_shapes"] for s in statuses) if statuses else None,
+            "xla_compiling": sum(s["xla_compiling"] for s in statuses) if statuses else None,
             "memory_claimed_bytes": sum(s["memory_claimed_bytes"] for s in statuses) if statuses else None,
         }

@@ -177,6 +177,7 @@ class Readiness(BaseModel):
     xla: bool
     trace_count: int | None = Field(None, description="tf.function traces so far; flat after warm-up.")
     xla_shapes: int | None = Field(None, description="Shapes compiled with XLA so far.")
+    xla_compiling: int | None = Field(None, description="Shapes being compiled with XLA now, in the background.")
     memory_budget_bytes: int = Field(
         description="Most memory requests in flight may claim (JACOBIAN_MEMORY_BUDGET_BYTES)."
     )

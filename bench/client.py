@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import shutil
@@ -12,6 +13,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from typing import Any
 
 import numpy as np
@@ -99,6 +101,19 @@ async def latency(port: int, raw: bytes, n: int) -> float:
         assert status == 200, status
     conn.close()
     return statistics.median(times)
+
+
+def settled(port: int, raw: bytes, requests: int = 4, patience_s: float = 30.0) -> None:
+    """Send `raw` a few times untimed, then wait until the server has no XLA compile in flight
+    (/health/ready `xla_compiling`; the floor has none): the timed requests then measure the
+    steady state, not a one-off compile running beside them on the same two cores."""
+    asyncio.run(latency(port, raw, requests))
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as r:
+            if not json.loads(r.read()).get("xla_compiling"):
+                return
+        time.sleep(0.1)
 
 
 WRK = shutil.which("wrk")  # C load generator, as the issues measured with; `make bench` installs it

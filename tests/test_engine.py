@@ -227,7 +227,7 @@ def test_xla_path_matches_closed_form_after_compiling(
     before = xla_engine.xla_shapes
     first = xla_engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays  # graph path; queues a compile
     xla_engine.wait_for_compiles()
-    assert xla_engine.xla_shapes == before + 1
+    assert xla_engine.xla_shapes == before + 1 and xla_engine.describe()["xla_compiling"] == 0
     compiled = xla_engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays  # XLA path, rows padded to 4
     for out in (first, compiled):
         assert out["J"].shape == (B, A, A, F)
