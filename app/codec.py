@@ -16,6 +16,11 @@ from pydantic import BaseModel, ValidationError
 
 try:  # ~5x faster than zlib's CRC-32: checking a 12 MB request's members took 5 ms with zlib
     from isal.isal_zlib import crc32
+
+    # zipfile checksums the npz answers it writes with its module's `crc32`, zlib's: encoding an
+    # 8 MB answer took 1.8 ms here, 0.5 ms with ISA-L's. The same CRC-32 and the same results,
+    # for every zipfile use in the process.
+    zipfile.crc32 = crc32  # type: ignore[attr-defined]
 except ImportError:  # no wheel for this platform: the same checksum, slower
     from zlib import crc32
 

@@ -137,3 +137,12 @@ def test_decode_json_reports_schema_errors_with_their_location() -> None:
     with pytest.raises(InvalidInput) as err:
         codec.decode_json(b'{"X": [[1, "a"]], "Y": [1, 2]}', JacobianRequest, "float32")
     assert err.value.details and err.value.details[0]["loc"][:2] == ["X", 0]
+
+
+def test_the_crc32_zipfile_uses_is_zlibs_crc32(rng: np.random.Generator) -> None:
+    """app.codec gives zipfile ISA-L's CRC-32 (faster): the same checksum, also when chained."""
+    import zlib
+
+    a, b = rng.bytes(100_003), rng.bytes(65_536)
+    assert zipfile.crc32(a) == zlib.crc32(a)  # type: ignore[attr-defined]
+    assert zipfile.crc32(b, zipfile.crc32(a)) == zlib.crc32(a + b)  # type: ignore[attr-defined]
