@@ -31,6 +31,7 @@ from app.problems import Problem, from_named
 VERSION = "1"  # each model has one version
 EXTENSIONS = ["binary_tensor_data"]
 DATATYPES = {"FP32": "float32", "FP64": "float64"}
+V2_DATATYPE = {dtype: name for name, dtype in DATATYPES.items()}  # float32 -> FP32
 PLATFORM = "tensorflow_autodiff"
 
 
@@ -296,7 +297,7 @@ def _flag(parameters: Parameters, name: str, default: bool = False) -> bool:
 def encode(inference: Inference, arrays: dict[str, np.ndarray], dtype: str, device: str) -> codec.Body:
     """The response: its JSON part first (the body's `parts[0]`), then each binary output's bytes,
     sent from the arrays' own memory."""
-    datatype = next(k for k, v in DATATYPES.items() if v == dtype)
+    datatype = V2_DATATYPE[dtype]
     outputs, binary = [], []
     for name, as_binary in inference.outputs.items():
         a = arrays[name]

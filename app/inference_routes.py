@@ -95,9 +95,8 @@ async def _model_ready(request: Request) -> Response:
 
 
 async def _metadata(request: Request) -> oip.ModelMetadata:
-    settings = runtime.runtime(request).settings
-    datatype = next(k for k, v in oip.DATATYPES.items() if v == settings.default_dtype)
-    return _model_from(request).metadata(datatype)
+    default = runtime.runtime(request).settings.default_dtype
+    return _model_from(request).metadata(oip.V2_DATATYPE[default])
 
 
 _READY_DOC: dict[str, Any] = {
