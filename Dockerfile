@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 # GPU image by default: TensorFlow with its CUDA libraries from PyPI (tensorflow[and-cuda]);
 # the host supplies only the NVIDIA driver (NVIDIA Container Toolkit).
-# CPU-only image for hosts without a GPU:  docker build --build-arg VARIANT=cpu .
-FROM python:3.11.11-slim-bookworm
+# CPU-only image for hosts without a GPU (tensorflow-cpu):  docker build --build-arg VARIANT=cpu .
+# BASE is for a mirror or a stand-in of the same Debian and Python (tests/container/base.py makes one).
+ARG BASE=python:3.11.11-slim-bookworm
+FROM ${BASE}
 
 ARG VARIANT=gpu
 # The app sets the two TF_* variables itself before importing TensorFlow (app/tensorflow_env.py:
@@ -20,16 +22,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin app
 WORKDIR /srv
 
-# Dependencies come from pyproject.toml; the [cuda] extra pins tensorflow[and-cuda].
+# Dependencies, pinned in pyproject.toml: the [cuda] extra is tensorflow[and-cuda], [cpu] tensorflow-cpu.
 COPY pyproject.toml README.md ./
 COPY app ./app
-# Versions are pinned in pyproject.toml, which pip reads here.
 # hadolint ignore=DL3013
-RUN if [ "$VARIANT" = "gpu" ]; then pip install --no-cache-dir ".[cuda]"; else pip install --no-cache-dir .; fi
+RUN case "$VARIANT" in \
+      gpu) extra=cuda ;; \
+      cpu) extra=cpu ;; \
+      *) echo "VARIANT must be gpu or cpu, not '$VARIANT'" >&2; exit 1 ;; \
+    esac \
+    && pip install --no-cache-dir ".[$extra]"
 
 USER 10001:10001
 EXPOSE 8000
 # Warm-up (TensorFlow import, tracing) takes ~10-30 s; give it a generous start period.
+# The check reads JACOBIAN_PORT as the service does.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4).status != 200)"]
+    CMD ["python", "-m", "app.healthcheck"]
 CMD ["python", "-m", "app"]

@@ -2,23 +2,33 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# TensorFlow's CPU build unless the machine has an NVIDIA GPU: the CUDA build greets every start
+# on a machine without one with "failed call to cuInit". `make TF=cuda ...` or `TF=cpu` to choose.
+TF     ?= $(if $(wildcard /proc/driver/nvidia/gpus/*),cuda,cpu)
+TF_DIST       := $(if $(filter cuda,$(TF)),tensorflow,tensorflow-cpu)
+TF_OTHER_DIST := $(if $(filter cuda,$(TF)),tensorflow-cpu,tensorflow)
+STAMP  := $(VENV)/.installed-$(TF)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages the tests drive: Chromium (docs page in a real browser), docker-compose
 # (validates docker-compose.yml; no Docker engine is needed for that), wrk (the benchmark's load),
-# kubectl (renders deploy/kubernetes; Debian's kubernetes-client when the machine has none).
-SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/wrk /usr/bin/kubectl
+# kubectl (renders deploy/kubernetes; Debian's kubernetes-client when the machine has none),
+# podman, buildah and podman-compose (the image built and run for real, no daemon) and mmdebstrap
+# (a stand-in base image where the real one cannot be pulled).
+SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/wrk /usr/bin/kubectl \
+	/usr/bin/podman /usr/bin/buildah /usr/bin/podman-compose /usr/bin/mmdebstrap
 APT := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
-.PHONY: install serve test lint openapi bench clean system-deps
+.PHONY: install serve test lint openapi bench clean system-deps image image-gpu
 
 CLIENT := client/pyproject.toml $(wildcard client/jacobian_client/*)
 
 $(STAMP): pyproject.toml $(CLIENT)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	# Both TensorFlow builds install the same files: switching means removing both first.
+	if $(PY) -m pip show -q $(TF_OTHER_DIST) 2>/dev/null; then $(PY) -m pip uninstall -q -y $(TF_OTHER_DIST) $(TF_DIST); fi
+	$(PY) -m pip install -q -e '.[dev,$(TF)]'
 	# The Python client, installed as its users install it (not editable): the tests use that copy.
 	$(PY) -m pip install -q ./client
 	rm -rf client/build
@@ -45,6 +55,14 @@ lint: $(STAMP)
 	$(APT) wrk
 /usr/bin/kubectl:
 	$(APT) kubernetes-client
+/usr/bin/podman:
+	$(APT) podman
+/usr/bin/buildah:
+	$(APT) buildah
+/usr/bin/podman-compose:
+	$(APT) podman-compose
+/usr/bin/mmdebstrap:
+	$(APT) mmdebstrap
 
 system-deps: $(SYSTEM_DEPS)
 
@@ -56,8 +74,15 @@ clean:
 
 # Not part of `make test` (timings are noisy); its code is linted and smoke-tested there.
 bench: $(STAMP) system-deps
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,bench,$(TF)]'
 	$(PY) -m bench.run
+
+# The images, built with podman (tests/support/containers.py; the CPU one is built and run by
+# `make test`). The GPU image downloads ~3.4 GB of CUDA wheels: not part of `make test`.
+image: $(STAMP) system-deps
+	$(PY) -m tests.support.containers cpu
+image-gpu: $(STAMP) system-deps
+	$(PY) -m tests.support.containers gpu
 
 openapi: $(STAMP)
 	$(PY) -m app.openapi > openapi/openapi.json

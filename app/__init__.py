@@ -9,6 +9,9 @@ Processes
     supervisor      starts, restarts and stops the engine processes and the HTTP workers.
     engine_process  one engine process: its loop, batcher and memory ledger, over `ipc`.
     lifeline        child processes that die with their parent (PR_SET_PDEATHSIG).
+    rundir          the supervisor's runtime directory and the lock that says it is alive.
+    logs            one log format and level for every process, the spawned workers too.
+    healthcheck     `python -m app.healthcheck`: the containers' health check.
     tensorflow_env  the environment TensorFlow must start with (oneDNN off on AVX-512).
 
 Web (HTTP workers)

@@ -14,8 +14,10 @@ from app.budget import cgroup_cpus, default_budget
 DType = Literal["float32", "float64"]
 # Set by the supervisor for the processes it starts, never by a user.
 INTERNAL_SETTINGS = frozenset({"runtime_dir", "shm_prefix", "engines"})
-# Defaults that depend on the machine or container: deployments leave them empty to get them.
+# Defaults that depend on the machine or container: deployments leave them empty, or say "auto"
+# (docker-compose.yml does: podman-compose 1.0.3 cannot substitute an empty default), to get them.
 COMPUTED_SETTINGS = frozenset({"workers", "devices", "memory_budget_bytes"})
+_COMPUTED = ("", "auto", None)
 
 
 class Settings(BaseSettings):
@@ -73,22 +75,27 @@ class Settings(BaseSettings):
     shm_prefix: str = "jacobian"
     engines: int = Field(1, ge=1, description="Engine processes the workers talk to (set by the supervisor).")
 
-    @field_validator("api_key", "devices", mode="before")
+    @field_validator("api_key", mode="before")
     @classmethod
     def _empty_means_off(cls, value: object) -> object:
-        # docker-compose passes JACOBIAN_API_KEY="" when unset: that must not mean "the key is empty".
+        # An empty JACOBIAN_API_KEY (a ConfigMap's, an .env's) must not mean "the key is empty".
         return None if value in ("", None) else value
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _auto_means_every_visible_gpu(cls, value: object) -> object:
+        return None if value in _COMPUTED else value
 
     @field_validator("workers", mode="before")
     @classmethod
-    def _empty_means_one_per_core(cls, value: object) -> object:
-        return _cores() if value in ("", None) else value
+    def _auto_means_one_per_core(cls, value: object) -> object:
+        return _cores() if value in _COMPUTED else value
 
     @field_validator("memory_budget_bytes", mode="before")
     @classmethod
-    def _empty_means_the_default_budget(cls, value: object) -> object:
+    def _auto_means_the_default_budget(cls, value: object) -> object:
         # Kubernetes' ConfigMap lists every setting; an empty one keeps the default (the pod's limit).
-        return default_budget() if value in ("", None) else value
+        return default_budget() if value in _COMPUTED else value
 
 
 def _cores() -> int:

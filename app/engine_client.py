@@ -33,21 +33,6 @@ def _nothing() -> None:
     pass
 
 
-def pid_alive(pid: int) -> bool:
-    """Running and not a zombie (the supervisor reaps within half a second)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-
 class EngineClient:
     def __init__(self, index: int, settings: Settings, observe_ipc: Any = None) -> None:
         assert settings.runtime_dir is not None

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from app import ipc, lifeline
+from app import ipc, lifeline, logs
 from app.batcher import BatchStats, Job, stack_rows, take_batch
 from app.budget import Ledger
 from app.config import Settings, get_settings
@@ -204,5 +204,5 @@ def serve(index: int, settings: Settings) -> None:
 if __name__ == "__main__":
     lifeline.die_with_parent()
     s = get_settings()
-    logging.basicConfig(level=s.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(s.log_level)
     serve(int(sys.argv[1]), s)

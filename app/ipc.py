@@ -373,18 +373,6 @@ def sweep(directory: str, prefix: str) -> int:
     return gone
 
 
-def sweep_orphans(directory: str, base: str, alive: Any) -> int:
-    """Unlink `<base>-<supervisor pid>-…` files whose supervisor is gone: left when a supervisor was
-    killed outright (SIGKILL, OOM), which no `finally` survives."""
-    gone = 0
-    for path in Path(directory).glob(base + "-*"):
-        pid = path.name.removeprefix(base + "-").split("-", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
-            path.unlink(missing_ok=True)
-            gone += 1
-    return gone
-
-
 def free_bytes(directory: str) -> int:
     st = os.statvfs(directory)
     return st.f_bavail * st.f_frsize

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from app import budget, ipc, lifeline
+from app import budget, ipc, lifeline, logs, rundir
 from app.config import Settings, get_settings
 from app.protocol import BoundedProtocol
 
@@ -111,13 +110,13 @@ class Supervisor(Multiprocess):
 
 def main() -> None:
     base = get_settings()
-    logging.basicConfig(level=base.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(base.log_level)
     _remove_orphans(base)
-    runtime = tempfile.mkdtemp(prefix=f"jacobian-{os.getpid()}-")
+    runtime = rundir.RunDir()
     # Every process started from here reads these (pydantic-settings, prometheus_client).
-    os.environ["JACOBIAN_RUNTIME_DIR"] = runtime
-    os.environ["JACOBIAN_SHM_PREFIX"] = f"jacobian-{os.getpid()}"
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(runtime, "metrics")
+    os.environ["JACOBIAN_RUNTIME_DIR"] = runtime.path
+    os.environ["JACOBIAN_SHM_PREFIX"] = runtime.name
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(runtime.path, "metrics")
     os.mkdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     # One budget for every process, decided once (its default reads the cgroup limit).
     log.info("memory budget for requests in flight: %s bytes (%s)", f"{base.memory_budget_bytes:,}", budget_source())
@@ -133,6 +132,7 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=logs.uvicorn_log_config(settings.log_level),  # the workers' request log lines
         access_log=False,  # app.observability logs each request once, with its request id
         http=BoundedProtocol,  # deadlines for slow clients and a cap on connections
     )
@@ -147,7 +147,7 @@ def main() -> None:
     try:
         Supervisor(config, [config.bind_socket()], engines, settings).run()
     finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+        runtime.close()
 
 
 def budget_source() -> str:
@@ -158,16 +158,14 @@ def budget_source() -> str:
 
 def _remove_orphans(settings: Settings) -> None:
     """Shared-memory files and runtime directories of supervisors that were killed outright."""
-    from app.engine_client import pid_alive
-
-    if os.path.isdir(settings.shm_dir):
-        gone = ipc.sweep_orphans(settings.shm_dir, settings.shm_prefix, pid_alive)
-        if gone:
-            log.warning("removed %d shared-memory files left by a supervisor that was killed", gone)
-    for path in Path(tempfile.gettempdir()).glob("jacobian-*-*"):
-        pid = path.name.split("-")[1]
-        if path.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+    dirs, files = rundir.sweep_orphans(tempfile.gettempdir(), settings.shm_dir)
+    if dirs or files:
+        log.warning(
+            "removed %d runtime director%s and %d shared-memory files left by a supervisor that was killed",
+            dirs,
+            "y" if dirs == 1 else "ies",
+            files,
+        )
 
 
 def _check_shared_memory(settings: Settings) -> None:

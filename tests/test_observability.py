@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
+import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.support.clients import SEED
-from tests.support.helpers import metric
+from tests.support.helpers import metric, wait_until
+from tests.support.servers import LiveServer
 
 
 def test_metrics_count_requests_rejections_batches_and_outputs(client: TestClient) -> None:
@@ -46,3 +51,18 @@ def test_request_id_is_honoured_or_made_and_logged(client: TestClient, caplog: p
     made = client.get("/health/live").headers["x-request-id"]
     assert len(made) == 32
     assert client.get("/health/live", headers={"X-Request-ID": "x" * 500}).headers["x-request-id"] != "x" * 500
+
+
+def test_the_served_process_logs_one_line_per_request(live_server: LiveServer) -> None:
+    """Under `python -m app` the HTTP workers are spawned by uvicorn: the line must reach them."""
+    request_id = f"log-line-{uuid.uuid4().hex[:8]}"
+    r = httpx.post(live_server.url + "/jacobian", json=SEED, headers={"x-request-id": request_id})
+    assert r.status_code == 200
+    line = rf"INFO app\.requests POST /jacobian 200 [0-9.]+ms request_id={request_id}\n"
+    wait_until(lambda: re.search(line, live_server.log.read_text()) is not None, "the request's log line", 10)
+
+
+def test_no_cuda_noise_greets_a_cpu_start(live_server: LiveServer) -> None:
+    if Path("/proc/driver/nvidia/gpus").is_dir():
+        pytest.skip("an NVIDIA GPU machine gets TensorFlow's CUDA build")
+    assert "cuInit" not in live_server.log.read_text()
