@@ -111,8 +111,15 @@ class Supervisor(Multiprocess):
 def main() -> None:
     base = get_settings()
     logs.configure(base.log_level)
-    _remove_orphans(base)
-    runtime = rundir.RunDir()
+    try:
+        _remove_orphans(base)
+        runtime = rundir.RunDir()
+    except FileNotFoundError as err:  # tempfile found no writable directory
+        sys.exit(
+            f"{err.strerror}: the service needs a writable temporary directory (TMPDIR, else /tmp) for its "
+            "sockets and metrics files. With a read-only root filesystem, mount a tmpfs there "
+            "(docker run --read-only --tmpfs /tmp; Kubernetes: an emptyDir at /tmp)."
+        )
     # Every process started from here reads these (pydantic-settings, prometheus_client).
     os.environ["JACOBIAN_RUNTIME_DIR"] = runtime.path
     os.environ["JACOBIAN_SHM_PREFIX"] = runtime.name

@@ -225,3 +225,17 @@ def test_compose_up_of_the_cpu_service_as_shipped(engine: Engine, image: str, to
         assert health.returncode == 0, health.stdout + health.stderr
     finally:
         subprocess.run([*compose, "down", "-t", "5"], capture_output=True, env=env, timeout=300, cwd=tmp_path)
+
+
+def test_a_read_only_root_without_a_tmpfs_tmp_fails_as_the_readme_says(engine: Engine, image: str) -> None:
+    """Why the README's `docker run` says `--tmpfs /tmp` beside `--read-only` (podman mounts one by
+    itself unless told not to; Docker does not): the start fails, saying what to do."""
+    r = subprocess.run(
+        ["podman", "run", "--rm", "--read-only", "--read-only-tmpfs=false", image],
+        capture_output=True, text=True, env=engine.env, timeout=120,
+    )  # fmt: skip
+    said = r.stdout + r.stderr
+    assert r.returncode != 0 and "No usable temporary directory found" in said, said[-2000:]
+    assert "--tmpfs /tmp" in said and "Traceback" not in said, said[-2000:]
+    assert "--read-only --tmpfs /tmp" in README and "--format docker" in README
+    assert "COMPOSE_PROFILES=cpu docker compose up jacobian-cpu" in README  # what the compose test runs
