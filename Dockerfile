@@ -38,5 +38,5 @@ EXPOSE 8000
 # Warm-up (TensorFlow import, tracing) takes ~10-30 s; give it a generous start period.
 # The check reads JACOBIAN_PORT as the service does.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-m", "app.healthcheck"]
+    CMD ["python", "-m", "app.serve.healthcheck"]
 CMD ["python", "-m", "app"]

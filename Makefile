@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check app tests bench client
 	$(PY) -m ruff format --check app tests bench client
 	$(PY) -m mypy app
+	$(VENV)/bin/lint-imports
 	$(PY) -m mypy --strict client/jacobian_client
 
 # One package per missing binary: a kubectl already on the machine is not replaced.
@@ -85,4 +86,4 @@ image-gpu: $(STAMP) system-deps
 	$(PY) -m tests.support.containers gpu
 
 openapi: $(STAMP)
-	$(PY) -m app.openapi > openapi/openapi.json
+	$(PY) -m app.http.openapi > openapi/openapi.json

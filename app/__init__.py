@@ -1,48 +1,57 @@
 """The Jacobian service. Importing the package first sets the environment TensorFlow must start
 with (see `app.tensorflow_env`), whichever module is the entry point.
 
-One job per module; imports run down this list's layers (web → service → engine seam → engine),
-and TensorFlow is imported by `engine` alone.
+The folders follow a request, top to bottom, and imports run only downward (import-linter
+contracts in pyproject.toml, checked by `make test`); TensorFlow is imported under `engine` alone.
 
-Processes
-    __main__        `python -m app`: runs the supervisor.
-    supervisor      starts, restarts and stops the engine processes and the HTTP workers.
+serve/ (the processes)
+    supervisor      `python -m app`: starts, restarts and stops the engine processes and the HTTP workers.
     engine_process  one engine process: its loop, batcher and memory ledger, over `ipc`.
-    lifeline        child processes that die with their parent (PR_SET_PDEATHSIG).
     rundir          the supervisor's runtime directory and the lock that says it is alive.
     logs            one log format and level for every process, the spawned workers too.
-    healthcheck     `python -m app.healthcheck`: the containers' health check.
-    tensorflow_env  the environment TensorFlow must start with (oneDNN off on AVX-512).
+    healthcheck     `python -m app.serve.healthcheck`: the containers' health check.
 
-Web (HTTP workers)
-    main            the ASGI app and its lifespan (in-process engine or engine processes).
+http/ (the HTTP workers: decode, compute, encode)
+    app             the ASGI app and its lifespan (in-process engine or engine processes).
     runtime         what the app holds while it runs, as one typed object.
-    protocol        the HTTP connection: read deadline and connection cap.
-    routes          the endpoints: decode, compute, encode; health and metrics.
+    connection      the HTTP connection: read deadline and connection cap.
+    routes          the native endpoints; health and metrics.
     reading         a request's media type, body (against the limit) and Problem.
     auth            the API key.
     hangup          work dropped when the client hangs up.
     responses       an answer encoded and sent in pieces; releases its memory claim.
     openapi         the OpenAPI document and its fragments.
-    handlers        domain exceptions to HTTP responses, in one shape.
+    handlers        domain exceptions to HTTP responses, in one place.
     schemas         pydantic models of the JSON bodies.
     observability   request ids, the request log line, Prometheus metrics.
+    v2/routes       the Open Inference Protocol's endpoints.
+    v2/protocol     its bodies: metadata, tensors in and out, its model table.
 
-Service (no web, no TensorFlow)
-    service         what each operation computes: limits, memory claim, engine call, shaping.
+service/ (no web, no TensorFlow)
+    dataplane       what each operation computes: limits, memory claim, engine call, shaping.
     problems        a validated Problem from JSON lists or npz arrays.
     outputs         output-size limits and finiteness of results.
     codec           bytes ↔ arrays: JSON and npz.
-    budget          the memory estimate per request and the ledger of claims.
-    errors          domain exceptions, each with its status.
-    config          settings from JACOBIAN_* environment variables.
-    ops             the contract of each operation: inputs, outputs, shapes.
+    budget          the memory estimate of a request.
 
-Engine seam and engine
+scheduling/
     batcher         dynamic batching (in-process) and the rules batches follow.
-    engine_client   an HTTP worker's connection to the engine processes.
-    ipc             the wire: framed messages over a Unix socket, shared-memory segments.
-    engine          TensorFlow: the traced derivative functions and the XLA policy.
+    ledger          the memory claims of requests in flight against the budget.
+
+ipc/
+    wire            framed messages over a Unix socket, shared-memory segments.
+    client          an HTTP worker's connection to the engine processes.
+
+engine/
+    derivatives     TensorFlow: the traced derivative functions and the XLA policy.
+
+Shared by every layer (they import none of it)
+    config          settings from JACOBIAN_* environment variables.
+    system          the machine's facts: cgroup limits, physical memory, the default budget.
+    ops             the contract of each operation: inputs, outputs, shapes.
+    errors          domain exceptions, each with its status.
+    lifeline        child processes that die with their parent (PR_SET_PDEATHSIG).
+    tensorflow_env  the environment TensorFlow must start with (oneDNN off on AVX-512).
 """
 
 from app import tensorflow_env

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.budget import cgroup_cpus, default_budget
+from app.system import cgroup_cpus, default_budget
 
 DType = Literal["float32", "float64"]
 # Set by the supervisor for the processes it starts, never by a user.

@@ -1,5 +1,5 @@
 """Domain exceptions. Each class names the HTTP status it becomes (`status`, inherited: a new
-subclass is never a 500 by accident); `app.handlers` writes the response, in one place. No web
+subclass is never a 500 by accident); `app.http.handlers` writes the response, in one place. No web
 imports here, so any layer may raise them."""
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ encoder needs to).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,5 +132,15 @@ def assemble(op: str, arrays: dict[str, np.ndarray], A: int) -> dict[str, np.nda
 
 
 # XLA keeps its own buffers beside TensorFlow's allocator pool, so a shape served both ways holds
-# both; above this output size XLA gains little (bench/measurements.md) and is not used (app.budget).
+# both; above this output size XLA gains little (bench/measurements.md) and is not used (app.service.budget).
 XLA_MAX_OUTPUT_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What a submit returns: the rows' outputs, the device, and the hand-back of their memory
+    claim, to call once the answer has been sent (or dropped)."""
+
+    arrays: dict[str, np.ndarray]
+    device: str
+    release: Callable[[], None]

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from jacobian_client import Client
 
-from app import budget, ops
+from app import ops
+from app.service import budget
 
 SIZES = {
     "/jacobian": (ops.JACOBIAN, [(64, 512), (128, 1024), (256, 1024)]),

@@ -42,7 +42,8 @@ def child(A: int, F: int, dtype: str, path: str) -> None:
     import numpy as np
     import tensorflow as tf  # before `app`, so the environment set by the parent holds
 
-    from app import engine, ops
+    from app import ops
+    from app.engine import derivatives as engine
 
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(1, A, F)) * 0.1).astype(dtype)
@@ -61,7 +62,7 @@ def child(A: int, F: int, dtype: str, path: str) -> None:
 
 
 def measure(config: dict[str, str], A: int, F: int, dtype: str, path: str) -> str:
-    from app import lifeline  # not at the top: the child must import TensorFlow before `app`
+    from app.serve import lifeline  # not at the top: the child must import TensorFlow before `app`
 
     env = {**os.environ, **config, "TF_CPP_MIN_LOG_LEVEL": "3"}
     args = [sys.executable, "-m", "bench.onednn", str(A), str(F), dtype, path]

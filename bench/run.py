@@ -320,7 +320,7 @@ def engine_rows(quick: bool) -> list[Row]:
     sys.path.insert(0, str(ROOT))
     from app import ops
     from app.config import Settings
-    from app.engine import Engine
+    from app.engine.derivatives import Engine
 
     settings = Settings()
     engine = Engine(xla=settings.xla, xla_after=1)

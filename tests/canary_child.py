@@ -3,7 +3,7 @@ real engine and reports each on stdout. It prints ``start <id>`` before a case, 
 fault kills it, the parent knows which case did.
 
 Inputs reach the engine as they do when served: big ones as views of a shared-memory segment laid
-out by `app.ipc.Layout` (TensorFlow takes those in place, through DLPack), small ones as read-only
+out by `app.ipc.wire.Layout` (TensorFlow takes those in place, through DLPack), small ones as read-only
 views of a message's bytes (copied into tensors)."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import sys
 import numpy as np
 
 import app  # noqa: F401  (sets TensorFlow's environment before the engine imports it)
-from app import ipc, ops
-from app.engine import Engine, onednn_enabled
+from app import ops
+from app.engine.derivatives import Engine, onednn_enabled
+from app.ipc import wire as ipc
 from tests.support import oracles
 
 K = 2  # products per state for vjp and jvp

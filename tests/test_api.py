@@ -141,7 +141,7 @@ def test_health_ready_names_tensorflow_and_devices(client: TestClient) -> None:
 
 def test_ready_is_503_until_warm() -> None:
     from app.config import Settings
-    from app.main import create_app
+    from app.http.app import create_app
 
     app = create_app(Settings())
     with TestClient(app) as c:

@@ -1,4 +1,4 @@
-"""app/auth.py: the API key, when one is configured."""
+"""app/http/auth.py: the API key, when one is configured."""
 
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ import pytest
 from starlette.requests import Request
 
 from app import ops
-from app.batcher import Batcher
-from app.engine import Engine
+from app.engine.derivatives import Engine
 from app.errors import ClientDisconnected, Overloaded
-from app.hangup import unless_disconnected
+from app.http.hangup import unless_disconnected
+from app.scheduling.batcher import Batcher
 from tests.support import oracles
 from tests.support.oracles import assert_close
 

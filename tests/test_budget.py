@@ -1,4 +1,4 @@
-"""app/budget.py: the default budget, the estimate, and admission by bytes (in-process batcher and
+"""app/service/budget.py: the default budget, the estimate, and admission by bytes (in-process batcher and
 the app); the engine-process path under real load is in tests/test_memory_budget.py."""
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app import budget, ops
-from app.batcher import Batcher
+from app import ops, system
 from app.config import Settings
-from app.engine import Engine
+from app.engine.derivatives import Engine
+from app.scheduling.batcher import Batcher
+from app.scheduling.ledger import Ledger
+from app.service import budget
 from tests.support import oracles
 from tests.support.clients import started_client
 from tests.support.helpers import NPZ, load_npz, metric, npz_bytes
@@ -45,7 +47,7 @@ def _fake_system(tmp: Path, own: str, files: dict[str, str], mem_kib: int = 16 *
 )
 def test_default_budget_is_half_the_container_limit_else_a_quarter_of_memory(tmp_path: Path, files, want) -> None:
     root, meminfo = _fake_system(tmp_path, "/", files)
-    assert budget.default_budget(root, meminfo) == want
+    assert system.default_budget(root, meminfo) == want
 
 
 @pytest.mark.parametrize(
@@ -61,17 +63,17 @@ def test_default_budget_is_half_the_container_limit_else_a_quarter_of_memory(tmp
 )
 def test_the_cgroup_cpu_quota_in_whole_cpus(tmp_path: Path, files: dict[str, str], want: int | None) -> None:
     root, _ = _fake_system(tmp_path, "/", files)
-    assert budget.cgroup_cpus(root) == want
+    assert system.cgroup_cpus(root) == want
 
 
 def test_an_empty_budget_setting_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JACOBIAN_MEMORY_BUDGET_BYTES", "")
-    assert Settings().memory_budget_bytes == budget.default_budget()
+    assert Settings().memory_budget_bytes == system.default_budget()
 
 
 def test_the_settings_default_reads_this_machine() -> None:
-    limit = budget.cgroup_limit()
-    want = limit // 2 if limit is not None else budget.physical_memory() // 4
+    limit = system.cgroup_limit()
+    want = limit // 2 if limit is not None else system.physical_memory() // 4
     assert Settings().memory_budget_bytes == want
 
 
@@ -85,7 +87,7 @@ def test_estimate_grows_with_the_problem_and_json_costs_more_than_npz() -> None:
 
 
 def test_ledger_admits_anything_when_empty_and_otherwise_only_what_fits() -> None:
-    ledger = budget.Ledger(100)
+    ledger = Ledger(100)
     assert ledger.fits(500)  # alone, even an over-budget claim runs: nothing else can free memory
     ledger.claim(60)
     assert ledger.fits(40) and not ledger.fits(41)

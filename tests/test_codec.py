@@ -1,4 +1,4 @@
-"""app/codec.py: bytes ↔ arrays, both transports."""
+"""app/service/codec.py: bytes ↔ arrays, both transports."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import orjson
 import pytest
 
-from app import codec
 from app.errors import InvalidInput, MalformedBody, TooLarge
-from app.schemas import JacobianRequest
+from app.http.schemas import JacobianRequest
+from app.service import codec
 from tests.support.helpers import npz_bytes
 
 
@@ -140,7 +140,7 @@ def test_decode_json_reports_schema_errors_with_their_location() -> None:
 
 
 def test_the_crc32_zipfile_uses_is_zlibs_crc32(rng: np.random.Generator) -> None:
-    """app.codec gives zipfile ISA-L's CRC-32 (faster): the same checksum, also when chained."""
+    """app.service.codec gives zipfile ISA-L's CRC-32 (faster): the same checksum, also when chained."""
     import zlib
 
     a, b = rng.bytes(100_003), rng.bytes(65_536)

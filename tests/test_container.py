@@ -47,7 +47,7 @@ def test_dockerfile_essentials() -> None:
     assert "ARG VARIANT=gpu" in text and "gpu) extra=cuda" in text and "cpu) extra=cpu" in text
     assert "USER 10001" in text and "HEALTHCHECK" in text and "--start-period=" in text
     # The health check reads the port from the settings, as the service does.
-    assert 'CMD ["python", "-m", "app.healthcheck"]' in text and "8000/health" not in text
+    assert 'CMD ["python", "-m", "app.serve.healthcheck"]' in text and "8000/health" not in text
     assert dockerfile_cmd() == ["python", "-m", "app"]  # imports the app package first: oneDNN off
     assert "TF_ENABLE_ONEDNN_OPTS=0" in text  # also for anything else run in the image
     ignored = (ROOT / ".dockerignore").read_text().split()
@@ -79,7 +79,10 @@ def test_compose_file_validates_with_a_gpu_reserved() -> None:
     # /dev/shm carries big answers from the engine to the workers: room for the largest one.
     assert byte_size(service["shm_size"]) >= 2 * Settings().max_output_elements * 8
     # A string, run by the shell (podman-compose 1.0.3 mangles the list form), reading the port setting.
-    assert service["healthcheck"]["test"] in ("python -m app.healthcheck", ["CMD-SHELL", "python -m app.healthcheck"])
+    assert service["healthcheck"]["test"] in (
+        "python -m app.serve.healthcheck",
+        ["CMD-SHELL", "python -m app.serve.healthcheck"],
+    )
     assert service["build"]["args"]["VARIANT"] == "gpu"
     assert {"JACOBIAN_MAX_REQUEST_BYTES", "JACOBIAN_XLA", "JACOBIAN_API_KEY"} <= set(service["environment"])
     # Empty defaults are passed literally by podman-compose 1.0.3: none is left.

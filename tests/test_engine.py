@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from app import ops
 from app.config import Settings
-from app.engine import Engine
+from app.engine.derivatives import Engine
 from tests.support import oracles
 from tests.support.oracles import assert_close
 
@@ -259,12 +259,12 @@ import json, mmap, sys
 import numpy as np
 import app  # before TensorFlow: its oneDNN setting
 import tensorflow as tf
-from app import engine as E
+from app.engine import derivatives as E
 
 rng = np.random.default_rng(0)
 mm = mmap.mmap(-1, 64 << 20)
 out = {}
-for offset in (0, 16, 4096 + 8):  # aligned as app.ipc.Layout places inputs, and two ways not
+for offset in (0, 16, 4096 + 8):  # aligned as app.ipc.wire.Layout places inputs, and two ways not
     for dtype in ("float32", "float64"):
         a = rng.normal(size=(1, 256, 1024)).astype(dtype)
         view = np.frombuffer(mm, dtype, a.size, offset).reshape(a.shape)

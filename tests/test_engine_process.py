@@ -1,4 +1,4 @@
-"""app/engine_process.py's admission: past JACOBIAN_MAX_PENDING requests the engine answers
+"""app/serve/engine_process.py's admission: past JACOBIAN_MAX_PENDING requests the engine answers
 "overloaded", which the client gets as 503 with Retry-After, and the service recovers."""
 
 from __future__ import annotations

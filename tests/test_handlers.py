@@ -1,4 +1,4 @@
-"""app/handlers.py: every domain exception becomes its status in the one error shape."""
+"""app/http/handlers.py: every domain exception becomes its status in the one error shape."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app import errors
-from app.handlers import install_handlers
+from app.http.handlers import install_handlers
 
 
 class NewKindOfTooLarge(errors.TooLarge):

@@ -1,4 +1,4 @@
-"""`python -m app.healthcheck`, the containers' health check: it asks the port the service was
+"""`python -m app.serve.healthcheck`, the containers' health check: it asks the port the service was
 configured with, not a port written into the Dockerfile."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 from app.config import Settings
-from app.healthcheck import ready_url
+from app.serve.healthcheck import ready_url
 from tests.support.servers import LiveServer, free_port
 
 
 def _healthcheck(port: int | str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "JACOBIAN_PORT": str(port), "JACOBIAN_HOST": "0.0.0.0"}
-    cmd = [sys.executable, "-m", "app.healthcheck"]
+    cmd = [sys.executable, "-m", "app.serve.healthcheck"]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
 
 

@@ -127,7 +127,7 @@ def test_no_cuda_noise_at_start(served: Container) -> None:
 
 def test_the_images_healthcheck_says_healthy(served: Container) -> None:
     # Kept only in docker format: the build must say --format docker.
-    assert "app.healthcheck" in served.inspect("{{json .Config.Healthcheck}}")
+    assert "app.serve.healthcheck" in served.inspect("{{json .Config.Healthcheck}}")
     r = served.health()
     assert r.returncode == 0, r.stdout + r.stderr
 

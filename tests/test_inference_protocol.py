@@ -1,4 +1,4 @@
-"""app/inference_protocol.py: V2 requests become the native API's problems, and answers become V2
+"""app/http/v2/protocol.py: V2 requests become the native API's problems, and answers become V2
 responses, binary tensor data both ways; every malformed request is refused with its reason."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
-from app import inference_protocol as oip
 from app.errors import InvalidInput, MalformedBody
+from app.http.v2 import protocol as oip
 
 X = np.arange(8.0).reshape(2, 4) / 10
 Y = np.array([1.0, 2.0, 3.0, 4.0])

@@ -1,4 +1,4 @@
-"""app/ipc.py: big inputs and answers through shared memory, in place on the reading side, and
+"""app/ipc/wire.py: big inputs and answers through shared memory, in place on the reading side, and
 segments reused rather than created per request."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jacobian_client import Client
 
-from app import ipc
+from app.ipc import wire as ipc
 from tests.support import oracles, servers
 
 

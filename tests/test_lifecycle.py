@@ -17,9 +17,9 @@ import orjson
 import pytest
 import uvicorn
 
-from app import codec
 from app.config import Settings
-from app.main import create_app
+from app.http.app import create_app
+from app.service import codec
 from tests.support import oracles, servers
 from tests.support.clients import SEED
 from tests.support.helpers import NPZ, load_npz, metric, wait_until

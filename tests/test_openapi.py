@@ -1,4 +1,4 @@
-"""app/openapi.py: the committed spec is what the app serves, it documents every operation fully,
+"""app/http/openapi.py: the committed spec is what the app serves, it documents every operation fully,
 and the served app keeps every promise it makes (schemathesis)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.openapi import spec_text
+from app.http.openapi import spec_text
 from tests.support.clients import SEED
 from tests.support.servers import LiveServer
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app import ops
-from app.engine import Engine
+from app.engine.derivatives import Engine
 from tests.support import oracles
 from tests.support.oracles import assert_close
 

@@ -1,4 +1,4 @@
-"""app/outputs.py: the element limits per encoding, and no non-finite number ever sent."""
+"""app/service/outputs.py: the element limits per encoding, and no non-finite number ever sent."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.errors import NonFiniteResult, TooLarge
-from app.outputs import Encoding, check_output_size, ensure_finite
+from app.service.outputs import Encoding, check_output_size, ensure_finite
 
 
 def test_every_non_finite_output_is_named() -> None:

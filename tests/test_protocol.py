@@ -1,4 +1,4 @@
-"""app/protocol.py, against the served app: slow clients are cut off, connections are capped."""
+"""app/http/connection.py, against the served app: slow clients are cut off, connections are capped."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""app/reading.py against the served app: bodies over the limit are refused while they stream."""
+"""app/http/reading.py against the served app: bodies over the limit are refused while they stream."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from app import rundir
+from app.serve import rundir
 
 
 def _leave_behind(tmp: Path, shm: Path, pid: int, *, aged: bool = True) -> tuple[Path, Path]:
@@ -47,7 +47,7 @@ def test_leftovers_of_a_dead_supervisor_whose_pid_is_alive_again_are_removed(tmp
 def test_a_lock_held_by_another_live_process_keeps_its_files(tmp_path: Path) -> None:
     tmp, shm = tmp_path / "tmp", tmp_path / "shm"
     tmp.mkdir(), shm.mkdir()
-    hold = f"from app import rundir; d = rundir.RunDir({str(tmp)!r}); print(d.name, flush=True); input()"
+    hold = f"from app.serve import rundir; d = rundir.RunDir({str(tmp)!r}); print(d.name, flush=True); input()"
     holder = subprocess.Popen(
         [sys.executable, "-c", hold],
         stdin=subprocess.PIPE,
@@ -56,6 +56,7 @@ def test_a_lock_held_by_another_live_process_keeps_its_files(tmp_path: Path) -> 
     )
     try:
         name = holder.stdout.readline().strip()  # type: ignore[union-attr]
+        assert name.startswith("jacobian-"), "the holder did not start"
         (shm / f"{name}-77-1").touch()
         assert rundir.sweep_orphans(str(tmp), str(shm)) == (0, 0)
         holder.kill()  # SIGKILL: the kernel drops the lock, nothing else runs

@@ -1,4 +1,4 @@
-"""app/service.py without TensorFlow: size checks and memory claims before any work, and the
+"""app/service/dataplane.py without TensorFlow: size checks and memory claims before any work, and the
 shaping of the engine's rows into the answer (a fake engine returns closed forms)."""
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app import budget, ops
-from app.batcher import Computed
+from app import ops
 from app.config import Settings
 from app.errors import OverMemoryBudget, TooLarge
-from app.outputs import Encoding
-from app.problems import from_arrays
-from app.service import Service
+from app.ops import Computed
+from app.service import budget
+from app.service.dataplane import Service
+from app.service.outputs import Encoding
+from app.service.problems import from_arrays
 from tests.support import oracles
 
 

@@ -219,7 +219,7 @@ def test_requests_past_their_deadline_get_504_and_are_never_computed(tmp_path: P
 )
 def test_one_engine_per_device(monkeypatch: pytest.MonkeyPatch, devices, visible, want) -> None:  # type: ignore[no-untyped-def]
     from app.config import Settings
-    from app.supervisor import engine_devices
+    from app.serve.supervisor import engine_devices
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     if visible is not None:

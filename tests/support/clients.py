@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.main import create_app
+from app.http.app import create_app
 
 SEED = {"X": [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]], "Y": [1.0, 2.0, 3.0, 4.0]}
 

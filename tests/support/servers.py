@@ -134,7 +134,9 @@ def worker_pids(server: LiveServer) -> list[int]:
 
 
 def engine_pids(server: LiveServer) -> list[int]:
-    return [p for p in tree(server.proc.pid) if "app.engine_process" in cmdline(p) and "lifeline" not in cmdline(p)]
+    return [
+        p for p in tree(server.proc.pid) if "app.serve.engine_process" in cmdline(p) and "lifeline" not in cmdline(p)
+    ]
 
 
 def raw_post(url: str, path: str, body: bytes, hold_back: int = 0) -> socket.socket:

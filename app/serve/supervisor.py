@@ -1,5 +1,5 @@
-"""`python -m app`: the supervisor. It starts one engine process per device (`app.engine_process`)
-and `JACOBIAN_WORKERS` HTTP worker processes (uvicorn, `app.main:app`, no TensorFlow) sharing one
+"""`python -m app`: the supervisor. It starts one engine process per device (`app.serve.engine_process`)
+and `JACOBIAN_WORKERS` HTTP worker processes (uvicorn, `app.http.app:app`, no TensorFlow) sharing one
 listening socket; restarts any of them that dies; and on SIGTERM lets the workers finish what
 is in flight, then stops the engines, and removes its shared-memory files and runtime directory.
 """
@@ -17,9 +17,11 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from app import budget, ipc, lifeline, logs, rundir
+from app import lifeline, system
 from app.config import Settings, get_settings
-from app.protocol import BoundedProtocol
+from app.http.connection import BoundedProtocol
+from app.ipc import wire as ipc
+from app.serve import logs, rundir
 
 log = logging.getLogger("app.supervisor")
 
@@ -44,7 +46,7 @@ class EngineProcess:
         env = dict(os.environ)
         if self.device is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.device
-        cmd = [sys.executable, "-m", "app.engine_process", str(self.index)]
+        cmd = [sys.executable, "-m", "app.serve.engine_process", str(self.index)]
         self.proc = subprocess.Popen(lifeline.command(cmd), env=env)
 
     def died(self) -> int | None:
@@ -134,13 +136,13 @@ def main() -> None:
     settings = get_settings()
     _check_shared_memory(settings)
     config = uvicorn.Config(
-        "app.main:app",
+        "app.http.app:app",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
         log_config=logs.uvicorn_log_config(settings.log_level),  # the workers' request log lines
-        access_log=False,  # app.observability logs each request once, with its request id
+        access_log=False,  # app.http.observability logs each request once, with its request id
         http=BoundedProtocol,  # deadlines for slow clients and a cap on connections
     )
     engines = [EngineProcess(i, d) for i, d in enumerate(devices)]
@@ -160,7 +162,7 @@ def main() -> None:
 def budget_source() -> str:
     if "JACOBIAN_MEMORY_BUDGET_BYTES" in os.environ:
         return "JACOBIAN_MEMORY_BUDGET_BYTES"
-    return budget.describe_default()
+    return system.describe_default()
 
 
 def _remove_orphans(settings: Settings) -> None:

@@ -30,8 +30,7 @@ def _depth(value: Any) -> str:
     return {1: "vector", 2: "matrix", 3: "tensor3"}.get(depth, "vector")
 
 
-# The tags only route validation; codec strips them from error locations.
-UNION_TAGS = ("state", "batch", "vector", "matrix", "tensor3")
+# The tags (app.service.codec.UNION_TAGS) only route validation; codec strips them from error locations.
 States = Annotated[Annotated[Vector, Tag("state")] | Annotated[Matrix, Tag("batch")], Discriminator(_rank_of_y)]
 Tensor3 = Annotated[list[Matrix], Field(min_length=1)]
 # Shaped like W (A, or B×A), with an optional leading K axis.

@@ -1,15 +1,15 @@
 """Reading a request: its media type, its body (counted as it streams, against the limit) and
-the Problem it describes (JSON or npz, via `app.codec`)."""
+the Problem it describes (JSON or npz, via `app.service.codec`)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from app import codec
 from app.config import Settings
 from app.errors import InvalidInput, MalformedBody, TooLarge, UnsupportedMediaType
-from app.problems import FLOAT_DTYPES, Problem
+from app.service import codec
+from app.service.problems import FLOAT_DTYPES, Problem
 
 
 def query_dtype(request: Request) -> str | None:

@@ -1,6 +1,6 @@
-"""`python -m app.engine_process INDEX`: one engine process, started by the supervisor for one
+"""`python -m app.serve.engine_process INDEX`: one engine process, started by the supervisor for one
 device. It owns TensorFlow, the traced functions, XLA and the dynamic batcher for requests from
-every HTTP worker, which reach it over one Unix-domain socket (`app.ipc.Server`).
+every HTTP worker, which reach it over one Unix-domain socket (`app.ipc.wire.Server`).
 
 The loop reads whatever has arrived, then runs the oldest request together with every queued request of
 the same (operation, dtype, A, F), up to `max_batch_rows` rows, and reads again before the next
@@ -8,7 +8,7 @@ batch: no waiting window, and a request its worker cancelled (the client hung up
 passed) or whose worker is gone is never computed. At most `max_pending` requests wait; the
 newest beyond that are answered "overloaded".
 
-Memory (`app.budget`): each request comes with the bytes it claims. It joins the run queue only
+Memory (`app.service.budget`): each request comes with the bytes it claims. It joins the run queue only
 when its claim fits the budget beside the claims already held (first come, first admitted), and
 holds it until its worker says the answer has been sent ("release"), it is cancelled, it fails,
 or its worker is gone (an answer small enough for the socket releases it when it is sent). So a
@@ -30,10 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from app import ipc, lifeline, logs
-from app.batcher import BatchStats, Job, stack_rows, take_batch
-from app.budget import Ledger
+from app import lifeline
 from app.config import Settings, get_settings
+from app.ipc import wire as ipc
+from app.scheduling.batcher import BatchStats, Job, stack_rows, take_batch
+from app.scheduling.ledger import Ledger
+from app.serve import logs
 
 log = logging.getLogger("app.engine")
 
@@ -180,8 +182,8 @@ class EngineLoop:
 def serve(index: int, settings: Settings) -> None:
     from prometheus_client import CollectorRegistry
 
-    from app import engine as engine_module  # TensorFlow: only in this process
-    from app.observability import EngineMetrics
+    from app.engine import derivatives as engine_module  # TensorFlow: only in this process
+    from app.http.observability import EngineMetrics
 
     engine_module.enable_gpu_memory_growth()
     engine = engine_module.Engine(settings.xla, settings.xla_after, settings.xla_max_shapes)

@@ -1,5 +1,5 @@
 """The Open Inference Protocol's REST routes (`/v2/...`), over the same service as the native ones:
-the translation is `app.inference_protocol`; errors take the protocol's shape in `app.handlers`."""
+the translation is `app.http.v2.protocol`; errors take the protocol's shape in `app.http.handlers`."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app import codec, runtime
-from app import inference_protocol as oip
-from app.auth import check_api_key
-from app.hangup import unless_disconnected
-from app.openapi import inline_schema
-from app.outputs import Encoding
-from app.reading import read_body
-from app.responses import respond
-from app.routes import PlainRoute
-from app.service import Service
+from app.http import runtime
+from app.http.auth import check_api_key
+from app.http.hangup import unless_disconnected
+from app.http.openapi import inline_schema
+from app.http.reading import read_body
+from app.http.responses import respond
+from app.http.routes import PlainRoute
+from app.http.v2 import protocol as oip
+from app.service import codec
+from app.service.dataplane import Service
+from app.service.outputs import Encoding
 
 PREFIX = "/v2"
 TAG = "Open Inference Protocol (KServe V2)"

@@ -1,5 +1,5 @@
 """An HTTP worker's side of an engine process: `submit(op, *rows)` as the in-process batcher has,
-over the engine's Unix socket (`app.ipc`). No TensorFlow here.
+over the engine's Unix socket (`app.ipc.wire`). No TensorFlow here.
 
 When the engine dies (a native fault, an out-of-memory kill) the kernel closes its end of the
 connection: every request waiting on it fails at once with `EngineUnavailable` (503 +
@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from app import ipc, ops
-from app.batcher import Computed
+from app import ops
 from app.config import Settings
 from app.errors import EngineUnavailable, MemoryBusy, Overloaded
+from app.ipc import wire as ipc
+from app.ops import Computed
 
 WATCH_S = 0.05  # how often a lost engine is reconnected to
 STATUS_S = 1.0  # how often a live engine's status is refreshed

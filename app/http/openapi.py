@@ -1,5 +1,5 @@
 """The OpenAPI document: the fragments the routes declare (error responses, request bodies, the
-npz answer), the security schemes, and `python -m app.openapi`, which prints the spec the app
+npz answer), the security schemes, and `python -m app.http.openapi`, which prints the spec the app
 serves (committed as openapi/openapi.json)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from app import codec
-from app.problems import FLOAT_DTYPES
-from app.reading import WRT_CHOICES
-from app.schemas import ErrorBody
+from app.http.reading import WRT_CHOICES
+from app.http.schemas import ErrorBody
+from app.service import codec
+from app.service.problems import FLOAT_DTYPES
 
 AUTH_DOC = (
     "Only when the server sets JACOBIAN_API_KEY: then the compute endpoints (/jacobian, /hessian, /hvp, "
@@ -134,7 +134,7 @@ def with_security(app: FastAPI) -> dict[str, Any]:
 
 
 def spec_text() -> str:
-    from app.main import create_app
+    from app.http.app import create_app
 
     return json.dumps(create_app().openapi(), indent=2, ensure_ascii=False) + "\n"
 

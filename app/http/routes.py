@@ -1,5 +1,5 @@
-"""The routes: each compute endpoint reads its Problem (`app.reading`), calls the service, and
-encodes the answer (`app.responses`); health and metrics. OpenAPI fragments: `app.openapi`."""
+"""The routes: each compute endpoint reads its Problem (`app.http.reading`), calls the service, and
+encodes the answer (`app.http.responses`); health and metrics. OpenAPI fragments: `app.http.openapi`."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
-from app import codec, ops, runtime
-from app.auth import check_api_key
-from app.hangup import unless_disconnected
-from app.observability import exposition
-from app.openapi import COMPUTE_ERRORS, NPZ_ANSWER, SUM_STATES_PARAMETER, WRT_PARAMETER, request_body
-from app.outputs import Encoding
-from app.problems import Problem
-from app.reading import read_problem
-from app.responses import encoded
-from app.schemas import (
+from app import ops
+from app.http import runtime
+from app.http.auth import check_api_key
+from app.http.hangup import unless_disconnected
+from app.http.observability import exposition
+from app.http.openapi import COMPUTE_ERRORS, NPZ_ANSWER, SUM_STATES_PARAMETER, WRT_PARAMETER, request_body
+from app.http.reading import read_problem
+from app.http.responses import encoded
+from app.http.schemas import (
     HessianRequest,
     HessianResponse,
     HvpRequest,
@@ -35,7 +34,10 @@ from app.schemas import (
     VjpRequest,
     VjpResponse,
 )
-from app.service import Answer, Service
+from app.service import codec
+from app.service.dataplane import Answer, Service
+from app.service.outputs import Encoding
+from app.service.problems import Problem
 
 
 class PlainRoute(APIRoute):

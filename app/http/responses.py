@@ -1,4 +1,4 @@
-"""An answer on the wire: the encoding the client asked for (`app.codec`), done off the event
+"""An answer on the wire: the encoding the client asked for (`app.service.codec`), done off the event
 loop when it is big, and sent in pieces that release the answer's memory claim when done."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from app import codec
-from app.service import Answer
+from app.service import codec
+from app.service.dataplane import Answer
 
 BIG_ANSWER = 2**18  # elements; below this, encoding costs less than a thread hop
 

@@ -10,13 +10,12 @@ from typing import Protocol
 
 import numpy as np
 
-from app import budget
-from app.batcher import Computed
 from app.config import Settings
 from app.errors import DeadlineExceeded, OverMemoryBudget
-from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, JVP, OPERATIONS, VJP, assemble
-from app.outputs import Encoding, check_output_size, ensure_finite
-from app.problems import Problem
+from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, JVP, OPERATIONS, VJP, Computed, assemble
+from app.service import budget
+from app.service.outputs import Encoding, check_output_size, ensure_finite
+from app.service.problems import Problem
 
 
 class Submits(Protocol):

@@ -6,7 +6,7 @@ is running queue up and all run together in the next call (up to `max_batch_rows
 so batching grows with load by itself. At most `max_pending` requests run or wait; the next
 one is refused (Overloaded) instead of queueing without end.
 
-Memory: a request joins the queue only once its claim fits the budget (`app.budget.Ledger`,
+Memory: a request joins the queue only once its claim fits the budget (`app.scheduling.ledger.Ledger`,
 first come, first admitted), and holds it until the caller releases it (`Computed.release`).
 """
 
@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from app.budget import Ledger
 from app.errors import MemoryBusy, Overloaded
-from app.ops import rows_output_bytes
+from app.ops import Computed, rows_output_bytes
+from app.scheduling.ledger import Ledger
 
 RunRows = Callable[..., Any]  # (op, *rows) -> engine.Result
 
@@ -57,23 +57,13 @@ class _Job(Job):
 J = TypeVar("J", bound=Job)
 
 
-@dataclass(frozen=True)
-class Computed:
-    """What a submit returns: the rows' outputs, the device, and the hand-back of their memory
-    claim, to call once the answer has been sent (or dropped)."""
-
-    arrays: dict[str, np.ndarray]
-    device: str
-    release: Callable[[], None]
-
-
 STACK_MAX_BYTES = 1 << 18  # answers above this run alone
 
 
 def stackable(job: Job) -> bool:
     """Small enough to share a call. Big requests run alone: stacking them saves nothing that
     shows (their call is compute-bound) and would lift TensorFlow's peak past their memory
-    claims (pfor's intermediates double for a stack of rows; app.budget)."""
+    claims (pfor's intermediates double for a stack of rows; app.service.budget)."""
     return rows_output_bytes(job.op, job.rows) <= STACK_MAX_BYTES
 
 

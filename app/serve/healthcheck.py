@@ -1,4 +1,4 @@
-"""`python -m app.healthcheck`: the container's health check. Exit status 0 when `/health/ready`
+"""`python -m app.serve.healthcheck`: the container's health check. Exit status 0 when `/health/ready`
 answers 200 on the port the service was configured with (`JACOBIAN_PORT`), 1 otherwise, with
 the reason on stderr. Docker's HEALTHCHECK and compose's run it, so neither writes a port."""
 

@@ -15,17 +15,20 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import inference_routes, ipc, lifeline, openapi
-from app.batcher import Batcher, BatchStats, RunRows
+from app import lifeline
 from app.config import Settings, get_settings
-from app.handlers import install_handlers
-from app.observability import Metrics, RequestObserver
-from app.routes import compute, router
-from app.runtime import Runtime
-from app.service import Service
+from app.http import openapi
+from app.http.handlers import install_handlers
+from app.http.observability import Metrics, RequestObserver
+from app.http.routes import compute, router
+from app.http.runtime import Runtime
+from app.http.v2 import routes as inference_routes
+from app.ipc import wire as ipc
+from app.scheduling.batcher import Batcher, BatchStats, RunRows
+from app.service.dataplane import Service
 
 if TYPE_CHECKING:
-    from app.engine import Engine  # TensorFlow: imported for real off the event loop, in _load_engine
+    from app.engine.derivatives import Engine  # TensorFlow: imported for real off the event loop, in _load_engine
 
 log = logging.getLogger("app")
 
@@ -42,7 +45,7 @@ require it as `Authorization: Bearer <key>` or `X-API-Key: <key>` (401 otherwise
 
 
 def _load_engine(settings: Settings) -> Engine:
-    from app import engine  # the TensorFlow import happens here, off the event loop
+    from app.engine import derivatives as engine  # the TensorFlow import happens here, off the event loop
 
     engine.enable_gpu_memory_growth()
     eng = engine.Engine(xla=settings.xla, xla_after=settings.xla_after, xla_max_shapes=settings.xla_max_shapes)
@@ -112,7 +115,7 @@ async def _start_in_process(app: FastAPI) -> None:
 
 def _start_worker(app: FastAPI) -> None:
     """An HTTP worker started by the supervisor: no TensorFlow here, the engines are processes."""
-    from app.engine_client import Engines
+    from app.ipc.client import Engines
 
     lifeline.die_with_parent()
     state: Runtime = app.state.runtime

@@ -5,7 +5,7 @@ A message is ``prefix | header | payload``: the prefix gives the header's and th
 counts, the header is JSON (orjson), and the payload is the arrays' raw bytes one after another,
 their dtypes and shapes named in the header. Each engine listens on one socket (`Server`, a
 `selectors` loop: every worker's requests reach one batcher); each worker holds one asyncio
-connection to it (`app.engine_client`). When an engine dies, the kernel closes its end and every
+connection to it (`app.ipc.client`). When an engine dies, the kernel closes its end and every
 worker sees end-of-file at once.
 
 Inputs or an answer larger than `INLINE_MAX` bytes do not go through the socket: the worker

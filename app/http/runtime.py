@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
-from app.batcher import RunRows
 from app.config import Settings
 from app.errors import NotReady
-from app.observability import Metrics
-from app.service import Service
+from app.http.observability import Metrics
+from app.scheduling.batcher import RunRows
+from app.service.dataplane import Service
 
 if TYPE_CHECKING:
-    from app.engine import Engine
+    from app.engine.derivatives import Engine
 
 
 class Engines(Protocol):

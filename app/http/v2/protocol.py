@@ -1,11 +1,11 @@
 """The Open Inference Protocol (KServe V2 REST, as Triton, KServe, MLServer and OpenVINO Model
 Server speak it) in this service's terms, with Triton's binary tensor data extension both ways.
-No web imports: `app.inference_routes` serves it.
+No web imports: `app.http.v2.routes` serves it.
 
 Models are the operations (`MODELS`): inputs and outputs are named as in the native API, the
 inputs' datatype (FP32 or FP64) is the computation's dtype, and the request's `outputs` choose
 what is computed (asking for J_Y is how a Jacobian in Y is asked for). A request becomes the same
-`Problem` a native request does (`app.problems`), so it meets the same checks, limits, memory
+`Problem` a native request does (`app.service.problems`), so it meets the same checks, limits, memory
 budget and batching; only the envelope differs.
 
 Binary data: a request whose JSON part is followed by tensor bytes says so with the
@@ -24,9 +24,9 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, Field, ValidationError
 
-from app import codec
 from app.errors import InvalidInput, MalformedBody, ServiceError
-from app.problems import Problem, from_named
+from app.service import codec
+from app.service.problems import Problem, from_named
 
 VERSION = "1"  # each model has one version
 EXTENSIONS = ["binary_tensor_data"]

@@ -25,11 +25,21 @@ except ImportError:  # no wheel for this platform: the same checksum, slower
     from zlib import crc32
 
 from app.errors import InvalidInput, MalformedBody, TooLarge
-from app.problems import FLOAT_DTYPES, Problem, finite_as, from_lists, from_named, with_cotangents, with_tangents
-from app.schemas import UNION_TAGS
+from app.service.problems import (
+    FLOAT_DTYPES,
+    Problem,
+    finite_as,
+    from_lists,
+    from_named,
+    with_cotangents,
+    with_tangents,
+)
 
 JSON = "application/json"
 NPZ = "application/x-npz"
+
+# The tags of the JSON body's unions (app.http.schemas), left out of error locations.
+UNION_TAGS = ("state", "batch", "vector", "matrix", "tensor3")
 
 
 def validation_details(err: ValidationError) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""TensorFlow, and only here: the traced derivative functions and the XLA policy."""

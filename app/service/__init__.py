@@ -1,0 +1,1 @@
+"""What each operation computes, with no web and no TensorFlow: validation, limits, the memory estimate, encoding."""
