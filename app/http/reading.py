@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from starlette.requests import Request
 
+from app import ops
 from app.config import Settings
 from app.errors import InvalidInput, MalformedBody, TooLarge, UnsupportedMediaType
 from app.service import codec
@@ -88,7 +89,7 @@ async def read_problem(
         )
     dtype = query_dtype(request)
     products = getattr(model, "products", None)
-    sum_states = query_flag(request, "sum_states") if products == "vjp" else False  # checked for JSON too
+    sum_states = query_flag(request, "sum_states") if products == ops.VJP else False  # checked for JSON too
     wrt = query_wrt(request) if "wrt" in model.model_fields else ("X",)
     body = await read_body(request, settings.max_request_bytes)
     if media == codec.NPZ:

@@ -86,7 +86,7 @@ class VjpRequest(_Problem):
         extra="forbid",
         json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y, "U": [1.0, 0.0]}]},
     )
-    products: ClassVar[str] = "vjp"
+    products: ClassVar[str] = ops.VJP
 
     U: Cotangents = Field(
         description="Cotangents shaped like W: A numbers (batch: B×A), or K×A (batch: K×B×A) for K of them."
@@ -101,7 +101,7 @@ class JvpRequest(_Problem):
         extra="forbid",
         json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y, "V": SEED_V}]},
     )
-    products: ClassVar[str] = "jvp"
+    products: ClassVar[str] = ops.JVP
 
     V: Tangents = Field(description="Tangents shaped like X (A×F), or K×A×F for K of them.")
 

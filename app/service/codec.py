@@ -24,6 +24,7 @@ try:  # ~5x faster than zlib's CRC-32: checking a 12 MB request's members took 5
 except ImportError:  # no wheel for this platform: the same checksum, slower
     from zlib import crc32
 
+from app import ops
 from app.errors import InvalidInput, MalformedBody, TooLarge
 from app.service.problems import (
     FLOAT_DTYPES,
@@ -71,9 +72,9 @@ def decode_json(body: bytes, model: type[BaseModel], default_dtype: str) -> Prob
         V=None if products else getattr(req, "V", None),
         wrt=getattr(req, "wrt", ("X",)),
     )
-    if products == "vjp":
+    if products == ops.VJP:
         return with_cotangents(p, finite_as(req.U, "U", dtype), req.sum_states)  # type: ignore[attr-defined]
-    if products == "jvp":
+    if products == ops.JVP:
         return with_tangents(p, finite_as(req.V, "V", dtype))  # type: ignore[attr-defined]
     return p
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from app import ops
 from app.errors import InvalidInput
 
 FLOAT_DTYPES = ("float32", "float64")
@@ -179,8 +180,8 @@ def from_named(
     widest of the arrays'."""
     wide = dtype or str(np.result_type(*arrays.values()))
     cast = {name: finite_as(a, name, wide) for name, a in arrays.items()}
-    if products == "vjp":
+    if products == ops.VJP:
         return with_cotangents(from_arrays(cast["X"], cast["Y"]), cast["U"], sum_states)
-    if products == "jvp":
+    if products == ops.JVP:
         return with_tangents(from_arrays(cast["X"], cast["Y"]), cast["V"])
     return from_arrays(cast["X"], cast["Y"], cast.get("V"), wrt)

@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, Field, ValidationError
 
+from app import ops
 from app.errors import InvalidInput, MalformedBody, ServiceError
 from app.service import codec
 from app.service.problems import Problem, from_named
@@ -145,8 +146,8 @@ MODELS: dict[str, Model] = {
         Model("jacobian", _XY, {**_W, "J": "B×A×A×F", "J_Y": "B×A×F"}, ("W", "J")),
         Model("hessian", _XY, {**_W, "H": "B×A×A×F×A×F"}, ("W", "H")),
         Model("hvp", {**_XY, "V": "A×F"}, {**_W, "HV": "B×A×A×F"}, ("W", "HV")),
-        Model("vjp", {**_XY, "U": "K×B×A"}, {**_W, "UJ": "K×B×A×F"}, ("W", "UJ"), "vjp"),
-        Model("jvp", {**_XY, "V": "K×A×F"}, {**_W, "JV": "K×B×A"}, ("W", "JV"), "jvp"),
+        Model(ops.VJP, {**_XY, "U": "K×B×A"}, {**_W, "UJ": "K×B×A×F"}, ("W", "UJ"), ops.VJP),
+        Model(ops.JVP, {**_XY, "V": "K×A×F"}, {**_W, "JV": "K×B×A"}, ("W", "JV"), ops.JVP),
     )
 }
 
@@ -202,7 +203,7 @@ def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
     outputs = _outputs(m, request)
     # W alone still needs a Jacobian call: the one in Y is the smallest (A·F, not A²·F).
     wrt = [w for name, w in (("J", "X"), ("J_Y", "Y")) if name in outputs] or ["Y"]
-    sum_states = _flag(request.parameters, "sum_states") if m.products == "vjp" else False
+    sum_states = _flag(request.parameters, "sum_states") if m.products == ops.VJP else False
     problem = from_named(arrays, dtype, m.products, sum_states, wrt)
     return Inference(m, problem, outputs, request.id)
 
