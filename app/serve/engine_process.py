@@ -2,11 +2,12 @@
 device. It owns TensorFlow, the traced functions, XLA and the dynamic batcher for requests from
 every HTTP worker, which reach it over one Unix-domain socket (`app.ipc.wire.Server`).
 
-The loop reads whatever has arrived, then runs the oldest request together with every queued request of
-the same (operation, dtype, A, F), up to `max_batch_rows` rows, and reads again before the next
-batch: no waiting window, and a request its worker cancelled (the client hung up or its deadline
-passed) or whose worker is gone is never computed. At most `max_pending` requests wait; the
-newest beyond that are answered "overloaded".
+The loop reads whatever has arrived, then runs the batch the scheduling policy takes
+(`app.scheduling.policy`, the same as in process: the oldest request together with every queued
+request of the same (operation, dtype, A, F), up to `max_batch_rows` rows), and reads again
+before the next batch: no waiting window, and a request its worker cancelled (the client hung up
+or its deadline passed) or whose worker is gone is never computed. At most `max_pending`
+requests wait; one arriving beyond that is answered "overloaded".
 
 Memory (`app.service.budget`): each request comes with the bytes it claims. It joins the run queue only
 when its claim fits the budget beside the claims already held (first come, first admitted), and
@@ -24,53 +25,62 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from app import lifeline
 from app.config import Settings, get_settings
+from app.errors import Overloaded
 from app.ipc import wire as ipc
-from app.scheduling.batcher import BatchStats, Job, stack_rows, take_batch
 from app.scheduling.ledger import Ledger
+from app.scheduling.policy import BatchStats, Job, Scheduler, split_rows, stack_rows
 from app.serve import logs
 
 log = logging.getLogger("app.engine")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job(Job):
     peer: socket.socket  # the worker's connection
     id: int
     shm: str | None  # the worker's shared-memory segment for the answer, if it is big
     shm_size: int
     worker: int  # the worker's process id
-    claim: int  # bytes of the memory budget it needs
-    arrived: float = field(default_factory=time.monotonic)
 
 
 class EngineLoop:
+    """The socket driver of `app.scheduling.policy.Scheduler`: reads requests from every worker,
+    offers them, runs what the policy takes, answers, and gives claims back."""
+
     def __init__(self, engine: Any, server: ipc.Server, settings: Settings, info: dict[str, Any], metrics: Any) -> None:
         self.engine = engine
         self.server = server
         self.settings = settings
         self.info = info
         self.metrics = metrics
-        self.queue: deque[_Job] = deque()  # admitted: their memory is claimed
-        self.waiting: deque[_Job] = deque()  # for memory to be released
-        self.ledger = Ledger(settings.memory_budget_bytes)
-        self.claims: dict[tuple[socket.socket, int], int] = {}
+        s = settings
+        self.scheduler: Scheduler[_Job] = Scheduler(
+            s.memory_budget_bytes, s.max_batch_rows, s.max_pending, s.memory_wait_s
+        )
+        self.held: dict[tuple[socket.socket, int], _Job] = {}  # every job from arrival until its claim is released
         self.mappings = ipc.Mappings(settings.shm_dir)
         self.stopping = False
 
+    @property
+    def ledger(self) -> Ledger:
+        return self.scheduler.ledger
+
     def run(self) -> None:
-        while not (self.stopping and not self.queue and not self.waiting):
-            self.drain(0 if self.queue else 0.1)
-            if self.queue:
-                batch, self.queue = take_batch(self.queue, self.settings.max_batch_rows)
-                self.run_batch(batch)
+        while not (self.stopping and self.scheduler.pending == 0):
+            self.drain(0 if self.scheduler.queued else 0.1)
+            batch = self.scheduler.take()
+            if batch:
+                try:
+                    self.run_batch(batch)
+                finally:
+                    self.scheduler.finished(batch)
             self.metrics.claimed(self.ledger.claimed)
 
     def drain(self, timeout: float) -> None:
@@ -79,25 +89,19 @@ class EngineLoop:
             self.handle(message)
         if self.server.gone:  # workers that died: nobody is waiting for their requests
             gone, self.server.gone = self.server.gone, set()
-            self.drop(lambda j: j.peer in gone)
-            for key in [k for k in self.claims if k[0] in gone]:
-                self.ledger.release(self.claims.pop(key))
-        self.admit()
+            self.scheduler.drop(lambda j: j.peer in gone)
+            for key in [k for k in self.held if k[0] in gone]:
+                self.scheduler.release(self.held.pop(key))
         self.mappings.prune()
-        patience = time.monotonic() - self.settings.memory_wait_s
-        while self.waiting and self.waiting[0].arrived < patience:  # the oldest waited longest
-            self.fail(self.waiting.popleft(), {"error": "memory", "claimed": self.ledger.claimed})
-        excess = len(self.queue) + len(self.waiting) - self.settings.max_pending
-        for _ in range(max(excess, 0)):  # the newest go: those waiting for memory first
-            job = (self.waiting or self.queue).pop()
-            reason = "overloaded" if (job.peer, job.id) in self.claims else "memory"
-            self.fail(job, {"error": reason, "claimed": self.ledger.claimed})
+        for job in self.scheduler.expired():  # the oldest waited longest
+            self.fail(job, {"error": "memory", "claimed": self.ledger.claimed})
 
     def handle(self, message: ipc.Message) -> None:
         peer, header = message.peer, message.header
         if "release" in header:  # answered and sent, or given up on
-            self.drop(lambda j: j.peer is peer and j.id == header["release"])
-            self.ledger.release(self.claims.pop((peer, header["release"]), 0))
+            job = self.held.pop((peer, header["release"]), None)
+            if job is not None:
+                self.scheduler.release(job)
         elif "status" in header:
             status = {**self.info, **self.engine.describe(), "memory_claimed_bytes": self.ledger.claimed}
             self.reply(peer, {"id": header["id"], "status": status})
@@ -106,18 +110,13 @@ class EngineLoop:
             if rows is None:  # its worker gave up on it and took the segment back
                 self.reply(peer, {"id": header["id"], "ok": False, "error": "internal", "message": "inputs gone"})
                 return
-            self.waiting.append(
-                _Job(
-                    header["op"],
-                    rows,
-                    peer,
-                    header["id"],
-                    header["shm"],
-                    header["shm_size"],
-                    header["worker"],
-                    header["claim"],
-                )
-            )
+            job = _Job(header["op"], rows, peer, header["id"], header["shm"], header["shm_size"], header["worker"])
+            try:
+                self.scheduler.offer(job, header["claim"])
+            except Overloaded:
+                self.reply(peer, {"id": job.id, "ok": False, "error": "overloaded", "claimed": self.ledger.claimed})
+                return
+            self.held[peer, job.id] = job
 
     def inputs(self, header: dict[str, Any], payload: bytes) -> tuple[np.ndarray, ...] | None:
         """The request's rows: from the socket's payload, or in place in the worker's segment."""
@@ -127,26 +126,20 @@ class EngineLoop:
         views = self.mappings.views(name, size, ipc.Layout([tuple(e) for e in entries], nbytes))
         return None if views is None else tuple(views)
 
-    def admit(self) -> None:
-        """Move waiting requests to the run queue, oldest first, while their claims fit."""
-        while self.waiting and self.ledger.fits(self.waiting[0].claim):
-            job = self.waiting.popleft()
-            self.ledger.claim(job.claim)
-            self.claims[job.peer, job.id] = job.claim
-            self.queue.append(job)
-
-    def drop(self, which: Any) -> None:
-        self.queue = deque(j for j in self.queue if not which(j))
-        self.waiting = deque(j for j in self.waiting if not which(j))
-
     def fail(self, job: _Job, error: dict[str, Any]) -> None:
-        self.ledger.release(self.claims.pop((job.peer, job.id), 0))
+        self.done(job)
         self.reply(job.peer, {"id": job.id, "ok": False, **error})
+
+    def done(self, job: _Job) -> None:
+        """Its claim ends: the answer is on the socket, or it failed."""
+        if self.held.pop((job.peer, job.id), None) is not None:
+            self.scheduler.release(job)
 
     def run_batch(self, batch: list[_Job]) -> None:
         start = time.perf_counter()
         try:
             result = self.engine.run_rows(batch[0].op, *stack_rows(batch))
+            answers = list(split_rows(batch, result.arrays))
         except Exception as err:  # the workers map it to a status; the engine keeps serving
             log.exception("engine call failed")
             for job in batch:
@@ -155,10 +148,7 @@ class EngineLoop:
         seconds = time.perf_counter() - start
         workers = len({j.worker for j in batch})
         self.metrics.observe(BatchStats(batch[0].op, sum(j.n for j in batch), len(batch), seconds, workers))
-        offset = 0
-        for job in batch:
-            arrays = {k: a[offset : offset + job.n] for k, a in result.arrays.items()}
-            offset += job.n
+        for job, arrays in answers:
             self.answer(job, arrays, result.device, seconds)
 
     def answer(self, job: _Job, arrays: dict[str, np.ndarray], device: str, seconds: float) -> None:
@@ -167,13 +157,13 @@ class EngineLoop:
             layout = self.mappings.write(job.shm, job.shm_size, arrays)
             if layout is not None:
                 self.reply(job.peer, {**header, "shm": layout.entries, "nbytes": layout.nbytes})
-                return
+                return  # its claim is held until the worker has sent the answer ("release")
             log.warning("segment %s cannot take the answer; sending it through the socket", job.shm)
         header["names"] = list(arrays)
         header["arrays"] = ipc.specs(list(arrays.values()))
         self.reply(job.peer, header, list(arrays.values()))
         # A small answer's memory is spent once it is sent: its claim ends here, without a message.
-        self.ledger.release(self.claims.pop((job.peer, job.id), 0))
+        self.done(job)
 
     def reply(self, peer: socket.socket, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
         self.server.send(peer, header, arrays)

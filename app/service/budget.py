@@ -12,7 +12,7 @@ memory (its BFC allocator's own statistics read lower: 1.0× for a one-row Jacob
 Hessian-vector product; the process holds more, up to 1.16× and 4.3× here). A shape served
 by XLA (outputs up to `ops.XLA_MAX_OUTPUT_BYTES`) holds XLA's buffers beside that pool: 2.3× for
 a Jacobian and 7.7× for a Hessian-vector product, measured the same way.
-Big requests are never stacked into one call (`app.scheduling.batcher.take_batch`), so these one-row
+Big requests are never stacked into one call (`app.scheduling.policy.take_batch`), so these one-row
 factors hold for every call that matters for memory.
 """
 
