@@ -62,7 +62,7 @@ def child(A: int, F: int, dtype: str, path: str) -> None:
 
 
 def measure(config: dict[str, str], A: int, F: int, dtype: str, path: str) -> str:
-    from app.serve import lifeline  # not at the top: the child must import TensorFlow before `app`
+    from app import lifeline  # not at the top: the child must import TensorFlow before `app`
 
     env = {**os.environ, **config, "TF_CPP_MIN_LOG_LEVEL": "3"}
     args = [sys.executable, "-m", "bench.onednn", str(A), str(F), dtype, path]
