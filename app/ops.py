@@ -3,10 +3,11 @@ returns and the ones the service serves, with their shapes. The engine, the serv
 checks, the memory budget, the batcher and the IPC all read their shapes from here.
 
 Shapes are written over symbols: N rows (states) of an A×F problem, and K cotangents or tangents
-for the derivative products; a request with one X and B states is N = B rows. The Hessian of
-every W_i is the same matrix (W_i = z_i − logsumexp(z), z linear in X), so the engine returns it
+for the derivative products; a request with one X and B states is N = B rows. Every model takes
+X (A×F) and a state Y (F) to W (A) (`Model`), so these shapes hold for each. When every W_i has
+the same Hessian (the seed's: W_i = z_i − logsumexp(z), z linear in X), the engine returns it
 once per row (`H_lse`) and `assemble` broadcasts it over i (a view: nothing is copied until an
-encoder needs to).
+encoder needs to). The endpoints built on these kernels are described in `app.endpoints`.
 """
 
 from __future__ import annotations
@@ -21,15 +22,50 @@ Shape = tuple[str, ...]
 
 
 @dataclass(frozen=True)
+class Model:
+    """A model served by every operation: W (A) = f(X (A×F), Y (F)), differentiable in X and Y.
+    TensorFlow-free: its function is registered with the engine (`app.engine.models.register`),
+    which registers this description here too."""
+
+    name: str
+    formula: str  # what W is, for the docs, e.g. "log_softmax(X·Y)"
+    # Every W_i has the same Hessian in X (true of W = z − g(z) with z linear in X): the engine
+    # computes it once per row (`H_lse`) and `assemble` broadcasts it over i.
+    shared_hessian: bool = False
+
+
+BUILTIN = "policy"  # the seed's model, behind the native endpoints at the root
+MODELS: dict[str, Model] = {}
+
+
+def register(model: Model) -> None:
+    MODELS[model.name] = model
+
+
+def model(name: str) -> Model:
+    return MODELS[name]
+
+
+@dataclass(frozen=True)
 class Operation:
+    """One engine kernel: its inputs, the outputs the engine returns and those a client gets."""
+
     name: str
     inputs: dict[str, Shape]  # what the engine takes, per input
-    engine_outputs: dict[str, Shape]  # what the engine returns
     served: dict[str, Shape]  # what a client gets (W and the derivatives)
+    shared: dict[str, Shape] | None = None  # what the engine returns for a model with a shared Hessian
+    tf_peak: float = 1.0  # TensorFlow's peak process memory, a multiple of the output (app.service.budget)
+    xla_peak: float = 1.0  # the same for XLA's own buffers
+    products: bool = False  # the peak is a multiple of output and inputs together
 
-    def shapes(self, rows: int, A: int, F: int, K: int = 1, served: bool = False) -> dict[str, tuple[int, ...]]:
+    def engine_outputs(self, model: str = BUILTIN) -> dict[str, Shape]:
+        return self.shared if self.shared is not None and MODELS[model].shared_hessian else self.served
+
+    def shapes(
+        self, rows: int, A: int, F: int, K: int = 1, served: bool = False, model: str = BUILTIN
+    ) -> dict[str, tuple[int, ...]]:
         size = {"N": rows, "A": A, "F": F, "K": K}
-        outputs = self.served if served else self.engine_outputs
+        outputs = self.served if served else self.engine_outputs(model)
         return {name: tuple(size[d] for d in shape) for name, shape in outputs.items()}
 
     def input_shapes(self, rows: int, A: int, F: int, K: int = 1) -> dict[str, tuple[int, ...]]:
@@ -73,31 +109,26 @@ _J_Y: dict[str, Shape] = {"J_Y": ("N", "A", "F")}
 
 _XY: dict[str, Shape] = {"X": ("N", "A", "F"), "Y": ("N", "F")}
 
+# The peak factors are measured, not guessed: `python -m bench.memory` (bench/results.md). A
+# shape served by XLA (outputs up to XLA_MAX_OUTPUT_BYTES) holds XLA's buffers beside TensorFlow's.
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
-        Operation(JACOBIAN, _XY, {**_W, **_J}, {**_W, **_J}),
-        Operation(JACOBIAN_Y, _XY, {**_W, **_J_Y}, {**_W, **_J_Y}),
-        Operation(JACOBIAN_XY, _XY, {**_W, **_J, **_J_Y}, {**_W, **_J, **_J_Y}),
+        Operation(JACOBIAN, _XY, {**_W, **_J}, tf_peak=1.2, xla_peak=2.4),
+        Operation(JACOBIAN_Y, _XY, {**_W, **_J_Y}, tf_peak=1.2, xla_peak=2.4),
+        Operation(JACOBIAN_XY, _XY, {**_W, **_J, **_J_Y}, tf_peak=1.2, xla_peak=2.4),
         Operation(
             HESSIAN,
             _XY,
-            {**_W, "H_lse": ("N", "A", "F", "A", "F")},
             {**_W, "H": ("N", "A", "A", "F", "A", "F")},
+            shared={**_W, "H_lse": ("N", "A", "F", "A", "F")},
+            tf_peak=1.6,
+            xla_peak=2.0,
         ),
-        Operation(
-            HVP,
-            {**_XY, "V": ("N", "A", "F")},
-            {**_W, "HV": ("N", "A", "A", "F")},
-            {**_W, "HV": ("N", "A", "A", "F")},
-        ),
+        Operation(HVP, {**_XY, "V": ("N", "A", "F")}, {**_W, "HV": ("N", "A", "A", "F")}, tf_peak=4.4, xla_peak=8.0),
         # Products with K cotangents U (shaped like W) or tangents V (shaped like X) per state.
-        Operation(
-            VJP, {**_XY, "U": ("N", "K", "A")}, {**_W, "UJ": ("N", "K", "A", "F")}, {**_W, "UJ": ("N", "K", "A", "F")}
-        ),
-        Operation(
-            JVP, {**_XY, "V": ("N", "K", "A", "F")}, {**_W, "JV": ("N", "K", "A")}, {**_W, "JV": ("N", "K", "A")}
-        ),
+        Operation(VJP, {**_XY, "U": ("N", "K", "A")}, {**_W, "UJ": ("N", "K", "A", "F")}, products=True),
+        Operation(JVP, {**_XY, "V": ("N", "K", "A", "F")}, {**_W, "JV": ("N", "K", "A")}, products=True),
     )
 }
 
@@ -108,24 +139,24 @@ def shape_text(op: str, name: str) -> str:
     return f"{per_state} (batch: B×{per_state})"
 
 
-def output_shapes(op: str, rows: int, A: int, F: int, K: int = 1) -> dict[str, tuple[int, ...]]:
+def output_shapes(op: str, rows: int, A: int, F: int, K: int = 1, model: str = BUILTIN) -> dict[str, tuple[int, ...]]:
     """What the engine returns for `rows` problems of size A×F (with K products per row)."""
-    return OPERATIONS[op].shapes(rows, A, F, K)
+    return OPERATIONS[op].shapes(rows, A, F, K, model=model)
 
 
-def output_bytes(op: str, rows: int, A: int, F: int, itemsize: int, K: int = 1) -> int:
-    return sum(int(np.prod(s)) for s in output_shapes(op, rows, A, F, K).values()) * itemsize
+def output_bytes(op: str, rows: int, A: int, F: int, itemsize: int, K: int = 1, model: str = BUILTIN) -> int:
+    return sum(int(np.prod(s)) for s in output_shapes(op, rows, A, F, K, model).values()) * itemsize
 
 
-def rows_output_bytes(op: str, rows: tuple[Any, ...]) -> int:
+def rows_output_bytes(op: str, rows: tuple[Any, ...], model: str = BUILTIN) -> int:
     """Bytes the engine returns for these input arrays."""
     n, A, F, K = OPERATIONS[op].dims(rows)
-    return output_bytes(op, n, A, F, rows[0].itemsize, K)
+    return output_bytes(op, n, A, F, rows[0].itemsize, K, model)
 
 
-def assemble(op: str, arrays: dict[str, np.ndarray], A: int) -> dict[str, np.ndarray]:
-    """The engine's outputs as served: for the Hessian, H_lse broadcast over the A outputs."""
-    if op != HESSIAN:
+def assemble(arrays: dict[str, np.ndarray], A: int) -> dict[str, np.ndarray]:
+    """The engine's outputs as served: a shared Hessian (H_lse) broadcast over the A outputs."""
+    if "H_lse" not in arrays:
         return arrays
     H_lse = arrays["H_lse"]
     return {"W": arrays["W"], "H": np.broadcast_to(H_lse[:, None], (H_lse.shape[0], A, *H_lse.shape[1:]))}
@@ -144,3 +175,6 @@ class Computed:
     arrays: dict[str, np.ndarray]
     device: str
     release: Callable[[], None]
+
+
+register(Model(BUILTIN, "log_softmax(X·Y)", shared_hessian=True))

@@ -44,12 +44,13 @@ def child(A: int, F: int, dtype: str, path: str) -> None:
 
     from app import ops
     from app.engine import derivatives as engine
+    from app.engine import kernels
 
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(1, A, F)) * 0.1).astype(dtype)
     Y = rng.normal(size=(1, F)).astype(dtype)
-    sig = engine._signature(ops.JACOBIAN, engine.DTYPES[dtype])
-    fn = tf.function(engine._ROW_FUNCTIONS[ops.JACOBIAN], input_signature=sig, jit_compile=path == "xla")
+    sig = kernels.signature(ops.JACOBIAN, engine.DTYPES[dtype])
+    fn = tf.function(kernels.kernel(ops.BUILTIN, ops.JACOBIAN), input_signature=sig, jit_compile=path == "xla")
     call = fn.get_concrete_function()
     n = 10 if A * A * F > 2**22 else 200
     times = []

@@ -28,12 +28,12 @@ class SlowFirstCall:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, op: str, *rows: np.ndarray):
+    def __call__(self, op: str, *rows: np.ndarray, model: str):
         self.calls.append(len(rows[0]))
         if len(self.calls) == 1:
             self.entered.set()
             assert self.release.wait(60), "the test never released the worker"
-        return self.engine.run_rows(op, *rows)
+        return self.engine.run_rows(op, *rows, model=model)
 
 
 @pytest.fixture(scope="module")

@@ -109,9 +109,9 @@ def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(
     async def scenario() -> None:
         batcher: Batcher
 
-        def run_rows(op: str, *rows: np.ndarray):
+        def run_rows(op: str, *rows: np.ndarray, model: str):
             calls.append((len(rows[0]), batcher.ledger.claimed))
-            return plain_engine.run_rows(op, *rows)
+            return plain_engine.run_rows(op, *rows, model=model)
 
         batcher = Batcher(run_rows, max_batch_rows=64, max_pending=64, memory_budget=100)
         batcher.start()
@@ -156,14 +156,15 @@ def tight() -> TestClient:
 
 def test_a_request_over_the_whole_budget_is_413_before_any_compute(tight: TestClient, rng: np.random.Generator) -> None:
     batcher = tight.app.state.runtime.service.batcher  # type: ignore[attr-defined]
-    before = batcher.batches_run
+    before = metric(tight.get("/metrics").text, "jacobian_batch_rows_count")
     X, Y = rng.normal(size=(128, 1024)), rng.normal(size=1024) / 32
     r = tight.post("/jacobian", content=npz_bytes(X=X, Y=Y), headers={"content-type": NPZ, "accept": NPZ})
     assert r.status_code == 413
     body = r.json()
     assert body["code"] == "over_memory_budget"
     assert "JACOBIAN_MEMORY_BUDGET_BYTES" in body["message"] and "67,108,864" in body["message"]
-    assert batcher.batches_run == before and batcher.ledger.claimed == 0
+    assert metric(tight.get("/metrics").text, "jacobian_batch_rows_count") == before
+    assert batcher.ledger.claimed == 0
     assert metric(tight.get("/metrics").text, "jacobian_rejected_requests_total", reason="over_memory_budget") >= 1
 
 

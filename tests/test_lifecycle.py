@@ -10,6 +10,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import httpx
 import numpy as np
@@ -18,6 +20,7 @@ import pytest
 import uvicorn
 
 from app.config import Settings
+from app.engine.derivatives import Engine
 from app.http.app import create_app
 from app.service import codec
 from tests.support import oracles, servers
@@ -27,7 +30,8 @@ from tests.support.oracles import assert_close
 
 
 class Gate:
-    """Wraps the engine: every call records its rows' shape, then waits until the gate opens."""
+    """Wraps the engine's calls (`Engine.run_rows`, patched): each records its rows' shape, then
+    waits until the gate opens."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, ...]] = []
@@ -35,11 +39,11 @@ class Gate:
         self.open = threading.Event()
 
     def wrap(self, run_rows: Callable) -> Callable:
-        def gated(op: str, *rows: np.ndarray):
+        def gated(engine: Engine, op: str, *rows: np.ndarray, **kw: Any):
             self.calls.append(rows[0].shape)
             self.entered.set()
             assert self.open.wait(60), "the test never opened the gate"
-            return run_rows(op, *rows)
+            return run_rows(engine, op, *rows, **kw)
 
         return gated
 
@@ -47,7 +51,9 @@ class Gate:
 @contextlib.contextmanager
 def serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
     """The real app under uvicorn on a loopback port, in a thread of this process."""
-    app = create_app(settings, wrap_run_rows=gate.wrap)
+    patch = mock.patch.object(Engine, "run_rows", gate.wrap(Engine.run_rows))
+    patch.start()
+    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=servers.free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -59,6 +65,7 @@ def serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
         gate.open.set()
         server.should_exit = True
         thread.join(30)
+        patch.stop()
 
 
 def json_body(X: np.ndarray, y: np.ndarray) -> bytes:

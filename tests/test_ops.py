@@ -17,7 +17,7 @@ def test_the_engine_returns_exactly_the_contracts_outputs(engine: Engine, rng: n
     inputs = [rng.normal(size=shape) for shape in ops.OPERATIONS[op].input_shapes(n, A, F, K).values()]
     arrays = engine.run_rows(op, *inputs).arrays
     assert {k: a.shape for k, a in arrays.items()} == ops.output_shapes(op, n, A, F, K)
-    served = ops.assemble(op, arrays, A)
+    served = ops.assemble(arrays, A)
     assert {k: a.shape for k, a in served.items()} == ops.OPERATIONS[op].shapes(n, A, F, K, served=True)
 
 
@@ -41,6 +41,6 @@ def test_counts_and_their_formulas_agree(op: str, formula: str, count: int) -> N
 def test_the_hessian_is_assembled_as_a_view_equal_for_every_output(engine: Engine, rng: np.random.Generator) -> None:
     X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
     arrays = engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays
-    H = ops.assemble(ops.HESSIAN, arrays, 3)["H"]
+    H = ops.assemble(arrays, 3)["H"]
     assert not H.flags.owndata and H.shape == (1, 3, 3, 4, 3, 4)
     assert_close(H[0], oracles.hessian(X, y), 1e-9)

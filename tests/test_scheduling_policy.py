@@ -20,7 +20,7 @@ class Clock:
 
 
 def job(rows: int = 1, A: int = 2, F: int = 3, op: str = ops.JACOBIAN) -> Job:
-    return Job(op, (np.zeros((rows, A, F)), np.zeros((rows, F))))
+    return Job(op, (np.zeros((rows, A, F)), np.zeros((rows, F))), ops.BUILTIN)
 
 
 def scheduler(clock: Clock, budget: int = 100, max_pending: int = 4, max_rows: int = 8) -> Scheduler[Job]:

@@ -11,6 +11,7 @@ import pytest
 
 from app import ops
 from app.config import Settings
+from app.endpoints import ENDPOINTS
 from app.errors import OverMemoryBudget, TooLarge
 from app.ops import Computed
 from app.service import budget
@@ -27,7 +28,7 @@ class ClosedForms:
         self.calls: list[tuple[str, int]] = []
         self.released = 0
 
-    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed:
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = ops.BUILTIN) -> Computed:
         self.calls.append((op, claim))
         Xr, Yr = rows[0], rows[1]
         arrays: dict[str, Any] = {"W": np.stack([oracles.log_softmax(X, y) for X, y in zip(Xr, Yr, strict=True)])}
@@ -57,10 +58,10 @@ def test_both_jacobians_are_counted_and_the_413_says_how(rng: np.random.Generato
     service = Service(settings, engine)
     p = from_arrays(rng.normal(size=(4, 5)), rng.normal(size=5), wrt=("X", "Y"))  # 80 + 20 numbers
     with pytest.raises(TooLarge) as err:
-        _run(service.jacobian(p, _encoding(settings, npz=False)))
+        _run(service.serve(ENDPOINTS["jacobian"], p, _encoding(settings, npz=False)))
     assert "100 elements (B·A²·F + B·A·F with B=1, A=4, F=5)" in err.value.message
     assert "ask for npz (Accept: npz), whose limit is 1,000" in err.value.message and engine.calls == []
-    answer = _run(service.jacobian(p, _encoding(settings, npz=True)))
+    answer = _run(service.serve(ENDPOINTS["jacobian"], p, _encoding(settings, npz=True)))
     assert answer.arrays["J"].shape == (4, 4, 5) and answer.arrays["J_Y"].shape == (4, 5)
 
 
@@ -70,7 +71,7 @@ def test_a_request_over_the_memory_budget_never_reaches_the_engine(rng: np.rando
     service = Service(settings, engine)
     p = from_arrays(rng.normal(size=(64, 256)), rng.normal(size=256))  # J alone is 8 MiB
     with pytest.raises(OverMemoryBudget, match="JACOBIAN_MEMORY_BUDGET_BYTES"):
-        _run(service.jacobian(p, _encoding(settings, npz=True)))
+        _run(service.serve(ENDPOINTS["jacobian"], p, _encoding(settings, npz=True)))
     assert engine.calls == []
 
 
@@ -79,7 +80,7 @@ def test_the_claim_sent_is_the_estimate_and_the_hessian_is_served_whole(rng: np.
     settings = Settings()
     service = Service(settings, engine)
     X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
-    answer = _run(service.hessian(from_arrays(X, y), _encoding(settings, npz=True)))
+    answer = _run(service.serve(ENDPOINTS["hessian"], from_arrays(X, y), _encoding(settings, npz=True)))
     assert engine.calls == [(ops.HESSIAN, budget.estimate(ops.HESSIAN, 1, 3, 4, 8, True))]
     np.testing.assert_allclose(answer.arrays["H"], oracles.hessian(X, y), rtol=1e-12)
     answer.release()

@@ -1,13 +1,10 @@
-"""Derivatives of the policy W = log_softmax(X·y), by TensorFlow autodiff.
+"""The engine: each registered model's derivative kernels (`app.engine.kernels`), traced once per
+dtype and called with NumPy rows, with the XLA policy. Arrays in, arrays out: nothing of HTTP.
 
-Arrays in, arrays out: this module knows nothing of HTTP. Every derivative is computed by
-`tf.GradientTape` / `tf.autodiff.ForwardAccumulator`; closed forms live in the tests only.
-
-All traced functions work on *rows*: a stack of N independent problems, each with its own
-matrix, ``Xr: (N, A, F)`` and state ``Yr: (N, F)``. A request with one X and B states is B rows
-sharing X; concurrent requests with the same (A, F, dtype) are stacked into one call by the
-batcher. Each function is traced once per dtype (an ``input_signature`` with unknown
-dimensions), so varying shapes never retrace; `trace_count` lets callers check that.
+A request with one X and B states is B rows sharing X; concurrent requests with the same
+(model, operation, dtype, A, F) are stacked into one call by the scheduler. Each function has an
+``input_signature`` with unknown dimensions, so varying shapes never retrace; `trace_count`
+lets callers check that.
 """
 
 from __future__ import annotations
@@ -23,132 +20,14 @@ import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
 from app.config import Settings
-from app.ops import (
-    HESSIAN,
-    HVP,
-    JACOBIAN,
-    JACOBIAN_XY,
-    JACOBIAN_Y,
-    JVP,
-    OPERATIONS,
-    VJP,
-    XLA_MAX_OUTPUT_BYTES,
-    rows_output_bytes,
-)
+from app.engine import kernels, models
+from app.ops import BUILTIN, OPERATIONS, XLA_MAX_OUTPUT_BYTES, rows_output_bytes
 
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
 
 _DEFAULTS = Settings.model_fields  # one source for the XLA policy's defaults
 
 DTYPES: dict[str, tf.DType] = {"float32": tf.float32, "float64": tf.float64}
-
-
-def _log_softmax_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> tf.Tensor:
-    """Xr: (N, A, F), Yr: (N, F) -> W: (N, A), W[n] = log_softmax(Xr[n] @ Yr[n]), stably."""
-    return tf.nn.log_softmax(tf.linalg.matvec(Xr, Yr), axis=-1)
-
-
-def _jacobian_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> dict[str, tf.Tensor]:
-    """-> W: (N, A), J: (N, A, A, F) with J[n, i, j, k] = dW[n, i] / dXr[n, j, k]."""
-    with tf.GradientTape() as tape:
-        tape.watch(Xr)
-        W = _log_softmax_rows(Xr, Yr)
-    return {"W": W, "J": tape.batch_jacobian(W, Xr)}
-
-
-def _jacobian_y_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> dict[str, tf.Tensor]:
-    """-> W: (N, A), J_Y: (N, A, F) with J_Y[n, i, k] = dW[n, i] / dYr[n, k]."""
-    with tf.GradientTape() as tape:
-        tape.watch(Yr)
-        W = _log_softmax_rows(Xr, Yr)
-    return {"W": W, "J_Y": tape.batch_jacobian(W, Yr)}
-
-
-def _jacobian_xy_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> dict[str, tf.Tensor]:
-    """-> W: (N, A), J: (N, A, A, F), J_Y: (N, A, F): both Jacobians from one forward pass."""
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(Xr)
-        tape.watch(Yr)
-        W = _log_softmax_rows(Xr, Yr)
-    return {"W": W, "J": tape.batch_jacobian(W, Xr), "J_Y": tape.batch_jacobian(W, Yr)}
-
-
-def _hessian_rows(Xr: tf.Tensor, Yr: tf.Tensor) -> dict[str, tf.Tensor]:
-    """-> W: (N, A), H_lse: (N, A, F, A, F), the Hessian of -logsumexp(Xr[n] @ Yr[n]) in X.
-
-    W_i = z_i - logsumexp(z) with z = X·y linear in X, so d²z_i/dX² = 0 and the Hessian of
-    every W_i is the same matrix, -d²logsumexp(z)/dX². Nested tapes compute that one scalar
-    Hessian by autodiff (A·F reverse passes, vectorized by pfor) instead of A of them;
-    the service broadcasts it over i.
-    """
-    with tf.GradientTape() as outer:
-        outer.watch(Xr)
-        with tf.GradientTape() as inner:
-            inner.watch(Xr)
-            neg_lse = -tf.reduce_logsumexp(tf.linalg.matvec(Xr, Yr), axis=-1)
-        # Rows are independent, so the gradient of the sum is each row's own gradient.
-        grad = inner.gradient(neg_lse, Xr)
-    W = _log_softmax_rows(Xr, Yr)
-    return {"W": W, "H_lse": outer.batch_jacobian(grad, Xr)}
-
-
-def _hvp_rows(Xr: tf.Tensor, Yr: tf.Tensor, Vr: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Vr: (N, A, F) -> W: (N, A), HV: (N, A, A, F), HV[n, i] = sum_lm d²W[n, i]/dX dX_lm · V[n, l, m].
-
-    Forward-over-reverse: the directional derivative (along V) of the Jacobian, so H is never
-    formed and the cost is about that of one Jacobian.
-    """
-    with tf.autodiff.ForwardAccumulator(primals=Xr, tangents=Vr) as acc:
-        with tf.GradientTape() as tape:
-            tape.watch(Xr)
-            W = _log_softmax_rows(Xr, Yr)
-        J = tape.batch_jacobian(W, Xr)
-    return {"W": W, "HV": acc.jvp(J)}
-
-
-def _vjp_rows(Xr: tf.Tensor, Yr: tf.Tensor, Ur: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Ur: (N, K, A) -> W: (N, A), UJ: (N, K, A, F), UJ[n, k] = Σ_i Ur[n, k, i] · dW[n, i]/dXr[n].
-
-    Reverse mode, J never formed: one forward pass on the tape, then the K reverse passes
-    vectorized by pfor (`vectorized_map`), which keeps the loop-invariant forward out of the loop.
-    """
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(Xr)
-        W = _log_softmax_rows(Xr, Yr)
-    per_k = tf.vectorized_map(lambda u: tape.gradient(W, Xr, output_gradients=u), tf.transpose(Ur, [1, 0, 2]))
-    return {"W": W, "UJ": tf.transpose(per_k, [1, 0, 2, 3])}
-
-
-def _jvp_rows(Xr: tf.Tensor, Yr: tf.Tensor, Vr: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Vr: (N, K, A, F) -> W: (N, A), JV: (N, K, A), JV[n, k, i] = Σ_jk dW[n, i]/dXr[n, j, k] · Vr[n, k, j, k].
-
-    Forward mode (`ForwardAccumulator`), J never formed; the K tangents vectorized by pfor, the
-    primal computation being loop-invariant is done once.
-    """
-
-    def along(v: tf.Tensor) -> tf.Tensor:
-        with tf.autodiff.ForwardAccumulator(primals=Xr, tangents=v) as acc:
-            W = _log_softmax_rows(Xr, Yr)
-        return acc.jvp(W)
-
-    per_k = tf.vectorized_map(along, tf.transpose(Vr, [1, 0, 2, 3]))
-    return {"W": _log_softmax_rows(Xr, Yr), "JV": tf.transpose(per_k, [1, 0, 2])}
-
-
-_ROW_FUNCTIONS: dict[str, Callable[..., dict[str, tf.Tensor]]] = {
-    JACOBIAN: _jacobian_rows,
-    JACOBIAN_Y: _jacobian_y_rows,
-    JACOBIAN_XY: _jacobian_xy_rows,
-    HESSIAN: _hessian_rows,
-    HVP: _hvp_rows,
-    VJP: _vjp_rows,
-    JVP: _jvp_rows,
-}
-
-
-def _signature(op: str, dtype: tf.DType) -> list[tf.TensorSpec]:
-    # Every dimension unknown, ranks from the contract (app.ops): no request shape retraces.
-    return [tf.TensorSpec([None] * len(shape), dtype, name=name + "r") for name, shape in OPERATIONS[op].inputs.items()]
 
 
 def onednn_enabled() -> bool:
@@ -210,7 +89,7 @@ class Engine:
         self._xla_after = xla_after
         self._xla_max_shapes = xla_max_shapes
         self._traces: Counter[str] = Counter()
-        keys = [(op, name) for op in _ROW_FUNCTIONS for name in DTYPES]
+        keys = [(m, op, name) for m in models.MODELS for op in OPERATIONS for name in DTYPES]
         self._graph = {k: self._trace(*k, jit_compile=False) for k in keys}
         self._xla = {k: self._trace(*k, jit_compile=True) for k in keys} if xla else {}
         self._seen: Counter[tuple[Any, ...]] = Counter()
@@ -219,15 +98,15 @@ class Engine:
         self._pending: set[Future[None]] = set()  # compiles queued or running
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xla-compile") if xla else None
 
-    def _trace(self, op: str, dtype_name: str, jit_compile: bool) -> Any:
-        body = _ROW_FUNCTIONS[op]
-        key = f"{op}/{dtype_name}/{'xla' if jit_compile else 'graph'}"
+    def _trace(self, model: str, op: str, dtype_name: str, jit_compile: bool) -> Any:
+        body = kernels.kernel(model, op)
+        key = f"{model}/{op}/{dtype_name}/{'xla' if jit_compile else 'graph'}"
 
         def counted(*args: tf.Tensor) -> dict[str, tf.Tensor]:
             self._traces[key] += 1  # Python side effect: runs only while tracing
             return body(*args)
 
-        fn = tf.function(counted, input_signature=_signature(op, DTYPES[dtype_name]), jit_compile=jit_compile)
+        fn = tf.function(counted, input_signature=kernels.signature(op, DTYPES[dtype_name]), jit_compile=jit_compile)
         return _flat_caller(fn.get_concrete_function())
 
     @property
@@ -254,24 +133,20 @@ class Engine:
 
     @property
     def compiled_shapes(self) -> frozenset[tuple[Any, ...]]:
-        """(operation, dtype, *input shapes) of each XLA-compiled shape, rows padded."""
+        """(model, operation, dtype, *input shapes) of each XLA-compiled shape, rows padded."""
         return frozenset(self._compiled)
 
     def warm_up(self) -> None:
         """Run every graph function once, so the first request pays no start-up cost."""
-        for op, dtype_name in self._graph:
+        for model, op, dtype_name in self._graph:
             dtype = np.dtype(dtype_name)
             inputs = [np.ones(s, dtype) for s in OPERATIONS[op].input_shapes(1, 2, 3, 2).values()]
-            self._graph[op, dtype_name](*inputs)  # not run_rows: warm-up is no request for XLA
+            self._graph[model, op, dtype_name](*inputs)  # not run_rows: warm-up is no request for XLA
 
-    def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, *extra: np.ndarray) -> Result:
-        """Run operation `op` on rows Xr: (N, A, F), Yr: (N, F) and the op's other inputs (app.ops),
-        all of one float dtype.
-
-        Returns W: (N, A) and, by op: J: (N, A, A, F); J_Y: (N, A, F);
-        H_lse: (N, A, F, A, F); HV: (N, A, A, F).
-        """
-        fn_key = (op, Xr.dtype.name)
+    def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, *extra: np.ndarray, model: str = BUILTIN) -> Result:
+        """Run operation `op` of `model` on rows Xr: (N, A, F), Yr: (N, F) and the op's other
+        inputs, all of one float dtype; returns the op's engine outputs (app.ops)."""
+        fn_key = (model, op, Xr.dtype.name)
         args = (Xr, Yr, *extra)
         if self.xla:
             n = len(Xr)
@@ -285,11 +160,11 @@ class Engine:
         return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(out["W"]))
 
     def _maybe_compile(
-        self, fn_key: tuple[str, str], shape_key: tuple[Any, ...], padded: tuple[np.ndarray, ...]
+        self, fn_key: tuple[str, str, str], shape_key: tuple[Any, ...], padded: tuple[np.ndarray, ...]
     ) -> None:
         if len(self._compiling) >= self._xla_max_shapes:
             return
-        if rows_output_bytes(fn_key[0], padded) > XLA_MAX_OUTPUT_BYTES:
+        if rows_output_bytes(fn_key[1], padded, fn_key[0]) > XLA_MAX_OUTPUT_BYTES:
             return  # big outputs stay on the graph path (see app.ops)
         if len(self._seen) > 100 * self._xla_max_shapes:
             self._seen.clear()  # many one-off shapes: forget them rather than grow without bound

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -20,11 +20,11 @@ from app.config import Settings, get_settings
 from app.http import openapi
 from app.http.handlers import install_handlers
 from app.http.observability import Metrics, RequestObserver
-from app.http.routes import compute, router
+from app.http.routes import compute_router, router
 from app.http.runtime import Runtime
 from app.http.v2 import routes as inference_routes
 from app.ipc import wire as ipc
-from app.scheduling.batcher import Batcher, BatchStats, RunRows
+from app.scheduling.batcher import Batcher, BatchStats
 from app.service.dataplane import Service
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ async def _start_in_process(app: FastAPI) -> None:
         metrics.engine.observe(stats)
 
     batcher = Batcher(
-        state.wrap_run_rows(eng.run_rows),
+        eng.run_rows,
         settings.max_batch_rows,
         settings.max_pending,
         on_batch=observe,
@@ -146,8 +146,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.engines.stop()
 
 
-def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRows], RunRows] | None = None) -> FastAPI:
-    """The app; `wrap_run_rows` wraps every engine call (tests use it to hold the engine busy)."""
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app, serving every model registered by then (`app.engine.models.register`)."""
     app = FastAPIOffline(
         title="Jacobian service",
         version="0.1.0",
@@ -160,13 +160,13 @@ def create_app(settings: Settings | None = None, wrap_run_rows: Callable[[RunRow
     settings = settings or get_settings()
     metrics = Metrics()
     metrics.memory_budget.set(settings.memory_budget_bytes)
-    app.state.runtime = Runtime(settings, metrics, wrap_run_rows or (lambda run_rows: run_rows))
+    app.state.runtime = Runtime(settings, metrics)
     app.add_middleware(RequestObserver, metrics=metrics)
     install_handlers(app)
-    app.include_router(compute)
+    app.include_router(compute_router())
     app.include_router(router)
-    app.include_router(inference_routes.infer_router)
-    app.include_router(inference_routes.router)
+    for v2_router in inference_routes.routers():
+        app.include_router(v2_router)
     app.openapi = lambda: openapi.with_security(app)  # type: ignore[method-assign]
     return app
 

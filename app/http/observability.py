@@ -96,7 +96,6 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
-        self.engine_restarts = Counter("jacobian_engine_restarts", "Engine processes restarted after dying", registry=r)
         self.engine: EngineMetrics | None = None if multiprocess_dir() else EngineMetrics(r)
         self.output_elements = Histogram(
             "jacobian_output_elements",

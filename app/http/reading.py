@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from app import ops
 from app.config import Settings
+from app.endpoints import Endpoint
 from app.errors import InvalidInput, MalformedBody, TooLarge, UnsupportedMediaType
 from app.service import codec
 from app.service.problems import FLOAT_DTYPES, Problem
@@ -79,19 +80,17 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_problem(
-    request: Request, settings: Settings, model: type[BaseModel], members: tuple[str, ...]
-) -> Problem:
+async def read_problem(request: Request, settings: Settings, model: type[BaseModel], endpoint: Endpoint) -> Problem:
     media = media_type(request)
     if media not in (codec.JSON, codec.NPZ):
         raise UnsupportedMediaType(
             f"Content-Type {media or '(none)'!r} is not supported; send {codec.JSON} or {codec.NPZ}"
         )
     dtype = query_dtype(request)
-    products = getattr(model, "products", None)
+    products = endpoint.products
     sum_states = query_flag(request, "sum_states") if products == ops.VJP else False  # checked for JSON too
-    wrt = query_wrt(request) if "wrt" in model.model_fields else ("X",)
+    wrt = query_wrt(request) if endpoint.takes_wrt else ("X",)
     body = await read_body(request, settings.max_request_bytes)
     if media == codec.NPZ:
-        return codec.decode_npz(body, members, dtype, settings.max_request_bytes, products, sum_states, wrt)
-    return codec.decode_json(body, model, dtype or settings.default_dtype)
+        return codec.decode_npz(body, endpoint.members, dtype, settings.max_request_bytes, products, sum_states, wrt)
+    return codec.decode_json(body, model, dtype or settings.default_dtype, products)

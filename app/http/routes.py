@@ -12,32 +12,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
-from app import ops
-from app.http import runtime
+from app import endpoints
+from app.http import runtime, schemas
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
 from app.http.observability import exposition
 from app.http.openapi import COMPUTE_ERRORS, NPZ_ANSWER, SUM_STATES_PARAMETER, WRT_PARAMETER, request_body
 from app.http.reading import read_problem
 from app.http.responses import encoded
-from app.http.schemas import (
-    HessianRequest,
-    HessianResponse,
-    HvpRequest,
-    HvpResponse,
-    JacobianRequest,
-    JacobianResponse,
-    JvpRequest,
-    JvpResponse,
-    Liveness,
-    Readiness,
-    VjpRequest,
-    VjpResponse,
-)
+from app.http.schemas import Liveness, Readiness
+from app.ops import BUILTIN, VJP
 from app.service import codec
-from app.service.dataplane import Answer, Service
 from app.service.outputs import Encoding
-from app.service.problems import Problem
 
 
 class PlainRoute(APIRoute):
@@ -51,105 +37,48 @@ class PlainRoute(APIRoute):
 
 
 router = APIRouter()  # health and metrics
-compute = APIRouter(route_class=PlainRoute)  # the operations
 
 
-Compute = Callable[[Service, Problem, Encoding], Awaitable[Answer]]
+def _endpoint(served: endpoints.Served, request_model: type[BaseModel]) -> Callable[[Request], Awaitable[Response]]:
+    e, model = served.endpoint, served.model.name
+
+    async def endpoint(request: Request) -> Response:
+        """Decode, compute, encode: the whole request path, with no dependency injection and no
+        thread hop before the engine's own."""
+        service = runtime.service(request)
+        check_api_key(request, service.settings)
+        problem = await read_problem(request, service.settings, request_model, e)
+        s = service.settings
+        npz = codec.wants_npz(request.headers.get("accept"))
+        out = Encoding.chosen(npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
+        answer = await unless_disconnected(request, service.serve(e, problem, out, model))
+        elements = sum(a.size for a in answer.arrays.values())
+        runtime.runtime(request).metrics.output_elements.labels(request.scope["path"]).observe(elements)
+        return await encoded(answer, npz)
+
+    endpoint.__name__ = e.name if model == BUILTIN else f"{model}_{e.name}"  # the OpenAPI operationId's stem
+    return endpoint
 
 
-async def _serve(request: Request, model: type[BaseModel], members: tuple[str, ...], compute: Compute) -> Response:
-    """Decode, compute, encode: the whole request path, with no dependency injection and no thread
-    hop before the engine's own."""
-    service = runtime.service(request)
-    check_api_key(request, service.settings)
-    problem = await read_problem(request, service.settings, model, members)
-    s = service.settings
-    npz = codec.wants_npz(request.headers.get("accept"))
-    out = Encoding.chosen(npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
-    answer = await unless_disconnected(request, compute(service, problem, out))
-    elements = sum(a.size for a in answer.arrays.values())
-    runtime.runtime(request).metrics.output_elements.labels(request.scope["path"]).observe(elements)
-    return await encoded(answer, npz)
-
-
-@compute.post(
-    "/jacobian",
-    summary="W = log_softmax(X·Y) and its full Jacobian in X (and optionally Y)",
-    description=(
-        "For each output W_i, the gradient ∂W_i/∂X shaped like X: `J[i][j][k] = ∂W_i/∂X_jk`, "
-        "computed by TensorFlow autodiff. `Y` may be one state (F) or a batch (B×F). "
-        'With `wrt` containing "Y", also `J_Y[i][k] = ∂W_i/∂Y_k`. '
-        "JSON or npz in (Content-Type) and out (Accept)."
-    ),
-    response_model=JacobianResponse,
-    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
-    openapi_extra=request_body(JacobianRequest, "X and Y", extra_parameters=[WRT_PARAMETER]),
-)
-async def jacobian(request: Request) -> Response:
-    return await _serve(request, JacobianRequest, ("X", "Y"), Service.jacobian)
-
-
-@compute.post(
-    "/hessian",
-    summary="W and the full Hessian of every W_i in X",
-    description=(
-        f"`H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm`, shape {ops.shape_text(ops.HESSIAN, 'H')}, by nested TensorFlow "
-        "tapes. H grows as B·A³·F²; for large X use /hvp. JSON or npz in and out."
-    ),
-    response_model=HessianResponse,
-    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
-    openapi_extra=request_body(HessianRequest, "X and Y"),
-)
-async def hessian(request: Request) -> Response:
-    return await _serve(request, HessianRequest, ("X", "Y"), Service.hessian)
-
-
-@compute.post(
-    "/hvp",
-    summary="Hessian-vector products along a direction V, without forming H",
-    description=(
-        f"`HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m]`, shape {ops.shape_text(ops.HVP, 'HV')}, by "
-        "forward-over-reverse autodiff (a JVP of the Jacobian): costs about one Jacobian."
-    ),
-    response_model=HvpResponse,
-    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
-    openapi_extra=request_body(HvpRequest, "X, Y and V"),
-)
-async def hvp(request: Request) -> Response:
-    return await _serve(request, HvpRequest, ("X", "Y", "V"), Service.hvp)
-
-
-@compute.post(
-    "/vjp",
-    summary="Vector-Jacobian products Σ_i U_i·∂W_i/∂X, without forming J",
-    description=(
-        "`UJ[..., j, k] = Σ_i U[..., i]·∂W_i/∂X_jk` by reverse-mode autodiff: one forward pass, K reverse "
-        "passes, A·F numbers per state instead of J's A²·F. `U` is shaped like W (A, or B×A), with an optional "
-        "leading K axis. `sum_states` (batch only) sums over the states: Σ_b advantage_b·∇_X log π(a_b|s_b), "
-        "a policy gradient in one call. For npz bodies, sum_states is a query parameter."
-    ),
-    response_model=VjpResponse,
-    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
-    openapi_extra=request_body(VjpRequest, "X, Y and U", extra_parameters=[SUM_STATES_PARAMETER]),
-)
-async def vjp(request: Request) -> Response:
-    return await _serve(request, VjpRequest, ("X", "Y", "U"), Service.vjp)
-
-
-@compute.post(
-    "/jvp",
-    summary="Jacobian-vector products J·V along tangents V, without forming J",
-    description=(
-        "`JV[..., i] = Σ_jk ∂W_i/∂X_jk·V[..., j, k]` by forward-mode autodiff (ForwardAccumulator): one "
-        "forward pass serves all K tangents. `V` is shaped like X (A×F), with an optional leading K axis; "
-        "JV is shaped like W (A, or B×A) with that K axis."
-    ),
-    response_model=JvpResponse,
-    responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
-    openapi_extra=request_body(JvpRequest, "X, Y and V"),
-)
-async def jvp(request: Request) -> Response:
-    return await _serve(request, JvpRequest, ("X", "Y", "V"), Service.jvp)
+def compute_router() -> APIRouter:
+    """The operations of every registered model, from their descriptions (`app.endpoints`)."""
+    compute = APIRouter(route_class=PlainRoute)
+    for served in endpoints.served():
+        e = served.endpoint
+        request_model, response_model = schemas.BODIES[e.name]
+        extra = [WRT_PARAMETER] if e.takes_wrt else [SUM_STATES_PARAMETER] if e.products == VJP else []
+        summary = e.summary.format(formula=served.model.formula)
+        compute.add_api_route(
+            e.path(served.model.name),
+            _endpoint(served, request_model),
+            methods=["POST"],
+            summary=summary if served.model.name == BUILTIN else f"{served.model.name}: {summary}",
+            description=e.description,
+            response_model=response_model,
+            responses={**COMPUTE_ERRORS, **NPZ_ANSWER},
+            openapi_extra=request_body(request_model, e.body_text(), extra_parameters=extra),
+        )
+    return compute
 
 
 @router.get(

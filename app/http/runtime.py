@@ -3,7 +3,6 @@ metrics, and once started, the service and the engines behind it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -12,7 +11,6 @@ from starlette.requests import Request
 from app.config import Settings
 from app.errors import NotReady
 from app.http.observability import Metrics
-from app.scheduling.batcher import RunRows
 from app.service.dataplane import Service
 
 if TYPE_CHECKING:
@@ -20,8 +18,8 @@ if TYPE_CHECKING:
 
 
 class Engines(Protocol):
-    """TensorFlow behind the service: in this process (`main.InProcessEngine`) or engine
-    processes (`engine_client.Engines`)."""
+    """TensorFlow behind the service: in this process (`app.http.app.InProcessEngine`) or engine
+    processes (`app.ipc.client.Engines`)."""
 
     def readiness(self) -> dict[str, Any]: ...
 
@@ -32,7 +30,6 @@ class Engines(Protocol):
 class Runtime:
     settings: Settings
     metrics: Metrics
-    wrap_run_rows: Callable[[RunRows], RunRows]  # tests wrap every engine call with it
     status: str = "starting"  # "starting" | "running" | "ready" | "failed"
     service: Service | None = None
     engines: Engines | None = None

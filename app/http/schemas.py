@@ -3,7 +3,7 @@ shapes are read from the operations' contract (`app.ops`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
@@ -86,7 +86,6 @@ class VjpRequest(_Problem):
         extra="forbid",
         json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y, "U": [1.0, 0.0]}]},
     )
-    products: ClassVar[str] = ops.VJP
 
     U: Cotangents = Field(
         description="Cotangents shaped like W: A numbers (batch: B×A), or K×A (batch: K×B×A) for K of them."
@@ -101,7 +100,6 @@ class JvpRequest(_Problem):
         extra="forbid",
         json_schema_extra={"examples": [{"X": SEED_X, "Y": SEED_Y, "V": SEED_V}]},
     )
-    products: ClassVar[str] = ops.JVP
 
     V: Tangents = Field(description="Tangents shaped like X (A×F), or K×A×F for K of them.")
 
@@ -194,3 +192,13 @@ class JvpResponse(_Answer):
     JV: Nested = Field(
         description="JV[..., i] = Σ_jk ∂W_i/∂X_jk·V[..., j, k]: shaped like W (A, or B×A), with V's leading K axis."
     )
+
+
+# Each endpoint's JSON request and answer (`app.endpoints`), the same for every model.
+BODIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
+    "jacobian": (JacobianRequest, JacobianResponse),
+    ops.HESSIAN: (HessianRequest, HessianResponse),
+    ops.HVP: (HvpRequest, HvpResponse),
+    ops.VJP: (VjpRequest, VjpResponse),
+    ops.JVP: (JvpRequest, JvpResponse),
+}

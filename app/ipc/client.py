@@ -71,18 +71,19 @@ class EngineClient:
             self._writer.close()
         self.arena.close()
 
-    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed:
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = ops.BUILTIN) -> Computed:
         if self.state == "starting":  # this worker has not heard from the engine yet: briefly wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
         if self.state != "ready" or self._writer is None:
             raise EngineUnavailable(f"The engine is {self.state}; retry shortly")
         request_id = next(self._ids)
-        segment = self._segment_for(op, rows)
+        segment = self._segment_for(op, model, rows)
         inputs = self._inputs_in_shm(rows)
         header = {
             "id": request_id,
             "op": op,
+            "model": model,
             "arrays": ipc.specs(rows),
             "inputs": [inputs[0].name, inputs[0].size, inputs[1].entries, inputs[1].nbytes] if inputs else None,
             "shm": segment.name if segment else None,
@@ -132,9 +133,10 @@ class EngineClient:
             return None
         return self.arena.fill({str(i): r for i, r in enumerate(rows)})
 
-    def _segment_for(self, op: str, rows: tuple[np.ndarray, ...]) -> ipc.Segment | None:
+    def _segment_for(self, op: str, model: str, rows: tuple[np.ndarray, ...]) -> ipc.Segment | None:
         """A shared-memory segment for an answer too big for the socket."""
-        nbytes = ops.rows_output_bytes(op, rows) + ipc.ALIGN * len(ops.OPERATIONS[op].engine_outputs)
+        outputs = ops.OPERATIONS[op].engine_outputs(model)
+        nbytes = ops.rows_output_bytes(op, rows, model) + ipc.ALIGN * len(outputs)
         if nbytes <= ipc.INLINE_MAX:
             return None
         try:
@@ -231,9 +233,9 @@ class Engines:
         for c in self.clients:
             await c.stop()
 
-    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed:
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = ops.BUILTIN) -> Computed:
         ready = [c for c in self.clients if c.state == "ready"] or self.clients
-        return await min(ready, key=lambda c: c.in_flight).submit(op, *rows, claim=claim)
+        return await min(ready, key=lambda c: c.in_flight).submit(op, *rows, claim=claim, model=model)
 
     def readiness(self) -> dict[str, Any]:
         engines = [{"index": c.index, "pid": c.pid, "state": c.state} for c in self.clients]

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from app.ops import Computed
+from app.ops import BUILTIN, Computed
 from app.scheduling.ledger import Ledger
 from app.scheduling.policy import BatchStats, Job, Scheduler, split_rows, stack_rows
 
 __all__ = ["BatchStats", "Batcher", "RunRows"]
 
-RunRows = Callable[..., Any]  # (op, *rows) -> engine.Result
+RunRows = Callable[..., Any]  # (op, *rows, model=...) -> engine.Result
 
 
 @dataclass(eq=False)
@@ -52,7 +52,6 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tensorflow")
         self._task: asyncio.Task[None] | None = None
-        self.batches_run = 0  # engine calls made, for metrics and for tests that work was refused
 
     @property
     def ledger(self) -> Ledger:
@@ -75,11 +74,11 @@ class Batcher:
                 await self._task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed:
-        """Queue rows (each with a leading row axis) for `op`, once `claim` bytes fit the budget;
-        returns their outputs, holding the claim until `release` is called."""
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = BUILTIN) -> Computed:
+        """Queue rows (each with a leading row axis) for `op` of `model`, once `claim` bytes fit the
+        budget; returns their outputs, holding the claim until `release` is called."""
         loop = asyncio.get_running_loop()
-        job = _Job(op, rows, loop.create_future())
+        job = _Job(op, rows, model, loop.create_future())
         self.scheduler.offer(job, claim)  # Overloaded at the cap
         self._wakeup.set()
         if not self.scheduler.admitted(job):
@@ -114,20 +113,19 @@ class Batcher:
                 finally:
                     self.scheduler.finished(batch)
 
-    def _timed(self, op: str, rows: tuple[np.ndarray, ...]) -> tuple[Any, float]:
+    def _timed(self, job: Job, rows: tuple[np.ndarray, ...]) -> tuple[Any, float]:
         start = time.perf_counter()
-        return self._run_rows(op, *rows), time.perf_counter() - start
+        return self._run_rows(job.op, *rows, model=job.model), time.perf_counter() - start
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
         try:
-            result, seconds = await loop.run_in_executor(self._executor, self._timed, batch[0].op, stack_rows(batch))
+            result, seconds = await loop.run_in_executor(self._executor, self._timed, batch[0], stack_rows(batch))
             answers = list(split_rows(batch, result.arrays))
         except Exception as err:  # delivered to each waiting request, mapped to a status there
             for job in batch:
                 if not job.future.done():
                     job.future.set_exception(err)
             return
-        self.batches_run += 1
         if self._on_batch:
             self._on_batch(BatchStats(batch[0].op, sum(j.n for j in batch), len(batch), seconds))
         for job, arrays in answers:

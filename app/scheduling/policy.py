@@ -23,15 +23,17 @@ from app.scheduling.ledger import Ledger
 
 @dataclass(eq=False)  # compared by identity: it holds arrays
 class Job:
-    """Rows (each with a leading row axis) for one operation, and what they may be stacked with."""
+    """Rows (each with a leading row axis) for one operation of one model, and what they may be
+    stacked with."""
 
     op: str
     rows: tuple[np.ndarray, ...]
+    model: str
 
     @property
     def key(self) -> tuple[Any, ...]:
         # Everything but the row count: rows stack only when every input's other axes agree (K too).
-        return (self.op, self.rows[0].dtype.name, *(r.shape[1:] for r in self.rows))
+        return (self.model, self.op, self.rows[0].dtype.name, *(r.shape[1:] for r in self.rows))
 
     @property
     def n(self) -> int:
@@ -47,7 +49,7 @@ def stackable(job: Job) -> bool:
     """Small enough to share a call. Big requests run alone: stacking them saves nothing that
     shows (their call is compute-bound) and would lift TensorFlow's peak past their memory
     claims (pfor's intermediates double for a stack of rows; app.service.budget)."""
-    return rows_output_bytes(job.op, job.rows) <= STACK_MAX_BYTES
+    return rows_output_bytes(job.op, job.rows, job.model) <= STACK_MAX_BYTES
 
 
 def take_batch(queue: deque[J], max_rows: int) -> tuple[list[J], deque[J]]:

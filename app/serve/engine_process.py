@@ -110,7 +110,16 @@ class EngineLoop:
             if rows is None:  # its worker gave up on it and took the segment back
                 self.reply(peer, {"id": header["id"], "ok": False, "error": "internal", "message": "inputs gone"})
                 return
-            job = _Job(header["op"], rows, peer, header["id"], header["shm"], header["shm_size"], header["worker"])
+            job = _Job(
+                header["op"],
+                rows,
+                header["model"],
+                peer,
+                header["id"],
+                header["shm"],
+                header["shm_size"],
+                header["worker"],
+            )
             try:
                 self.scheduler.offer(job, header["claim"])
             except Overloaded:
@@ -138,7 +147,7 @@ class EngineLoop:
     def run_batch(self, batch: list[_Job]) -> None:
         start = time.perf_counter()
         try:
-            result = self.engine.run_rows(batch[0].op, *stack_rows(batch))
+            result = self.engine.run_rows(batch[0].op, *stack_rows(batch), model=batch[0].model)
             answers = list(split_rows(batch, result.arrays))
         except Exception as err:  # the workers map it to a status; the engine keeps serving
             log.exception("engine call failed")

@@ -5,7 +5,8 @@ A request claims its estimated peak (`estimate`) before it queues and gives it b
 answer has been sent, or when it is dropped. One ledger per engine holds every worker's claims,
 so the budget covers the engine and all HTTP workers together.
 
-`estimate` is built from measurements, not guesses: `python -m bench.memory` prints, for each
+`estimate` is built from measurements (the peak factors in `app.ops.OPERATIONS`), not guesses:
+`python -m bench.memory` prints, for each
 operation at three sizes, the estimate against the measured peak of all the service's processes
 (bench/results.md). TensorFlow's part is a multiple of the engine's output, measured as process
 memory (its BFC allocator's own statistics read lower: 1.0× for a one-row Jacobian, 3.0× for a
@@ -23,30 +24,11 @@ import numpy as np
 from app import ops
 from app.ipc import wire as ipc
 
-TF_PEAK = {  # TensorFlow's peak process memory as a multiple of the engine's output (see above)
-    ops.JACOBIAN: 1.2,
-    ops.JACOBIAN_Y: 1.2,
-    ops.JACOBIAN_XY: 1.2,
-    ops.HESSIAN: 1.6,
-    ops.HVP: 4.4,
-    # The products: a multiple of output and inputs together (for /jvp the tangents outweigh W).
-    ops.VJP: 1.0,
-    ops.JVP: 1.0,
-}
-XLA_PEAK = {  # the same for XLA's own buffers, which shapes up to ops.XLA_MAX_OUTPUT_BYTES also hold
-    ops.JACOBIAN: 2.4,
-    ops.JACOBIAN_Y: 2.4,
-    ops.JACOBIAN_XY: 2.4,
-    ops.HESSIAN: 2.0,
-    ops.HVP: 8.0,
-    ops.VJP: 1.0,
-    ops.JVP: 1.0,
-}
 JSON_BYTES_PER_NUMBER = 26  # orjson's longest float64 ("-1.2345678901234567e-100") and a comma
 OVERHEAD = 1 << 20  # headers, request objects and the like, per request
 
 
-def estimate(op: str, rows: int, A: int, F: int, itemsize: int, npz: bool, K: int = 1) -> int:
+def estimate(op: str, rows: int, A: int, F: int, itemsize: int, npz: bool, K: int = 1, model: str = ops.BUILTIN) -> int:
     """Peak bytes one request of `rows` states adds while it runs and its answer is sent.
 
     Inputs (parsed, stacked, sent to the engine), TensorFlow's peak for the operation, the
@@ -57,10 +39,12 @@ def estimate(op: str, rows: int, A: int, F: int, itemsize: int, npz: bool, K: in
     contract = ops.OPERATIONS[op]
     given = sum(int(np.prod(s)) for s in contract.input_shapes(rows, A, F, K).values()) * itemsize
     inputs = 4 * given  # parsed, cast, stacked, and TensorFlow's copy
-    out = ops.output_bytes(op, rows, A, F, itemsize, K)
-    factor = TF_PEAK[op] + (XLA_PEAK[op] if out <= ops.XLA_MAX_OUTPUT_BYTES else 0)
-    tf_peak = int(factor * (out + given if op in (ops.VJP, ops.JVP) else out))
+    out = ops.output_bytes(op, rows, A, F, itemsize, K, model)
+    factor = contract.tf_peak + (contract.xla_peak if out <= ops.XLA_MAX_OUTPUT_BYTES else 0)
+    tf_peak = int(factor * (out + given if contract.products else out))
     segment = ipc.segment_size(out) if out > ipc.INLINE_MAX else 0
     served = sum(int(np.prod(s)) for s in contract.shapes(rows, A, F, K, served=True).values()) * itemsize
-    encoded = 0 if npz else served // itemsize * JSON_BYTES_PER_NUMBER + (served if op == ops.HESSIAN else 0)
+    # A broadcast Hessian is made contiguous for JSON.
+    broadcast = served if op == ops.HESSIAN and ops.MODELS[model].shared_hessian else 0
+    encoded = 0 if npz else served // itemsize * JSON_BYTES_PER_NUMBER + broadcast
     return inputs + tf_peak + segment + encoded + OVERHEAD

@@ -51,8 +51,9 @@ def validation_details(err: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def decode_json(body: bytes, model: type[BaseModel], default_dtype: str) -> Problem:
-    """Parse and validate a JSON body into a Problem; 400 if not JSON, 422 if not a valid problem."""
+def decode_json(body: bytes, model: type[BaseModel], default_dtype: str, products: str | None = None) -> Problem:
+    """Parse and validate a JSON body into a Problem; 400 if not JSON, 422 if not a valid problem.
+    `products`: ops.VJP or ops.JVP when the body carries cotangents U or tangents V with a K axis."""
     if not body.strip():
         raise MalformedBody("The request body is empty; send a JSON object with X and Y")
     try:
@@ -64,7 +65,6 @@ def decode_json(body: bytes, model: type[BaseModel], default_dtype: str) -> Prob
         summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
         raise InvalidInput(f"The request does not match the schema: {summary}", details) from None
     dtype = req.dtype or default_dtype  # type: ignore[attr-defined]
-    products = getattr(model, "products", None)
     p = from_lists(
         req.X,  # type: ignore[attr-defined]
         req.Y,  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
-"""What each endpoint computes: size checks before work, the engine call through the batcher,
-and the shaping of its rows into the answer. No web imports."""
+"""What an endpoint (`app.endpoints`) computes for a model: size checks before work, the memory
+claim, the engine call through the batcher, and the shaping of its rows into the answer. No web
+imports."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Protocol
 import numpy as np
 
 from app.config import Settings
+from app.endpoints import Endpoint
 from app.errors import DeadlineExceeded, OverMemoryBudget
-from app.ops import HESSIAN, HVP, JACOBIAN, JACOBIAN_XY, JACOBIAN_Y, JVP, OPERATIONS, VJP, Computed, assemble
+from app.ops import BUILTIN, OPERATIONS, Computed, assemble
 from app.service import budget
 from app.service.outputs import Encoding, check_output_size, ensure_finite
 from app.service.problems import Problem
@@ -21,7 +23,7 @@ from app.service.problems import Problem
 class Submits(Protocol):
     """The in-process batcher, or the client of the engine processes."""
 
-    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0) -> Computed: ...
+    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = BUILTIN) -> Computed: ...
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,28 @@ class Service:
         self.settings = settings
         self.batcher = batcher
 
-    async def _compute(self, op: str, p: Problem, out: Encoding) -> Computed:
+    async def serve(self, endpoint: Endpoint, p: Problem, out: Encoding, model: str = BUILTIN) -> Answer:
+        """Check the answer's size against the limits, compute, and shape it as served: W (B, A)
+        and the endpoint's derivatives, the B axis dropped when the client sent a single state."""
+        op = endpoint.kernel(p.wrt)
         B, A, F = p.shape
         K = p.K or 1
-        claim = budget.estimate(op, B, A, F, np.dtype(p.dtype).itemsize, out.npz, K)
+        contract = OPERATIONS[op]
+        sizes = f"B={B}, " + (f"K={K}, " if p.K else "") + f"A={A}, F={F}"
+        formula = f"{contract.formula()} with {sizes}"
+        check_output_size(endpoint.what, contract.derivative_elements(B, A, F, K), formula, out, endpoint.hint)
+        done = await self._compute(op, model, p, out)
+        arrays = assemble(done.arrays, A)
+        if endpoint.products is not None:
+            (name,) = (n for n in arrays if n != "W")
+            served = {"W": arrays["W"] if p.batched else arrays["W"][0], name: self._products(p, arrays[name])}
+            return Answer(served, p.dtype, done.device, done.release)
+        return Answer(self._unbatch(p, arrays), p.dtype, done.device, done.release)
+
+    async def _compute(self, op: str, model: str, p: Problem, out: Encoding) -> Computed:
+        B, A, F = p.shape
+        K = p.K or 1
+        claim = budget.estimate(op, B, A, F, np.dtype(p.dtype).itemsize, out.npz, K, model)
         if claim > self.settings.memory_budget_bytes:
             raise OverMemoryBudget(
                 f"This request would need about {claim:,} bytes of memory while it runs, more than the "
@@ -56,7 +76,7 @@ class Service:
         rows = tuple(np.broadcast_to(given[name], shape) for name, shape in shapes.items())
         try:
             async with asyncio.timeout(self.settings.deadline_s):  # no extra task, unlike wait_for
-                computed = await self.batcher.submit(op, *rows, claim=claim)
+                computed = await self.batcher.submit(op, *rows, claim=claim, model=model)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"The computation did not finish within {self.settings.deadline_s:g} s; send a smaller request"
@@ -83,44 +103,3 @@ class Service:
             out = np.moveaxis(per_row, 1, 0)  # (K, B, ...)
             out = out if p.batched else out[:, 0]
         return out if p.K is not None else out[0]
-
-    async def _operation(self, op: str, p: Problem, out: Encoding, what: str, hint: str) -> Answer:
-        """Check the answer's size against the limits, compute, and shape it as served."""
-        B, A, F = p.shape
-        K = p.K or 1
-        contract = OPERATIONS[op]
-        sizes = f"B={B}, " + (f"K={K}, " if p.K else "") + f"A={A}, F={F}"
-        formula = f"{contract.formula()} with {sizes}"
-        check_output_size(what, contract.derivative_elements(B, A, F, K), formula, out, hint)
-        done = await self._compute(op, p, out)
-        arrays = assemble(op, done.arrays, A)
-        if op in (VJP, JVP):
-            name = "UJ" if op == VJP else "JV"
-            served = {"W": arrays["W"] if p.batched else arrays["W"][0], name: self._products(p, arrays[name])}
-            return Answer(served, p.dtype, done.device, done.release)
-        return Answer(self._unbatch(p, arrays), p.dtype, done.device, done.release)
-
-    async def jacobian(self, p: Problem, out: Encoding) -> Answer:
-        """W: (B, A); J: (B, A, A, F) if "X" in wrt; J_Y: (B, A, F) if "Y" in wrt.
-
-        The B axis is dropped when the client sent a single state."""
-        want_x, want_y = "X" in p.wrt, "Y" in p.wrt
-        op = JACOBIAN_XY if want_x and want_y else JACOBIAN_Y if want_y else JACOBIAN
-        return await self._operation(op, p, out, "Jacobian", ", or fewer states per batch")
-
-    async def hessian(self, p: Problem, out: Encoding) -> Answer:
-        """W: (B, A); H: (B, A, A, F, A, F) (B dropped for one state)."""
-        hint = "; for large X use POST /hvp, which returns Hessian-vector products without forming H"
-        return await self._operation(HESSIAN, p, out, "Hessian", hint)
-
-    async def hvp(self, p: Problem, out: Encoding) -> Answer:
-        """W: (B, A); HV: (B, A, A, F) (B dropped for one state)."""
-        return await self._operation(HVP, p, out, "Hessian-vector product", ", or fewer states per batch")
-
-    async def vjp(self, p: Problem, out: Encoding) -> Answer:
-        """W; UJ = Σ_i U[..., i]·∂W_i/∂X: (K×)A×F per state, (K×)A×F summed with sum_states."""
-        return await self._operation(VJP, p, out, "vector-Jacobian product", ", or fewer states or cotangents")
-
-    async def jvp(self, p: Problem, out: Encoding) -> Answer:
-        """W; JV = J·V: shaped like W, with V's leading K axis."""
-        return await self._operation(JVP, p, out, "Jacobian-vector product", ", or fewer states or tangents")

@@ -2,7 +2,7 @@
 Server speak it) in this service's terms, with Triton's binary tensor data extension both ways.
 No web imports: `app.http.v2.routes` serves it.
 
-Models are the operations (`MODELS`): inputs and outputs are named as in the native API, the
+Models are the endpoints of each registered model (`models`): inputs and outputs are named as in the native API, the
 inputs' datatype (FP32 or FP64) is the computation's dtype, and the request's `outputs` choose
 what is computed (asking for J_Y is how a Jacobian in Y is asked for). A request becomes the same
 `Problem` a native request does (`app.service.problems`), so it meets the same checks, limits, memory
@@ -17,6 +17,7 @@ own memory (for a big answer, the engine's shared-memory segment), as the npz pa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ import orjson
 from pydantic import BaseModel, Field, ValidationError
 
 from app import ops
+from app.endpoints import Endpoint, Served, served
 from app.errors import InvalidInput, MalformedBody, ServiceError
 from app.service import codec
 from app.service.problems import Problem, from_named
@@ -117,47 +119,52 @@ class ModelMetadata(BaseModel):
 
 @dataclass(frozen=True)
 class Model:
+    """A V2 model: one endpoint of one registered model (`app.endpoints`), named `jacobian` for
+    the built-in model and `<model>.jacobian` for the others."""
+
     name: str
-    inputs: dict[str, str]  # name -> its shape in the batch form, for metadata
-    outputs: dict[str, str]
-    defaults: tuple[str, ...]  # computed when the request names no outputs
-    products: str | None = None  # as `InferenceRequest` for /vjp and /jvp: the problem's extra input
+    served: Served
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.served.endpoint
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.endpoint.members
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.endpoint.outputs
 
     def metadata(self, datatype: str) -> ModelMetadata:
-        def tensors(shapes: dict[str, str]) -> list[TensorMetadata]:
-            return [
-                TensorMetadata(name=n, datatype=datatype, shape=[-1] * len(s.split("×"))) for n, s in shapes.items()
-            ]
+        e = self.endpoint
+
+        def tensors(names: tuple[str, ...], rank: Callable[[str], int]) -> list[TensorMetadata]:
+            return [TensorMetadata(name=n, datatype=datatype, shape=[-1] * rank(n)) for n in names]
 
         return ModelMetadata(
             name=self.name,
             versions=[VERSION],
             platform=PLATFORM,
-            inputs=tensors(self.inputs),
-            outputs=tensors(self.outputs),
+            inputs=tensors(e.members, e.input_rank),
+            outputs=tensors(e.outputs, e.output_rank),
         )
 
 
-_XY = {"X": "A×F", "Y": "B×F"}  # a single state's Y (F) is accepted too, as natively
-_W = {"W": "B×A"}
-MODELS: dict[str, Model] = {
-    m.name: m
-    for m in (
-        Model("jacobian", _XY, {**_W, "J": "B×A×A×F", "J_Y": "B×A×F"}, ("W", "J")),
-        Model("hessian", _XY, {**_W, "H": "B×A×A×F×A×F"}, ("W", "H")),
-        Model("hvp", {**_XY, "V": "A×F"}, {**_W, "HV": "B×A×A×F"}, ("W", "HV")),
-        Model(ops.VJP, {**_XY, "U": "K×B×A"}, {**_W, "UJ": "K×B×A×F"}, ("W", "UJ"), ops.VJP),
-        Model(ops.JVP, {**_XY, "V": "K×A×F"}, {**_W, "JV": "K×B×A"}, ("W", "JV"), ops.JVP),
-    )
-}
+def models() -> dict[str, Model]:
+    """Every endpoint of every registered model, by its V2 name."""
+    named = (Model(s.endpoint.v2_name(s.model.name), s) for s in served())
+    return {m.name: m for m in named}
 
 
 def model(name: str, version: str | None = None) -> Model:
-    if name not in MODELS:
-        raise UnknownModel(f"Unknown model {name!r}; the models are {', '.join(MODELS)}")
+    known = models()
+    if name not in known:
+        raise UnknownModel(f"Unknown model {name!r}; the models are {', '.join(known)}")
     if version is not None and version != VERSION:
         raise UnknownModel(f"Model {name!r} has no version {version!r}; its only version is {VERSION!r}")
-    return MODELS[name]
+    return known[name]
 
 
 # ---- requests
@@ -203,8 +210,9 @@ def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
     outputs = _outputs(m, request)
     # W alone still needs a Jacobian call: the one in Y is the smallest (A·F, not A²·F).
     wrt = [w for name, w in (("J", "X"), ("J_Y", "Y")) if name in outputs] or ["Y"]
-    sum_states = _flag(request.parameters, "sum_states") if m.products == ops.VJP else False
-    problem = from_named(arrays, dtype, m.products, sum_states, wrt)
+    products = m.endpoint.products
+    sum_states = _flag(request.parameters, "sum_states") if products == ops.VJP else False
+    problem = from_named(arrays, dtype, products, sum_states, wrt)
     return Inference(m, problem, outputs, request.id)
 
 
@@ -273,7 +281,7 @@ def _outputs(m: Model, request: InferenceRequest) -> dict[str, bool]:
     """Requested outputs -> whether each goes as binary data, in the model's order."""
     every = _flag(request.parameters, "binary_data_output")
     if request.outputs is None:
-        return {name: every for name in m.defaults}
+        return {name: every for name in m.endpoint.defaults}
     asked = {o.name: _flag(o.parameters, "binary_data", every) for o in request.outputs}
     unknown = [n for n in asked if n not in m.outputs]
     if unknown:

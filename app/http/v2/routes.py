@@ -18,7 +18,6 @@ from app.http.responses import respond
 from app.http.routes import PlainRoute
 from app.http.v2 import protocol as oip
 from app.service import codec
-from app.service.dataplane import Service
 from app.service.outputs import Encoding
 
 PREFIX = "/v2"
@@ -26,8 +25,7 @@ TAG = "Open Inference Protocol (KServe V2)"
 BINARY = "application/octet-stream"
 HEADER_LENGTH = "inference-header-content-length"
 
-router = APIRouter(prefix=PREFIX, tags=[TAG])
-infer_router = APIRouter(prefix=PREFIX, tags=[TAG], route_class=PlainRoute)
+router = APIRouter(prefix=PREFIX, tags=[TAG])  # the server's routes; the models' are built by `routers`
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -43,7 +41,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: _error("Not ready yet, or at capacity (see Retry-After)."),
     504: _error("The computation exceeded the per-request deadline."),
 }
-_MODEL = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "enum": list(oip.MODELS)}}
+
+
+def _model_parameter() -> dict[str, Any]:
+    names = list(oip.models())
+    return {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
+
+
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": [oip.VERSION]}}
 
 
@@ -113,13 +117,6 @@ _METADATA_DOC: dict[str, Any] = {
     "response_model": oip.ModelMetadata,
     "responses": {404: ERRORS[404], 405: ERRORS[405]},
 }
-for base, params in (
-    ("/models/{model_name}", [_MODEL]),
-    ("/models/{model_name}/versions/{version}", [_MODEL, _VERSION]),
-):
-    extra = {"parameters": params}
-    router.add_api_route(base, _metadata, methods=["GET"], openapi_extra=extra, **_METADATA_DOC)
-    router.add_api_route(base + "/ready", _model_ready, methods=["GET"], openapi_extra=extra, **_READY_DOC)
 
 
 async def infer(request: Request) -> Response:
@@ -132,8 +129,8 @@ async def infer(request: Request) -> Response:
     inference = oip.parse(m, body, request.headers.get(HEADER_LENGTH))
     how = '"binary_data": true on each output, or "binary_data_output": true'
     out = Encoding.chosen(inference.all_binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
-    compute = getattr(Service, m.name)
-    answer = await unless_disconnected(request, compute(service, inference.problem, out))
+    computed = service.serve(m.endpoint, inference.problem, out, m.served.model.name)
+    answer = await unless_disconnected(request, computed)
     binary = inference.any_binary
     response = await respond(
         answer,
@@ -189,10 +186,20 @@ _INFER_DOC: dict[str, Any] = {
         },
     },
 }
-for path, params in (
-    ("/models/{model_name}/infer", [_MODEL]),
-    ("/models/{model_name}/versions/{version}/infer", [_MODEL, _VERSION]),
-):
-    infer_router.add_api_route(
-        path, infer, methods=["POST"], openapi_extra={**_INFER_BODY, "parameters": params}, **_INFER_DOC
-    )
+
+
+def routers() -> list[APIRouter]:
+    """The server's routes, then the models' (metadata, readiness, infer) for every registered model."""
+    models = APIRouter(prefix=PREFIX, tags=[TAG])
+    infer_router = APIRouter(prefix=PREFIX, tags=[TAG], route_class=PlainRoute)
+    model = _model_parameter()
+    for base, params in (
+        ("/models/{model_name}", [model]),
+        ("/models/{model_name}/versions/{version}", [model, _VERSION]),
+    ):
+        extra = {"parameters": params}
+        models.add_api_route(base, _metadata, methods=["GET"], openapi_extra=extra, **_METADATA_DOC)
+        models.add_api_route(base + "/ready", _model_ready, methods=["GET"], openapi_extra=extra, **_READY_DOC)
+        infer_extra = {**_INFER_BODY, "parameters": params}
+        infer_router.add_api_route(base + "/infer", infer, methods=["POST"], openapi_extra=infer_extra, **_INFER_DOC)
+    return [infer_router, router, models]
