@@ -42,10 +42,6 @@ def register(model: Model) -> None:
     MODELS[model.name] = model
 
 
-def model(name: str) -> Model:
-    return MODELS[name]
-
-
 @dataclass(frozen=True)
 class Operation:
     """One engine kernel: its inputs, the outputs the engine returns and those a client gets."""

@@ -51,8 +51,11 @@ class Gate:
 @contextlib.contextmanager
 def serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
     """The real app under uvicorn on a loopback port, in a thread of this process."""
-    patch = mock.patch.object(Engine, "run_rows", gate.wrap(Engine.run_rows))
-    patch.start()
+    with mock.patch.object(Engine, "run_rows", gate.wrap(Engine.run_rows)):
+        yield from _serving(settings, gate)
+
+
+def _serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=servers.free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -65,7 +68,6 @@ def serving(settings: Settings, gate: Gate) -> Iterator[tuple[str, object]]:
         gate.open.set()
         server.should_exit = True
         thread.join(30)
-        patch.stop()
 
 
 def json_body(X: np.ndarray, y: np.ndarray) -> bytes:

@@ -2,8 +2,8 @@
 Server speak it) in this service's terms, with Triton's binary tensor data extension both ways.
 No web imports: `app.http.v2.routes` serves it.
 
-Models are the endpoints of each registered model (`models`): inputs and outputs are named as in the native API, the
-inputs' datatype (FP32 or FP64) is the computation's dtype, and the request's `outputs` choose
+Models are the endpoints of each registered model (`models`): inputs and outputs are named as
+in the native API, the inputs' datatype (FP32 or FP64) is the computation's dtype, and the request's `outputs` choose
 what is computed (asking for J_Y is how a Jacobian in Y is asked for). A request becomes the same
 `Problem` a native request does (`app.service.problems`), so it meets the same checks, limits, memory
 budget and batching; only the envelope differs.
@@ -26,7 +26,7 @@ import orjson
 from pydantic import BaseModel, Field, ValidationError
 
 from app import ops
-from app.endpoints import Endpoint, Served, served
+from app.endpoints import ENDPOINTS, Endpoint, Served, served
 from app.errors import InvalidInput, MalformedBody, ServiceError
 from app.service import codec
 from app.service.problems import Problem, from_named
@@ -159,12 +159,15 @@ def models() -> dict[str, Model]:
 
 
 def model(name: str, version: str | None = None) -> Model:
-    known = models()
-    if name not in known:
-        raise UnknownModel(f"Unknown model {name!r}; the models are {', '.join(known)}")
+    """The V2 model `name` (`jacobian`, `<model>.jacobian`), found without listing them all: this
+    runs on every inference request."""
+    owner, _, op = name.rpartition(".")
+    m, e = ops.MODELS.get(owner or ops.BUILTIN), ENDPOINTS.get(op)
+    if m is None or e is None or e.v2_name(m.name) != name:
+        raise UnknownModel(f"Unknown model {name!r}; the models are {', '.join(models())}")
     if version is not None and version != VERSION:
         raise UnknownModel(f"Model {name!r} has no version {version!r}; its only version is {VERSION!r}")
-    return known[name]
+    return Model(name, Served(e, m))
 
 
 # ---- requests
