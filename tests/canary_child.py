@@ -3,7 +3,7 @@ real engine and reports each on stdout. It prints ``start <id>`` before a case, 
 fault kills it, the parent knows which case did.
 
 Inputs reach the engine as they do when served: big ones as views of a shared-memory segment laid
-out by `app.ipc.wire.Layout` (TensorFlow takes those in place, through DLPack), small ones as read-only
+out by `app.ipc.shm.Layout` (TensorFlow takes those in place, through DLPack), small ones as read-only
 views of a message's bytes (copied into tensors)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import app  # noqa: F401  (sets TensorFlow's environment before the engine imports it)
 from app import ops
 from app.engine.derivatives import Engine, onednn_enabled
-from app.ipc import wire as ipc
+from app.ipc import shm, wire
 from tests.support import oracles
 
 K = 2  # products per state for vjp and jvp
@@ -38,13 +38,13 @@ def inputs(op: str, dtype: str, A: int, F: int, B: int) -> tuple[np.ndarray, ...
 
 
 def as_served(rows: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    if sum(r.nbytes for r in rows) > ipc.INLINE_MAX:
-        layout = ipc.Layout.of({str(i): r for i, r in enumerate(rows)})
+    if sum(r.nbytes for r in rows) > shm.INLINE_MAX:
+        layout = shm.Layout.of({str(i): r for i, r in enumerate(rows)})
         views = list(layout.views(mmap.mmap(-1, layout.nbytes)).values())
         for view, r in zip(views, rows, strict=True):
             view[...] = r
         return tuple(views)
-    return tuple(ipc.split(b"".join(np.ascontiguousarray(r).tobytes() for r in rows), ipc.specs(rows)))
+    return tuple(wire.split(b"".join(np.ascontiguousarray(r).tobytes() for r in rows), wire.specs(rows)))
 
 
 def expected(name: str, rows: tuple[np.ndarray, ...], b: int) -> np.ndarray:

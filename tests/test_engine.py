@@ -264,7 +264,7 @@ from app.engine import derivatives as E
 rng = np.random.default_rng(0)
 mm = mmap.mmap(-1, 64 << 20)
 out = {}
-for offset in (0, 16, 4096 + 8):  # aligned as app.ipc.wire.Layout places inputs, and two ways not
+for offset in (0, 16, 4096 + 8):  # aligned as app.ipc.shm.Layout places inputs, and two ways not
     for dtype in ("float32", "float64"):
         a = rng.normal(size=(1, 256, 1024)).astype(dtype)
         view = np.frombuffer(mm, dtype, a.size, offset).reshape(a.shape)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jacobian_client import Client
 
-from app.ipc import wire as ipc
+from app.ipc import shm
 from tests.support import oracles, servers
 
 
@@ -28,13 +28,13 @@ def shm_dir() -> Iterator[Path]:
 def test_inputs_filled_by_a_worker_are_read_in_place_by_the_engine(shm_dir: Path, rng: np.random.Generator) -> None:
     X = rng.normal(size=(3, 5))
     rows = {"0": np.broadcast_to(X, (2, 3, 5)), "1": rng.normal(size=(2, 5)).astype(np.float32)}
-    arena = ipc.Arena(str(shm_dir), "t")
+    arena = shm.Arena(str(shm_dir), "t")
     filled = arena.fill(rows)
     assert filled is not None
     segment, layout = filled
     assert all(offset % 64 == 0 for *_, offset in layout.entries)  # as TensorFlow needs in place
 
-    views = ipc.Mappings(str(shm_dir)).views(segment.name, segment.size, layout)
+    views = shm.Mappings(str(shm_dir)).views(segment.name, segment.size, layout)
     assert views is not None
     for got, want in zip(views, rows.values(), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -44,12 +44,12 @@ def test_inputs_filled_by_a_worker_are_read_in_place_by_the_engine(shm_dir: Path
 
 
 def test_a_segment_its_worker_took_back_is_gone_for_the_engine(shm_dir: Path) -> None:
-    arena = ipc.Arena(str(shm_dir), "t")
+    arena = shm.Arena(str(shm_dir), "t")
     filled = arena.fill({"0": np.ones((512, 128))})
     assert filled is not None
     segment, layout = filled
     arena.discard(segment)
-    assert ipc.Mappings(str(shm_dir)).views(segment.name, segment.size, layout) is None
+    assert shm.Mappings(str(shm_dir)).views(segment.name, segment.size, layout) is None
 
 
 def test_big_inputs_pass_through_shared_memory_correctly_and_reuse_one_segment(
@@ -65,7 +65,7 @@ def test_big_inputs_pass_through_shared_memory_correctly_and_reuse_one_segment(
         for transport in ("npz", "npz", "npz", "json"):
             client.transport = transport
             V = rng.normal(size=(256, 512))
-            assert X.nbytes + V.nbytes > ipc.INLINE_MAX
+            assert X.nbytes + V.nbytes > shm.INLINE_MAX
             np.testing.assert_allclose(client.jvp(X, y, V).JV, oracles.jvp(X, y, V), rtol=1e-9, atol=1e-12)
             counts.append(len(list(shm_dir.iterdir())))
     assert counts == [counts[0]] * 4 and counts[0] >= 1, counts  # reused, not one more per request

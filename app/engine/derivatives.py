@@ -195,7 +195,7 @@ TF_ALIGN = 64  # Eigen's largest alignment (AVX-512); TensorFlow aborts on a les
 
 def as_tensor(a: np.ndarray) -> tf.Tensor:
     """`a` as a tensor. A big input in a worker's shared-memory segment (64-byte aligned by
-    `app.ipc.wire.Layout`) is wrapped in place through DLPack: `tf.constant` copies, 0.8 ms per 4 MB
+    `app.ipc.shm.Layout`) is wrapped in place through DLPack: `tf.constant` copies, 0.8 ms per 4 MB
     here. Anything else is copied: TensorFlow does not check a DLPack buffer's alignment until
     a kernel aborts the process on it, so only arrays that pass every condition are wrapped."""
     if (

@@ -23,7 +23,7 @@ from app.http.observability import Metrics, RequestObserver
 from app.http.routes import compute_router, router
 from app.http.runtime import Runtime
 from app.http.v2 import routes as inference_routes
-from app.ipc import wire as ipc
+from app.ipc import shm
 from app.scheduling.batcher import Batcher, BatchStats
 from app.service.dataplane import Service
 
@@ -122,7 +122,7 @@ def _start_worker(app: FastAPI) -> None:
     settings = state.settings
     engines = Engines(settings, observe_ipc=state.metrics.ipc.observe)
     engines.start()
-    state.shm = ipc.shm_report(settings.shm_dir, settings.max_output_elements * 8)
+    state.shm = shm.shm_report(settings.shm_dir, settings.max_output_elements * 8)
     state.engines = engines
     state.service = Service(settings, engines)
     state.status = "running"

@@ -21,8 +21,19 @@ import numpy as np
 
 from app import ops
 from app.config import Settings
-from app.errors import EngineUnavailable, MemoryBusy, Overloaded
-from app.ipc import wire as ipc
+from app.errors import EngineUnavailable
+from app.ipc import shm, wire
+from app.ipc.messages import (
+    Answer,
+    Compute,
+    Message,
+    Placed,
+    Refusal,
+    Release,
+    SharedAnswer,
+    Status,
+    StatusQuery,
+)
 from app.ops import Computed
 
 WATCH_S = 0.05  # how often a lost engine is reconnected to
@@ -39,16 +50,16 @@ class EngineClient:
         assert settings.runtime_dir is not None
         self.index = index
         self.settings = settings
-        self.path = ipc.endpoint(settings.runtime_dir, index)
+        self.path = wire.endpoint(settings.runtime_dir, index)
         self.status: dict[str, Any] = {}
         self.state = "starting"  # "ready" | "starting" | "down"
         self.pid: int | None = None
         self._observe_ipc = observe_ipc
         self._ids = itertools.count()
-        self._pending: dict[int, tuple[asyncio.Future[Any], ipc.Segment | None]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], shm.Segment | None]] = {}
         # Idle segments are memory no request has claimed: keep few of them.
         keep = min(1 << 30, settings.memory_budget_bytes // (4 * settings.workers))
-        self.arena = ipc.Arena(settings.shm_dir, settings.shm_prefix, keep_bytes=keep)
+        self.arena = shm.Arena(settings.shm_dir, settings.shm_prefix, keep_bytes=keep)
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._seen = asyncio.Event()
@@ -80,21 +91,21 @@ class EngineClient:
         request_id = next(self._ids)
         segment = self._segment_for(op, model, rows)
         inputs = self._inputs_in_shm(rows)
-        header = {
-            "id": request_id,
-            "op": op,
-            "model": model,
-            "arrays": ipc.specs(rows),
-            "inputs": [inputs[0].name, inputs[0].size, inputs[1].entries, inputs[1].nbytes] if inputs else None,
-            "shm": segment.name if segment else None,
-            "shm_size": segment.size if segment else 0,
-            "worker": os.getpid(),
-            "claim": claim,
-        }
+        request = Compute(
+            request_id,
+            op,
+            model,
+            wire.specs(rows),
+            Placed(inputs[0].name, inputs[0].size, inputs[1].entries, inputs[1].nbytes) if inputs else None,
+            segment.name if segment else None,
+            segment.size if segment else 0,
+            os.getpid(),
+            claim,
+        )
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, segment)
         sent = time.perf_counter()
-        self._writer.writelines(ipc.frames(header, () if inputs else rows))
+        self._writer.writelines(wire.frames(request, () if inputs else rows))
         answered = False  # by the engine, which has then stopped reading the inputs
         try:
             await self._writer.drain()  # only waits when a big input is still being written
@@ -105,7 +116,7 @@ class EngineClient:
                     future.done() and not future.cancelled() and not isinstance(future.exception(), EngineUnavailable)
                 )
         except asyncio.CancelledError:  # a deadline or a hang-up: the engine need not compute it
-            self._send({"release": request_id})
+            self._send(Release(request_id))
             if segment is not None:
                 self.arena.discard(segment)  # the engine may yet write into it
             raise
@@ -121,23 +132,23 @@ class EngineClient:
             self._observe_ipc(max(time.perf_counter() - sent - compute_s, 0.0))
         if segment is None:  # answered through the socket: the engine has released the claim
             return Computed(arrays, device, _nothing)
-        return Computed(arrays, device, lambda: self._send({"release": request_id}))
+        return Computed(arrays, device, lambda: self._send(Release(request_id)))
 
-    def _send(self, header: dict[str, Any]) -> None:
+    def _send(self, message: Message) -> None:
         if self._writer is not None and not self._writer.is_closing():
-            self._writer.writelines(ipc.frames(header))
+            self._writer.writelines(wire.frames(message))
 
-    def _inputs_in_shm(self, rows: tuple[np.ndarray, ...]) -> tuple[ipc.Segment, ipc.Layout] | None:
+    def _inputs_in_shm(self, rows: tuple[np.ndarray, ...]) -> tuple[shm.Segment, shm.Layout] | None:
         """Big inputs go through shared memory: one copy, instead of four and many wake-ups."""
-        if sum(r.nbytes for r in rows) <= ipc.INLINE_MAX:
+        if sum(r.nbytes for r in rows) <= shm.INLINE_MAX:
             return None
         return self.arena.fill({str(i): r for i, r in enumerate(rows)})
 
-    def _segment_for(self, op: str, model: str, rows: tuple[np.ndarray, ...]) -> ipc.Segment | None:
+    def _segment_for(self, op: str, model: str, rows: tuple[np.ndarray, ...]) -> shm.Segment | None:
         """A shared-memory segment for an answer too big for the socket."""
         outputs = ops.OPERATIONS[op].engine_outputs(model)
-        nbytes = ops.rows_output_bytes(op, rows, model) + ipc.ALIGN * len(outputs)
-        if nbytes <= ipc.INLINE_MAX:
+        nbytes = ops.rows_output_bytes(op, rows, model) + shm.ALIGN * len(outputs)
+        if nbytes <= shm.INLINE_MAX:
             return None
         try:
             return self.arena.lease(nbytes)
@@ -153,12 +164,12 @@ class EngineClient:
         self._tasks = [t for t in self._tasks if not t.done()]
         self._tasks.append(asyncio.get_running_loop().create_task(self._read(reader, writer)))
         self._status_sent = time.monotonic()
-        self._send({"status": True, "id": -1})
+        self._send(StatusQuery())
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                self._on_message(*await ipc.read_message(reader))
+                self._on_message(*await wire.read_message(reader))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:  # the engine is gone (or this client is stopping)
@@ -168,35 +179,25 @@ class EngineClient:
                 self.state, self.pid = "down", None
             self._fail_all(f"The engine process {self.index} died while computing; retry shortly")
 
-    def _on_message(self, header: dict[str, Any], payload: bytes) -> None:
-        if "status" in header:
-            self._on_status(header["status"])
+    def _on_message(self, message: Message, payload: bytes) -> None:
+        if isinstance(message, Status):
+            self._on_status(message.status)
             return
-        future, segment = self._pending.get(header["id"], (None, None))
+        future, segment = self._pending.get(message.id, (None, None))
         if future is None or future.done():
             return  # cancelled or failed: its segment, if any, was discarded then
-        if "shm" in header:
+        if isinstance(message, SharedAnswer):
             assert segment is not None
-            layout = ipc.Layout([tuple(e) for e in header["shm"]], header["nbytes"])
-            arrays = self.arena.views(segment, layout)
-        else:
-            if segment is not None:
-                self.arena.give_back(segment)
-            if not header["ok"]:
-                future.set_exception(self._error(header))
-                return
-            arrays = dict(zip(header["names"], ipc.split(payload, header["arrays"]), strict=True))
-        future.set_result((arrays, header["device"], header["compute_s"]))
-
-    def _error(self, header: dict[str, Any]) -> Exception:
-        if header["error"] == "memory":
-            s = self.settings
-            return MemoryBusy.waited(s.memory_budget_bytes, header["claimed"], s.memory_wait_s)
-        if header["error"] == "overloaded":
-            return Overloaded(
-                f"The service is at capacity ({self.settings.max_pending} requests waiting); retry shortly"
-            )
-        return RuntimeError(f"engine error: {header.get('message', '')}")
+            layout = shm.Layout(message.entries, message.nbytes)
+            future.set_result((self.arena.views(segment, layout), message.device, message.compute_s))
+            return
+        if segment is not None:
+            self.arena.give_back(segment)
+        if isinstance(message, Refusal):
+            future.set_exception(message.exception())
+        elif isinstance(message, Answer):
+            arrays = dict(zip(message.names, wire.split(payload, message.arrays), strict=True))
+            future.set_result((arrays, message.device, message.compute_s))
 
     def _on_status(self, status: dict[str, Any]) -> None:
         self.status = status
@@ -210,7 +211,7 @@ class EngineClient:
                 await self._connect()
             elif time.monotonic() - self._status_sent >= STATUS_S:
                 self._status_sent = time.monotonic()
-                self._send({"status": True, "id": -1})
+                self._send(StatusQuery())
             await asyncio.sleep(WATCH_S)
 
     def _fail_all(self, message: str) -> None:

@@ -1,5 +1,5 @@
-"""The wire between HTTP workers and engine processes: messages over a Unix-domain socket, and
-shared-memory files for big answers. No TensorFlow, no web imports.
+"""The wire between HTTP workers and engine processes: messages over a Unix-domain socket.
+No TensorFlow, no web imports.
 
 A message is ``prefix | header | payload``: the prefix gives the header's and the payload's byte
 counts, the header is JSON (orjson), and the payload is the arrays' raw bytes one after another,
@@ -8,15 +8,8 @@ their dtypes and shapes named in the header. Each engine listens on one socket (
 connection to it (`app.ipc.client`). When an engine dies, the kernel closes its end and every
 worker sees end-of-file at once.
 
-Inputs or an answer larger than `INLINE_MAX` bytes do not go through the socket: the worker
-leases a segment of its `Arena` (a file in the shared-memory directory, named
-`<prefix>-<worker pid>-<n>`) and the engine maps it (`Mappings`). Big inputs (megabytes of X and
-V) are copied into a segment by the worker (`Arena.fill`) and read in place by the engine
-(`Mappings.views`); a big answer is written there by the engine (`Mappings.write`) and read in
-place by the worker. Segments are reused, so after warm-up no file is created and no page faults
-in; a 268 MB answer is copied once, from TensorFlow's tensor into the segment. Through the socket
-the same 12 MB of inputs took ~60 wake-ups of each side and four copies. The supervisor removes
-the files of a worker that died (`sweep`).
+Inputs or answers larger than `app.ipc.shm.INLINE_MAX` bytes go through shared memory instead.
+Messages are typed (`app.ipc.messages`); the header carries their fields and `kind`.
 
 Why a plain Unix socket (the standard library's `socket`, `selectors` and asyncio streams) and not
 ZeroMQ, which an earlier version used: its I/O threads add four thread hand-offs to every round
@@ -29,36 +22,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import mmap
 import os
 import selectors
 import socket
 import struct
-import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-INLINE_MAX = 1 << 18  # answers above this many bytes go through shared memory
-ALIGN = 64
+from app.ipc import messages
+from app.ipc.messages import ArraySpec
+
 PREFIX = struct.Struct("<II")  # header bytes, payload bytes
 SEND_TIMEOUT_S = 10.0  # a worker that stops reading this long is cut off, not waited for
-ArraySpec = tuple[str, list[int]]  # dtype, shape
 
 
 def endpoint(runtime_dir: str, index: int) -> str:
     return os.path.join(runtime_dir, f"engine-{index}.sock")
 
 
-# ---- messages
-
-
-def frames(header: dict[str, Any], arrays: list[np.ndarray] | tuple[np.ndarray, ...] = ()) -> list[Any]:
+def frames(message: messages.Message, arrays: list[np.ndarray] | tuple[np.ndarray, ...] = ()) -> list[Any]:
     """One message as buffers to write one after another (the arrays are not copied here)."""
-    head = orjson.dumps(header)
+    head = orjson.dumps(message)  # a dataclass: its fields, `kind` among them
     bufs = [np.ascontiguousarray(a).data.cast("B") for a in arrays]
     return [PREFIX.pack(len(head), sum(b.nbytes for b in bufs)), head, *bufs]
 
@@ -80,17 +67,17 @@ def split(payload: bytes, array_specs: list[ArraySpec]) -> list[np.ndarray]:
     return out
 
 
-async def read_message(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
-    """One message from an asyncio stream (a worker's connection): its header and payload."""
+async def read_message(reader: asyncio.StreamReader) -> tuple[messages.Message, bytes]:
+    """One message from an asyncio stream (a worker's connection), and its payload."""
     head_len, payload_len = PREFIX.unpack(await reader.readexactly(PREFIX.size))
-    header = orjson.loads(await reader.readexactly(head_len))
-    return header, (await reader.readexactly(payload_len) if payload_len else b"")
+    message = messages.parse(orjson.loads(await reader.readexactly(head_len)))
+    return message, (await reader.readexactly(payload_len) if payload_len else b"")
 
 
 @dataclass(frozen=True)
-class Message:
+class Received:
     peer: socket.socket
-    header: dict[str, Any]
+    message: messages.Message
     payload: bytes
 
 
@@ -111,8 +98,8 @@ class Server:
         self.selector.register(self.listener, selectors.EVENT_READ, None)
         self.gone: set[socket.socket] = set()  # peers dropped since the caller last looked
 
-    def receive(self, timeout: float) -> list[Message]:
-        messages: list[Message] = []
+    def receive(self, timeout: float) -> list[Received]:
+        received: list[Received] = []
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 self._accept()
@@ -129,14 +116,14 @@ class Server:
                 continue
             buffer: bytearray = key.data
             buffer += data
-            messages += self._parse(conn, buffer)
-        return messages
+            received += self._parse(conn, buffer)
+        return received
 
-    def send(self, peer: socket.socket, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
+    def send(self, peer: socket.socket, message: messages.Message, arrays: list[np.ndarray] | None = None) -> None:
         if peer in self.gone or peer.fileno() < 0:
             return
         try:
-            peer.sendall(b"".join(frames(header, arrays or [])))
+            peer.sendall(b"".join(frames(message, arrays or [])))
         except OSError:  # the worker died or stopped reading: its requests are lost with it
             self.drop(peer)
 
@@ -160,8 +147,8 @@ class Server:
         self.selector.register(conn, selectors.EVENT_READ, bytearray())
 
     @staticmethod
-    def _parse(conn: socket.socket, buffer: bytearray) -> list[Message]:
-        messages, start = [], 0
+    def _parse(conn: socket.socket, buffer: bytearray) -> list[Received]:
+        received, start = [], 0
         while len(buffer) - start >= PREFIX.size:
             head_len, payload_len = PREFIX.unpack_from(buffer, start)
             head_end = start + PREFIX.size + head_len
@@ -169,216 +156,8 @@ class Server:
             if len(buffer) < end:
                 break
             with memoryview(buffer) as view:  # released before the buffer is trimmed below
-                header = orjson.loads(view[start + PREFIX.size : head_end])
-                messages.append(Message(conn, header, bytes(view[head_end:end])))
+                message = messages.parse(orjson.loads(view[start + PREFIX.size : head_end]))
+                received.append(Received(conn, message, bytes(view[head_end:end])))
             start = end
         del buffer[:start]
-        return messages
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where each named array sits in one buffer: (name, dtype, shape, offset)."""
-
-    entries: list[tuple[str, str, list[int], int]]
-    nbytes: int
-
-    @classmethod
-    def of(cls, arrays: dict[str, np.ndarray]) -> Layout:
-        entries, offset = [], 0
-        for name, a in arrays.items():
-            entries.append((name, a.dtype.name, list(a.shape), offset))
-            offset += -(-a.nbytes // ALIGN) * ALIGN
-        return cls(entries, offset)
-
-    def views(self, buffer: Any) -> dict[str, np.ndarray]:
-        out = {}
-        for name, dtype, shape, offset in self.entries:
-            count = int(np.prod(shape, dtype=np.int64))
-            out[name] = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)
-        return out
-
-
-# ---- shared memory: segments a worker owns and reuses, which the engine maps and writes into
-
-
-@dataclass
-class Segment:
-    name: str
-    size: int
-    mm: mmap.mmap
-
-
-def _open_segment(directory: str, name: str, size: int, create: bool) -> mmap.mmap:
-    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
-    fd = os.open(os.path.join(directory, name), flags, 0o600)
-    try:
-        if create:
-            # Sparse: no memory is taken until the engine reserves it (`Mappings.write`), so a
-            # request waiting for its memory claim holds no shared memory either.
-            os.ftruncate(fd, size)
-        return mmap.mmap(fd, size)
-    finally:
-        os.close(fd)
-
-
-def _reserve(directory: str, name: str, nbytes: int) -> None:
-    """Allocate the segment's first `nbytes` now: writing past what tmpfs can hold would kill the
-    writer with SIGBUS, while this raises OSError (ENOSPC) and the answer goes through the socket."""
-    fd = os.open(os.path.join(directory, name), os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, nbytes)
-    finally:
-        os.close(fd)
-
-
-def segment_size(nbytes: int) -> int:
-    """Powers of two from 1 MiB to 64 MiB, then multiples of 64 MiB (a 537 MB answer takes 576 MiB)."""
-    if nbytes <= 64 << 20:
-        return max(1 << 20, 1 << (max(nbytes, 1) - 1).bit_length())
-    return -(-nbytes // (64 << 20)) * (64 << 20)
-
-
-class Arena:
-    """A worker's shared-memory segments, reused by size class (`segment_size`): after
-    the first answers of a size, no file is created and no page faults in, on either side.
-
-    A segment goes back to the pool when the last array viewing it is freed (`weakref.finalize`),
-    never while the engine might still write into it: a request cancelled or lost with its
-    engine drops its segment instead (`discard`)."""
-
-    def __init__(self, directory: str, prefix: str, keep_bytes: int = 1 << 30) -> None:
-        self.directory, self.prefix, self.keep_bytes = directory, prefix, keep_bytes
-        self._free: dict[int, list[Segment]] = {}
-        self._count = 0
-
-    def lease(self, nbytes: int) -> Segment:
-        size = segment_size(nbytes)
-        pool = self._free.get(size)
-        if pool:
-            return pool.pop()
-        self._count += 1
-        name = f"{self.prefix}-{os.getpid()}-{self._count}"
-        return Segment(name, size, _open_segment(self.directory, name, size, create=True))
-
-    def fill(self, arrays: dict[str, np.ndarray]) -> tuple[Segment, Layout] | None:
-        """A segment holding copies of `arrays` (None if shared memory cannot take them)."""
-        layout = Layout.of(arrays)
-        try:
-            segment = self.lease(layout.nbytes)
-        except OSError:
-            return None
-        try:
-            _reserve(self.directory, segment.name, layout.nbytes)  # ENOSPC here, not SIGBUS below
-        except OSError:
-            self.discard(segment)
-            return None
-        for dest, a in zip(layout.views(segment.mm).values(), arrays.values(), strict=True):
-            np.copyto(dest, a)
-        return segment, layout
-
-    def give_back(self, segment: Segment) -> None:
-        idle = sum(s.size for pool in self._free.values() for s in pool)
-        if idle + segment.size > self.keep_bytes:
-            self.discard(segment)
-        else:
-            self._free.setdefault(segment.size, []).append(segment)
-
-    def discard(self, segment: Segment) -> None:
-        unlink(self.directory, segment.name)
-        with contextlib.suppress(BufferError):  # arrays still view it: the mapping goes with them
-            segment.mm.close()
-
-    def views(self, segment: Segment, layout: Layout) -> dict[str, np.ndarray]:
-        """The answer's arrays, read from the segment; it returns to the pool when they are freed."""
-        base = np.frombuffer(segment.mm, dtype=np.uint8, count=layout.nbytes)
-        weakref.finalize(base, self.give_back, segment)
-        return {
-            name: base[offset : offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize]
-            .view(dtype)
-            .reshape(shape)
-            for name, dtype, shape, offset in layout.entries
-        }
-
-    def close(self) -> None:
-        for pool in self._free.values():
-            for segment in pool:
-                self.discard(segment)
-        self._free.clear()
-
-
-class Mappings:
-    """The engine's side: workers' segments, mapped once and kept (least recently used first out)."""
-
-    def __init__(self, directory: str, keep_bytes: int = 4 << 30) -> None:
-        self.directory, self.keep_bytes = directory, keep_bytes
-        self._maps: dict[str, mmap.mmap] = {}
-
-    def write(self, name: str, size: int, arrays: dict[str, np.ndarray]) -> Layout | None:
-        """Copy `arrays` into segment `name`; None if they do not fit or it is gone."""
-        layout = Layout.of(arrays)
-        if layout.nbytes > size:
-            return None
-        try:
-            _reserve(self.directory, name, layout.nbytes)
-        except OSError:  # gone, or shared memory is full
-            return None
-        mm = self._map(name, size)
-        if mm is None:
-            return None
-        for dest, a in zip(layout.views(mm).values(), arrays.values(), strict=True):
-            np.copyto(dest, a)
-        return layout
-
-    def views(self, name: str, size: int, layout: Layout) -> list[np.ndarray] | None:
-        """The arrays a worker put in segment `name`, in place; None if it is gone (given up on)."""
-        mm = self._map(name, size) if layout.nbytes <= size else None
-        return None if mm is None else list(layout.views(mm).values())
-
-    def _map(self, name: str, size: int) -> mmap.mmap | None:
-        mm = self._maps.pop(name, None)
-        if mm is None:
-            try:
-                mm = _open_segment(self.directory, name, size, create=False)
-            except OSError:
-                return None
-        self._maps[name] = mm  # most recently used last
-        self.prune()
-        self._evict()
-        return mm
-
-    def prune(self) -> None:
-        """Unmap segments their worker has removed: a mapping would keep their memory alive."""
-        for name in [n for n in self._maps if not os.path.exists(os.path.join(self.directory, n))]:
-            with contextlib.suppress(BufferError):
-                self._maps.pop(name).close()
-
-    def _evict(self) -> None:
-        while len(self._maps) > 1 and sum(len(m) for m in self._maps.values()) > self.keep_bytes:
-            oldest = next(iter(self._maps))
-            with contextlib.suppress(BufferError):
-                self._maps.pop(oldest).close()
-
-
-def unlink(directory: str, name: str) -> None:
-    Path(directory, name).unlink(missing_ok=True)
-
-
-def sweep(directory: str, prefix: str) -> int:
-    """Unlink every file whose name starts with `prefix`; how many there were."""
-    gone = 0
-    for path in Path(directory).glob(prefix + "*"):
-        path.unlink(missing_ok=True)
-        gone += 1
-    return gone
-
-
-def free_bytes(directory: str) -> int:
-    st = os.statvfs(directory)
-    return st.f_bavail * st.f_frsize
-
-
-def shm_report(directory: str, needed: int) -> dict[str, Any]:
-    """Can `directory` hold an answer of `needed` bytes (the largest the limits admit)?"""
-    free = free_bytes(directory) if os.path.isdir(directory) else 0
-    return {"dir": directory, "free_bytes": free, "needed_bytes": needed, "ok": free >= needed}
+        return received

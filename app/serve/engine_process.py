@@ -1,20 +1,21 @@
 """`python -m app.serve.engine_process INDEX`: one engine process, started by the supervisor for one
 device. It owns TensorFlow, the traced functions, XLA and the dynamic batcher for requests from
-every HTTP worker, which reach it over one Unix-domain socket (`app.ipc.wire.Server`).
+every HTTP worker, which reach it over one Unix-domain socket (`app.ipc.wire.Server`), in the
+messages of `app.ipc.messages`.
 
 The loop reads whatever has arrived, then runs the batch the scheduling policy takes
 (`app.scheduling.policy`, the same as in process: the oldest request together with every queued
 request of the same (operation, dtype, A, F), up to `max_batch_rows` rows), and reads again
 before the next batch: no waiting window, and a request its worker cancelled (the client hung up
 or its deadline passed) or whose worker is gone is never computed. At most `max_pending`
-requests wait; one arriving beyond that is answered "overloaded".
+requests wait; one arriving beyond that is refused (`OverloadedRefused`).
 
 Memory (`app.service.budget`): each request comes with the bytes it claims. It joins the run queue only
 when its claim fits the budget beside the claims already held (first come, first admitted), and
-holds it until its worker says the answer has been sent ("release"), it is cancelled, it fails,
+holds it until its worker says the answer has been sent (`Release`), it is cancelled, it fails,
 or its worker is gone (an answer small enough for the socket releases it when it is sent). So a
 batch, made of admitted requests only, never stacks past the budget. A request that has waited
-`memory_wait_s` for memory is answered "memory" (503 + Retry-After).
+`memory_wait_s` for memory is refused (`MemoryRefused`: 503 + Retry-After).
 """
 
 from __future__ import annotations
@@ -33,7 +34,20 @@ import numpy as np
 from app import lifeline
 from app.config import Settings, get_settings
 from app.errors import Overloaded
-from app.ipc import wire as ipc
+from app.ipc import shm, wire
+from app.ipc.messages import (
+    Answer,
+    Compute,
+    EngineFailed,
+    MemoryRefused,
+    Message,
+    OverloadedRefused,
+    Refused,
+    Release,
+    SharedAnswer,
+    Status,
+    StatusQuery,
+)
 from app.scheduling.ledger import Ledger
 from app.scheduling.policy import BatchStats, Job, Scheduler, split_rows, stack_rows
 from app.serve import logs
@@ -54,7 +68,9 @@ class EngineLoop:
     """The socket driver of `app.scheduling.policy.Scheduler`: reads requests from every worker,
     offers them, runs what the policy takes, answers, and gives claims back."""
 
-    def __init__(self, engine: Any, server: ipc.Server, settings: Settings, info: dict[str, Any], metrics: Any) -> None:
+    def __init__(
+        self, engine: Any, server: wire.Server, settings: Settings, info: dict[str, Any], metrics: Any
+    ) -> None:
         self.engine = engine
         self.server = server
         self.settings = settings
@@ -65,7 +81,7 @@ class EngineLoop:
             s.memory_budget_bytes, s.max_batch_rows, s.max_pending, s.memory_wait_s
         )
         self.held: dict[tuple[socket.socket, int], _Job] = {}  # every job from arrival until its claim is released
-        self.mappings = ipc.Mappings(settings.shm_dir)
+        self.mappings = shm.Mappings(settings.shm_dir)
         self.stopping = False
 
     @property
@@ -94,50 +110,48 @@ class EngineLoop:
                 self.scheduler.release(self.held.pop(key))
         self.mappings.prune()
         for job in self.scheduler.expired():  # the oldest waited longest
-            self.fail(job, {"error": "memory", "claimed": self.ledger.claimed})
+            s = self.settings
+            self.fail(job, MemoryRefused(job.id, s.memory_budget_bytes, self.ledger.claimed, s.memory_wait_s))
 
-    def handle(self, message: ipc.Message) -> None:
-        peer, header = message.peer, message.header
-        if "release" in header:  # answered and sent, or given up on
-            job = self.held.pop((peer, header["release"]), None)
+    def handle(self, received: wire.Received) -> None:
+        peer, message = received.peer, received.message
+        if isinstance(message, Release):  # answered and sent, or given up on
+            job = self.held.pop((peer, message.id), None)
             if job is not None:
                 self.scheduler.release(job)
-        elif "status" in header:
+        elif isinstance(message, StatusQuery):
             status = {**self.info, **self.engine.describe(), "memory_claimed_bytes": self.ledger.claimed}
-            self.reply(peer, {"id": header["id"], "status": status})
+            self.reply(peer, Status(message.id, status))
+        elif isinstance(message, Compute):
+            self.offer(peer, message, received.payload)
         else:
-            rows = self.inputs(header, message.payload)
-            if rows is None:  # its worker gave up on it and took the segment back
-                self.reply(peer, {"id": header["id"], "ok": False, "error": "internal", "message": "inputs gone"})
-                return
-            job = _Job(
-                header["op"],
-                rows,
-                header["model"],
-                peer,
-                header["id"],
-                header["shm"],
-                header["shm_size"],
-                header["worker"],
-            )
-            try:
-                self.scheduler.offer(job, header["claim"])
-            except Overloaded:
-                self.reply(peer, {"id": job.id, "ok": False, "error": "overloaded", "claimed": self.ledger.claimed})
-                return
-            self.held[peer, job.id] = job
+            log.warning("ignored a %s message from a worker", message.kind)
 
-    def inputs(self, header: dict[str, Any], payload: bytes) -> tuple[np.ndarray, ...] | None:
+    def offer(self, peer: socket.socket, request: Compute, payload: bytes) -> None:
+        rows = self.inputs(request, payload)
+        if rows is None:  # its worker gave up on it and took the segment back
+            self.reply(peer, EngineFailed(request.id, "inputs gone"))
+            return
+        r = request
+        job = _Job(r.op, rows, r.model, peer, r.id, r.shm, r.shm_size, r.worker)
+        try:
+            self.scheduler.offer(job, r.claim)
+        except Overloaded:
+            self.reply(peer, OverloadedRefused(job.id, self.settings.max_pending))
+            return
+        self.held[peer, job.id] = job
+
+    def inputs(self, request: Compute, payload: bytes) -> tuple[np.ndarray, ...] | None:
         """The request's rows: from the socket's payload, or in place in the worker's segment."""
-        if header.get("inputs") is None:
-            return tuple(ipc.split(payload, header["arrays"]))
-        name, size, entries, nbytes = header["inputs"]
-        views = self.mappings.views(name, size, ipc.Layout([tuple(e) for e in entries], nbytes))
+        placed = request.inputs
+        if placed is None:
+            return tuple(wire.split(payload, request.arrays))
+        views = self.mappings.views(placed.segment, placed.size, shm.Layout(placed.entries, placed.nbytes))
         return None if views is None else tuple(views)
 
-    def fail(self, job: _Job, error: dict[str, Any]) -> None:
+    def fail(self, job: _Job, refusal: Refused) -> None:
         self.done(job)
-        self.reply(job.peer, {"id": job.id, "ok": False, **error})
+        self.reply(job.peer, refusal)
 
     def done(self, job: _Job) -> None:
         """Its claim ends: the answer is on the socket, or it failed."""
@@ -152,7 +166,7 @@ class EngineLoop:
         except Exception as err:  # the workers map it to a status; the engine keeps serving
             log.exception("engine call failed")
             for job in batch:
-                self.fail(job, {"error": "internal", "message": str(err)[:300]})
+                self.fail(job, EngineFailed(job.id, str(err)[:300]))
             return
         seconds = time.perf_counter() - start
         workers = len({j.worker for j in batch})
@@ -161,21 +175,19 @@ class EngineLoop:
             self.answer(job, arrays, result.device, seconds)
 
     def answer(self, job: _Job, arrays: dict[str, np.ndarray], device: str, seconds: float) -> None:
-        header: dict[str, Any] = {"id": job.id, "ok": True, "device": device, "compute_s": seconds}
         if job.shm is not None:
             layout = self.mappings.write(job.shm, job.shm_size, arrays)
             if layout is not None:
-                self.reply(job.peer, {**header, "shm": layout.entries, "nbytes": layout.nbytes})
-                return  # its claim is held until the worker has sent the answer ("release")
+                self.reply(job.peer, SharedAnswer(job.id, device, seconds, layout.entries, layout.nbytes))
+                return  # its claim is held until the worker has sent the answer (`Release`)
             log.warning("segment %s cannot take the answer; sending it through the socket", job.shm)
-        header["names"] = list(arrays)
-        header["arrays"] = ipc.specs(list(arrays.values()))
-        self.reply(job.peer, header, list(arrays.values()))
+        values = list(arrays.values())
+        self.reply(job.peer, Answer(job.id, device, seconds, list(arrays), wire.specs(values)), values)
         # A small answer's memory is spent once it is sent: its claim ends here, without a message.
         self.done(job)
 
-    def reply(self, peer: socket.socket, header: dict[str, Any], arrays: list[np.ndarray] | None = None) -> None:
-        self.server.send(peer, header, arrays)
+    def reply(self, peer: socket.socket, message: Message, arrays: list[np.ndarray] | None = None) -> None:
+        self.server.send(peer, message, arrays)
 
 
 def serve(index: int, settings: Settings) -> None:
@@ -189,7 +201,7 @@ def serve(index: int, settings: Settings) -> None:
     engine.warm_up()
     info = {"index": index, "pid": os.getpid()}
     assert settings.runtime_dir is not None
-    server = ipc.Server(ipc.endpoint(settings.runtime_dir, index))
+    server = wire.Server(wire.endpoint(settings.runtime_dir, index))
     loop = EngineLoop(engine, server, settings, info, EngineMetrics(CollectorRegistry()))
 
     def stop(*_: Any) -> None:

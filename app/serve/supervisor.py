@@ -20,7 +20,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 from app import lifeline, system
 from app.config import Settings, get_settings
 from app.http.connection import BoundedProtocol
-from app.ipc import wire as ipc
+from app.ipc import shm
 from app.serve import logs, rundir
 
 log = logging.getLogger("app.supervisor")
@@ -97,7 +97,7 @@ class Supervisor(Multiprocess):
         from prometheus_client import multiprocess
 
         if pid is not None:
-            gone = ipc.sweep(self.settings.shm_dir, f"{self.settings.shm_prefix}-{pid}-")
+            gone = shm.sweep(self.settings.shm_dir, f"{self.settings.shm_prefix}-{pid}-")
             multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
             log.info("worker %d replaced; removed %d shared-memory files it left", pid, gone)
 
@@ -107,7 +107,7 @@ class Supervisor(Multiprocess):
         finally:
             for engine in self.engines:
                 engine.stop()
-            ipc.sweep(self.settings.shm_dir, self.settings.shm_prefix + "-")
+            shm.sweep(self.settings.shm_dir, self.settings.shm_prefix + "-")
 
 
 def main() -> None:
@@ -178,12 +178,12 @@ def _remove_orphans(settings: Settings) -> None:
 
 
 def _check_shared_memory(settings: Settings) -> None:
-    shm = ipc.shm_report(settings.shm_dir, settings.max_output_elements * 8)
-    if not shm["ok"]:
+    report = shm.shm_report(settings.shm_dir, settings.max_output_elements * 8)
+    if not report["ok"]:
         log.warning(
             "%s has %d MiB free but the largest answer the limits admit is %d MiB: such answers will go "
             "through the socket instead (slower). In Docker, raise shm_size (docker-compose.yml).",
-            shm["dir"],
-            shm["free_bytes"] >> 20,
-            shm["needed_bytes"] >> 20,
+            report["dir"],
+            report["free_bytes"] >> 20,
+            report["needed_bytes"] >> 20,
         )

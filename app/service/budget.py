@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from app import ops
-from app.ipc import wire as ipc
+from app.ipc import shm
 
 JSON_BYTES_PER_NUMBER = 26  # orjson's longest float64 ("-1.2345678901234567e-100") and a comma
 OVERHEAD = 1 << 20  # headers, request objects and the like, per request
@@ -42,7 +42,7 @@ def estimate(op: str, rows: int, A: int, F: int, itemsize: int, npz: bool, K: in
     out = ops.output_bytes(op, rows, A, F, itemsize, K, model)
     factor = contract.tf_peak + (contract.xla_peak if out <= ops.XLA_MAX_OUTPUT_BYTES else 0)
     tf_peak = int(factor * (out + given if contract.products else out))
-    segment = ipc.segment_size(out) if out > ipc.INLINE_MAX else 0
+    segment = shm.segment_size(out) if out > shm.INLINE_MAX else 0
     served = sum(int(np.prod(s)) for s in contract.shapes(rows, A, F, K, served=True).values()) * itemsize
     # A broadcast Hessian is made contiguous for JSON.
     broadcast = served if op == ops.HESSIAN and ops.MODELS[model].shared_hessian else 0

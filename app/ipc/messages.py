@@ -1,0 +1,178 @@
+"""The messages between an HTTP worker and an engine process, one type each, named by `kind` on
+the wire (a JSON header, `app.ipc.wire`). The engine's refusals are types too, each mapping to
+the domain exception the worker raises (`Refusal.exception`), with what its message needs.
+
+worker → engine: `Compute`, `Release`, `StatusQuery`;
+engine → worker: `Answer` (arrays in the payload), `SharedAnswer` (in the worker's segment),
+`Status`, and the refusals `MemoryRefused`, `OverloadedRefused`, `EngineFailed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.errors import MemoryBusy, Overloaded
+
+ArraySpec = tuple[str, list[int]]  # dtype, shape
+Entry = tuple[str, str, list[int], int]  # name, dtype, shape, offset in a segment (`app.ipc.shm.Layout`)
+
+
+def _tuples(rows: list[Any]) -> list[Any]:
+    """JSON gives lists back where tuples were sent."""
+    return [tuple(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Arrays placed in a shared-memory segment: its name and size, and where each sits."""
+
+    segment: str
+    size: int
+    entries: list[Entry]
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Compute `op` of `model` over these rows, claiming `claim` bytes of the memory budget."""
+
+    id: int
+    op: str
+    model: str
+    arrays: list[ArraySpec]  # the rows in the payload, or in `inputs`
+    inputs: Placed | None  # big inputs, in the worker's segment instead of the payload
+    shm: str | None  # the worker's segment for a big answer
+    shm_size: int
+    worker: int  # the worker's process id
+    claim: int
+    kind: Literal["compute"] = "compute"
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> Compute:
+        placed = header.pop("inputs")
+        if placed is not None:
+            placed = Placed(**(placed | {"entries": _tuples(placed["entries"])}))
+        return cls(**(header | {"arrays": _tuples(header["arrays"])}), inputs=placed)
+
+
+@dataclass(frozen=True)
+class Release:
+    """The answer to request `id` has been sent or given up on: its claim and segment are free."""
+
+    id: int
+    kind: Literal["release"] = "release"
+
+
+@dataclass(frozen=True)
+class StatusQuery:
+    id: int = -1
+    kind: Literal["status_query"] = "status_query"
+
+
+@dataclass(frozen=True)
+class Status:
+    id: int
+    status: dict[str, Any]  # the engine's description (`app.engine.derivatives.Engine.describe`) and claims
+    kind: Literal["status"] = "status"
+
+
+@dataclass(frozen=True)
+class Answer:
+    id: int
+    device: str
+    compute_s: float
+    names: list[str]
+    arrays: list[ArraySpec]  # in the payload, in `names`' order
+    kind: Literal["answer"] = "answer"
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> Answer:
+        return cls(**(header | {"arrays": _tuples(header["arrays"])}))
+
+
+@dataclass(frozen=True)
+class SharedAnswer:
+    """The answer is in the worker's segment; its claim is held until the worker's `Release`."""
+
+    id: int
+    device: str
+    compute_s: float
+    entries: list[Entry]
+    nbytes: int
+    kind: Literal["shared_answer"] = "shared_answer"
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> SharedAnswer:
+        return cls(**(header | {"entries": _tuples(header["entries"])}))
+
+
+class Refusal:
+    """An engine's refusal of one request, raised in the worker as a domain exception."""
+
+    id: int
+
+    def exception(self) -> Exception:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MemoryRefused(Refusal):
+    """It waited `wait_s` for memory the budget never had free."""
+
+    id: int
+    budget: int
+    claimed: int
+    wait_s: float
+    kind: Literal["memory"] = "memory"
+
+    def exception(self) -> Exception:
+        return MemoryBusy.waited(self.budget, self.claimed, self.wait_s)
+
+
+@dataclass(frozen=True)
+class OverloadedRefused(Refusal):
+    id: int
+    capacity: int  # requests waiting at most
+    kind: Literal["overloaded"] = "overloaded"
+
+    def exception(self) -> Exception:
+        return Overloaded(f"The service is at capacity ({self.capacity} requests waiting); retry shortly")
+
+
+@dataclass(frozen=True)
+class EngineFailed(Refusal):
+    id: int
+    message: str
+    kind: Literal["failed"] = "failed"
+
+    def exception(self) -> Exception:
+        # Not a domain error: a 500 whose details stay in the logs, never in a response.
+        return RuntimeError(f"engine error: {self.message}")
+
+
+Refused = MemoryRefused | OverloadedRefused | EngineFailed
+Message = (
+    Compute | Release | StatusQuery | Status | Answer | SharedAnswer | MemoryRefused | OverloadedRefused | EngineFailed
+)
+_TYPES: tuple[type[Message], ...] = (
+    Compute,
+    Release,
+    StatusQuery,
+    Status,
+    Answer,
+    SharedAnswer,
+    MemoryRefused,
+    OverloadedRefused,
+    EngineFailed,
+)
+_KINDS: dict[str, Any] = {cls.kind: cls for cls in _TYPES}
+
+
+def parse(header: dict[str, Any]) -> Message:
+    """The message a decoded header holds; ValueError if it is not one."""
+    cls = _KINDS.get(header.get("kind", ""))
+    if cls is None:
+        raise ValueError(f"unknown message kind {header.get('kind')!r}")
+    parsed: Message = cls.parse(header) if hasattr(cls, "parse") else cls(**header)
+    return parsed
