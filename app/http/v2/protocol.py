@@ -19,15 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from app import ops
 from app.endpoints import ENDPOINTS, Endpoint, Served, served
 from app.errors import InvalidInput, MalformedBody, ServiceError
+from app.http.v2.documents import InferenceRequest, ModelMetadata, Parameters, RequestInput, TensorMetadata
 from app.service import codec
 from app.service.problems import Problem, from_named
 
@@ -43,75 +44,6 @@ class UnknownModel(ServiceError):
 
     status = 404
     code = "unknown_model"
-
-
-# ---- the protocol's documents (pydantic: parsed and validated, and in the OpenAPI spec)
-
-Parameters = dict[str, str | bool | int | float]
-
-
-class RequestInput(BaseModel):
-    name: str = Field(description="X, Y, and V or U, as in the native API")
-    shape: list[Annotated[int, Field(ge=0)]]
-    datatype: str = Field(description="FP32 or FP64; every input the same, and the computation's dtype")
-    parameters: Parameters = Field(default_factory=dict, description='"binary_data_size": bytes in the body')
-    data: list[Any] | None = Field(None, description="Row-major values, flat or nested; absent for binary data")
-
-
-class RequestOutput(BaseModel):
-    name: str
-    parameters: Parameters = Field(default_factory=dict, description='"binary_data": true for raw bytes')
-
-
-class InferenceRequest(BaseModel):
-    id: str | None = None
-    parameters: Parameters = Field(
-        default_factory=dict, description='"binary_data_output": true for every output as binary; "sum_states" (vjp)'
-    )
-    inputs: list[RequestInput]
-    outputs: list[RequestOutput] | None = Field(None, description="What to compute; absent: the model's defaults")
-
-
-class ResponseOutput(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: Parameters = Field(default_factory=dict)
-    data: list[float] | None = None
-
-
-class InferenceResponse(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    parameters: Parameters = Field(default_factory=dict, description="dtype and device that computed it")
-    outputs: list[ResponseOutput]
-
-
-class InferenceErrorBody(BaseModel):
-    """The Open Inference Protocol's error shape."""
-
-    error: str
-
-
-class ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int] = Field(description="-1 for each dimension that varies")
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
 
 
 # ---- models

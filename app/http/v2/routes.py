@@ -16,6 +16,7 @@ from app.http.openapi import inline_schema
 from app.http.reading import read_body
 from app.http.responses import respond
 from app.http.routes import PlainRoute
+from app.http.v2 import documents as docs
 from app.http.v2 import protocol as oip
 from app.service import codec
 from app.service.outputs import Encoding
@@ -29,7 +30,7 @@ router = APIRouter(prefix=PREFIX, tags=[TAG])  # the server's routes; the models
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"model": oip.InferenceErrorBody, "description": description}
+    return {"model": docs.InferenceErrorBody, "description": description}
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -60,11 +61,11 @@ def _model_from(request: Request) -> oip.Model:
     "",
     summary="Server metadata",
     description="The server's name, version and protocol extensions (binary_tensor_data).",
-    response_model=oip.ServerMetadata,
+    response_model=docs.ServerMetadata,
     responses={404: ERRORS[404], 405: ERRORS[405]},
 )
-async def server_metadata(request: Request) -> oip.ServerMetadata:
-    return oip.ServerMetadata(name="jacobian-service", version=request.app.version, extensions=oip.EXTENSIONS)
+async def server_metadata(request: Request) -> docs.ServerMetadata:
+    return docs.ServerMetadata(name="jacobian-service", version=request.app.version, extensions=oip.EXTENSIONS)
 
 
 def _ready(request: Request) -> bool:
@@ -99,7 +100,7 @@ async def _model_ready(request: Request) -> Response:
     return Response(orjson.dumps({"name": m.name, "ready": ok}), 200 if ok else 503, media_type=codec.JSON)
 
 
-async def _metadata(request: Request) -> oip.ModelMetadata:
+async def _metadata(request: Request) -> docs.ModelMetadata:
     default = runtime.runtime(request).settings.default_dtype
     return _model_from(request).metadata(oip.V2_DATATYPE[default])
 
@@ -114,7 +115,7 @@ _METADATA_DOC: dict[str, Any] = {
     "description": "The model's inputs and outputs: names as in the native API, shapes with -1 for each "
     "dimension that varies (Y may also be one state, F; U and V may drop their K axis). The datatype shown "
     "is the default; FP32 and FP64 are both served.",
-    "response_model": oip.ModelMetadata,
+    "response_model": docs.ModelMetadata,
     "responses": {404: ERRORS[404], 405: ERRORS[405]},
 }
 
@@ -148,7 +149,7 @@ _INFER_BODY = {
         "required": True,
         "content": {
             codec.JSON: {
-                "schema": inline_schema(oip.InferenceRequest),
+                "schema": inline_schema(docs.InferenceRequest),
                 "example": {
                     "id": "seed",
                     "inputs": [
@@ -172,7 +173,7 @@ _INFER_DOC: dict[str, Any] = {
     "tensor data. `outputs` chooses what is computed (J_Y asks for the Jacobian in Y); `binary_data` per output "
     'or `"binary_data_output": true` returns raw bytes after the JSON part. vjp takes `"sum_states": true` '
     "as a request parameter. The same limits, memory budget, API key and batching as the native endpoints.",
-    "response_model": oip.InferenceResponse,
+    "response_model": docs.InferenceResponse,
     "responses": {
         **ERRORS,
         200: {
