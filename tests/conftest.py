@@ -18,6 +18,17 @@ hypothesis_settings.register_profile("deep", max_examples=1500, deadline=None, p
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+SCOPES = ("unit", "app", "served", "artifacts")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its folder's scope, so `-m unit` and `-m "not artifacts"` select."""
+    for item in items:
+        scope = next((s for s in SCOPES if f"tests/{s}/" in item.path.as_posix()), None)
+        if scope is not None:
+            item.add_marker(scope)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261126)

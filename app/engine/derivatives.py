@@ -215,7 +215,7 @@ def _flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
     binding and checking the arguments against the signature in Python, which is most of a small
     call (bench/measurements.md). The engine's callers pass arrays of the traced
     dtype and rank, so nothing is lost. `_call_flat` is private to TensorFlow: without it, the
-    public call (`tests/test_engine.py` checks that both agree).
+    public call (`tests/app/test_engine.py` checks that both agree).
     """
     call_flat = getattr(concrete, "_call_flat", None)
     if call_flat is None:

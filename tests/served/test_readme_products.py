@@ -14,7 +14,7 @@ from tests.support import oracles
 from tests.support.oracles import assert_close
 from tests.support.servers import LiveServer
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def _block(marker: str, language: str) -> str:

@@ -10,7 +10,7 @@ from app.config import COMPUTED_SETTINGS as COMPUTED
 from app.config import INTERNAL_SETTINGS as INTERNAL
 from app.config import Settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def _default_text(name: str) -> str:

@@ -20,7 +20,7 @@ import pytest
 from app import lifeline, ops
 from app.config import Settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 TOL = {"float64": 1e-9, "float32": 1e-5}
 
 
@@ -77,7 +77,7 @@ def _run_children(cases: list[dict[str, Any]], log_dir: Path, timeout_s: float) 
         log = log_dir / f"canary-{attempt}.log"
         with log.open("w") as err:
             proc = subprocess.Popen(
-                lifeline.command([sys.executable, "-m", "tests.canary_child"]),
+                lifeline.command([sys.executable, "-m", "tests.app.canary_child"]),
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.PIPE,

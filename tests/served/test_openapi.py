@@ -15,7 +15,7 @@ from app.http.openapi import spec_text
 from tests.support.clients import SEED
 from tests.support.servers import LiveServer
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SPEC = ROOT / "openapi" / "openapi.json"
 COMPUTE = ["/jacobian", "/hessian", "/hvp", "/vjp", "/jvp"]
 

@@ -50,14 +50,3 @@ def test_every_domain_error_has_a_4xx_or_5xx_status_and_its_code(cls: type[error
 def test_an_unexpected_error_is_a_500_without_a_traceback() -> None:
     r = _raising(RuntimeError("secret internals")).get("/boom")
     assert r.status_code == 500 and "secret" not in r.text and r.json()["code"] == "internal_error"
-
-
-def test_error_bodies_leak_no_versions_or_paths(client: TestClient) -> None:
-    version = client.get("/health/ready").json()["tensorflow"]
-    for r in (
-        client.post("/jacobian", content=b"{", headers={"content-type": "application/json"}),
-        client.post("/jacobian", json={"X": [[1e308, 1e308]], "Y": [1e308, 1e308], "dtype": "float64"}),
-        client.post("/hvp", content=b"PK\x03\x04zz", headers={"content-type": "application/x-npz"}),
-    ):
-        assert r.status_code in (400, 422)
-        assert version not in r.text and "site-packages" not in r.text and "Traceback" not in r.text

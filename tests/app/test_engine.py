@@ -294,7 +294,7 @@ def test_big_aligned_inputs_are_used_in_place_and_unaligned_ones_copied() -> Non
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
     assert child.returncode == 0, f"the child died ({child.returncode}): {child.stderr[-2000:]}"
     got = json.loads(child.stdout.strip().splitlines()[-1])

@@ -15,7 +15,7 @@ import yaml
 
 from app.config import COMPUTED_SETTINGS, INTERNAL_SETTINGS, Settings
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ("gpu", "cpu")
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"

@@ -1,6 +1,6 @@
 """What can be checked of the containers without building them: the Dockerfile lints clean, the
 compose file validates and says what users need, and the image's own start command serves.
-tests/test_image.py builds and runs the CPU image for real."""
+tests/artifacts/test_image.py builds and runs the CPU image for real."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tests.support.helpers import NPZ, load_npz, npz_bytes
 from tests.support.oracles import assert_close
 from tests.support.servers import LiveServer, dockerfile_cmd
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 TOL = {"float32": 1e-5, "float64": 1e-9}
 
 

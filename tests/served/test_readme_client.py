@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from tests.served.test_readme_products import _block
 from tests.support import oracles
 from tests.support.oracles import assert_close
 from tests.support.servers import LiveServer
-from tests.test_readme_products import _block
 
 
 def test_the_client_example_runs_and_is_right(

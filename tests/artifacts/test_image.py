@@ -29,7 +29,7 @@ from tests.support.helpers import wait_until
 from tests.support.oracles import assert_close
 from tests.support.servers import free_port
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
 
 # The first build downloads TensorFlow into the image: minutes, not the suite's 300 s per test.

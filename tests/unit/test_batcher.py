@@ -1,5 +1,6 @@
-"""The batcher and the disconnect guard, with a real engine behind a first call that holds the
-worker until the test releases it: every "while busy" is a state waited for, not a sleep."""
+"""The in-process batcher (the asyncio driver of `app.scheduling.policy`) and the disconnect guard,
+with a fake engine (the closed form, row by row) whose first call holds the worker until the test
+releases it: every "while busy" is a state waited for, not a sleep. No TensorFlow."""
 
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ import pytest
 from starlette.requests import Request
 
 from app import ops
-from app.engine.derivatives import Engine
 from app.errors import ClientDisconnected, Overloaded
 from app.http.hangup import unless_disconnected
 from app.scheduling.batcher import Batcher
 from tests.support import oracles
+from tests.support.fakes import FakeEngine
 from tests.support.oracles import assert_close
 
 
 class SlowFirstCall:
-    """Runs the real engine; the first call holds the worker thread until released."""
+    """Runs the fake engine; the first call holds the worker thread until released."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
         self.calls: list[int] = []
         self.entered = threading.Event()
@@ -36,10 +37,9 @@ class SlowFirstCall:
         return self.engine.run_rows(op, *rows, model=model)
 
 
-@pytest.fixture(scope="module")
-def plain_engine() -> Engine:
-    """An engine of this module's own, without XLA (the session's `engine` serves the app)."""
-    return Engine(xla=False)
+@pytest.fixture
+def plain_engine() -> FakeEngine:
+    return FakeEngine()
 
 
 def problem(rng: np.random.Generator, A: int = 3, F: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +47,7 @@ def problem(rng: np.random.Generator, A: int = 3, F: int = 4) -> tuple[np.ndarra
 
 
 async def busy_batcher(
-    plain_engine: Engine, rng: np.random.Generator, max_pending: int = 64
+    plain_engine: FakeEngine, rng: np.random.Generator, max_pending: int = 64
 ) -> tuple[SlowFirstCall, Batcher, asyncio.Future]:
     """A started batcher whose worker is held by a first request until `slow.release` is set."""
     slow = SlowFirstCall(plain_engine)
@@ -65,7 +65,7 @@ async def until_pending(batcher: Batcher, n: int) -> None:
 
 
 def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(
-    plain_engine: Engine, rng: np.random.Generator
+    plain_engine: FakeEngine, rng: np.random.Generator
 ) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng)
@@ -83,7 +83,7 @@ def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(
     asyncio.run(scenario())
 
 
-def test_cancelled_requests_are_never_computed(plain_engine: Engine, rng: np.random.Generator) -> None:
+def test_cancelled_requests_are_never_computed(plain_engine: FakeEngine, rng: np.random.Generator) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng)
         gone = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(5)]
@@ -103,7 +103,7 @@ def test_cancelled_requests_are_never_computed(plain_engine: Engine, rng: np.ran
     asyncio.run(scenario())
 
 
-def test_pending_bound_refuses_at_once(plain_engine: Engine, rng: np.random.Generator) -> None:
+def test_pending_bound_refuses_at_once(plain_engine: FakeEngine, rng: np.random.Generator) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng, max_pending=2)
         second = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
