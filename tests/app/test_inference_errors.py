@@ -3,34 +3,15 @@ shape, and the binary-data headers of an answer."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import orjson
 from fastapi.testclient import TestClient
 
-X = np.arange(8.0).reshape(2, 4) / 10
-Y = np.array([1.0, 2.0, 3.0, 4.0])
-
-
-def _tensor(name: str, a: np.ndarray, datatype: str = "FP64", binary: bool = False) -> dict[str, Any]:
-    t: dict[str, Any] = {"name": name, "shape": list(a.shape), "datatype": datatype}
-    if binary:
-        t["parameters"] = {"binary_data_size": a.nbytes}
-    else:
-        t["data"] = a.tolist()
-    return t
-
-
-def _body(request: dict[str, Any], *binary: np.ndarray) -> tuple[bytes, str | None]:
-    head = orjson.dumps(request)
-    if not binary:
-        return head, None
-    return head + b"".join(a.astype(a.dtype.newbyteorder("<")).tobytes() for a in binary), str(len(head))
+from tests.support.v2 import X, Y, tensor, v2_body
 
 
 def test_errors_under_v2_take_the_protocols_shape(client: TestClient) -> None:
-    bad = {"inputs": [_tensor("X", X), _tensor("Y", np.ones(5))]}
+    bad = {"inputs": [tensor("X", X), tensor("Y", np.ones(5))]}
     r = client.post("/v2/models/jacobian/infer", content=orjson.dumps(bad))
     assert r.status_code == 400 and set(r.json()) == {"error"} and "columns" in r.json()["error"]
     r = client.post("/v2/models/softmax/infer", content=orjson.dumps(bad))
@@ -45,9 +26,9 @@ def test_errors_under_v2_take_the_protocols_shape(client: TestClient) -> None:
 
 
 def test_binary_answer_headers(client: TestClient) -> None:
-    body, length = _body(
+    body, length = v2_body(
         {
-            "inputs": [_tensor("X", X, binary=True), _tensor("Y", Y, binary=True)],
+            "inputs": [tensor("X", X, binary=True), tensor("Y", Y, binary=True)],
             "parameters": {"binary_data_output": True},
         },
         X,

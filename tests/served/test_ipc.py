@@ -3,26 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from jacobian_client import Client
 
 from app.ipc import shm
 from tests.support import oracles, servers
-
-
-@pytest.fixture
-def shm_dir() -> Iterator[Path]:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    path = Path(tempfile.mkdtemp(prefix="jacobian-test-", dir=base))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_big_inputs_pass_through_shared_memory_correctly_and_reuse_one_segment(

@@ -3,24 +3,11 @@ segments given back by their worker gone for the engine."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from app.ipc import shm
-
-
-@pytest.fixture
-def shm_dir() -> Iterator[Path]:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    path = Path(tempfile.mkdtemp(prefix="jacobian-test-", dir=base))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_inputs_filled_by_a_worker_are_read_in_place_by_the_engine(shm_dir: Path, rng: np.random.Generator) -> None:
