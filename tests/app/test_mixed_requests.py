@@ -68,5 +68,6 @@ def test_1000_mixed_requests_are_right_and_compile_only_hot_shapes(xla_client: T
     engine = xla_client.app.state.runtime.engine  # type: ignore[attr-defined]
     engine.wait_for_compiles()
     assert len(to_compile) == XLA_MAX_SHAPES and engine.xla_shapes == XLA_MAX_SHAPES
-    compiled = {(op, dtype, *x_shape) for op, dtype, x_shape, *_ in engine.compiled_shapes}
+    assert {model for model, *_ in engine.compiled_shapes} == {ops.BUILTIN}
+    compiled = {(op, dtype, *x_shape) for _model, op, dtype, x_shape, *_ in engine.compiled_shapes}
     assert compiled == set(to_compile)
