@@ -67,8 +67,10 @@ lint: $(STAMP)
 
 system-deps: $(SYSTEM_DEPS)
 
+# The unit tests alone first: in a process without TensorFlow, which their conftest keeps out.
 test: lint system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest -m "not unit"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

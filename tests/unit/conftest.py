@@ -1,6 +1,7 @@
-"""Unit tests: no TensorFlow, no server, no container. Importing TensorFlow here fails the test
-that does it, so a layer that starts to need it is caught (the rule `lint-imports` states for
-`app`, checked for what the tests drive)."""
+"""Unit tests: no TensorFlow, no server, no container. Run alone (`pytest tests/unit`, as
+`make test` does first), importing TensorFlow fails the test that does it, so a layer that starts
+to need it is caught (the rule `lint-imports` states for `app`, checked for what the tests drive).
+In a whole-suite run other tests have loaded TensorFlow already, and there is nothing to check."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ class _NoTensorFlow(importlib.abc.MetaPathFinder):
             raise ImportError(f"unit tests run without TensorFlow; something imported {name}")
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="package")
 def _without_tensorflow() -> Any:
-    assert "tensorflow" not in sys.modules, "TensorFlow was imported before the unit tests ran"
+    if "tensorflow" in sys.modules:
+        yield
+        return
     finder = _NoTensorFlow()
     sys.meta_path.insert(0, finder)
     yield
