@@ -94,3 +94,8 @@ async def read_problem(request: Request, settings: Settings, model: type[BaseMod
     if media == codec.NPZ:
         return codec.decode_npz(body, endpoint.members, dtype, settings.max_request_bytes, products, sum_states, wrt)
     return codec.decode_json(body, model, dtype or settings.default_dtype, products)
+
+
+def wants_npz(accept: str | None) -> bool:
+    """Whether the Accept header asks for npz (anything else is answered in JSON)."""
+    return codec.NPZ in (accept or "")

@@ -9,19 +9,19 @@ from typing import Any
 
 from starlette.responses import Response
 
-from app.service import codec
+from app.service import codec, npz
 from app.service.dataplane import Answer
 
 BIG_ANSWER = 2**18  # elements; below this, encoding costs less than a thread hop
 
 
-async def encoded(answer: Answer, npz: bool) -> Response:
+async def encoded(answer: Answer, as_npz: bool) -> Response:
     """The answer as an npz or JSON response; its memory claim is released once it is sent."""
-    encode, media = (codec.encode_npz, codec.NPZ) if npz else (codec.encode_json, codec.JSON)
+    encode, media = (npz.write, codec.NPZ) if as_npz else (codec.encode_json, codec.JSON)
     return await respond(answer, lambda: encode(answer.arrays, answer.meta), media)
 
 
-async def respond(answer: Answer, encode: Callable[[], bytes | codec.Body], media_type: str) -> AnswerResponse:
+async def respond(answer: Answer, encode: Callable[[], bytes | npz.Body], media_type: str) -> AnswerResponse:
     """`encode()` of the answer as the response; its memory claim is released once it is sent."""
     try:
         elements = sum(a.size for a in answer.arrays.values())
@@ -42,10 +42,10 @@ class AnswerResponse(Response):
 
     PIECE = 1 << 20
 
-    def __init__(self, body: bytes | codec.Body, media_type: str, on_sent: Callable[[], None]) -> None:
-        self.parts = body.parts if isinstance(body, codec.Body) else [body]
+    def __init__(self, body: bytes | npz.Body, media_type: str, on_sent: Callable[[], None]) -> None:
+        self.parts = body.parts if isinstance(body, npz.Body) else [body]
         super().__init__(media_type=media_type)
-        size = body.size if isinstance(body, codec.Body) else len(body)
+        size = body.size if isinstance(body, npz.Body) else len(body)
         self.headers["content-length"] = str(size)
         self.on_sent = on_sent
 

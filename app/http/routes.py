@@ -18,7 +18,7 @@ from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
 from app.http.observability import exposition
 from app.http.openapi import COMPUTE_ERRORS, NPZ_ANSWER, SUM_STATES_PARAMETER, WRT_PARAMETER, request_body
-from app.http.reading import read_problem
+from app.http.reading import read_problem, wants_npz
 from app.http.responses import encoded
 from app.http.schemas import Liveness, Readiness
 from app.ops import BUILTIN, VJP
@@ -49,7 +49,7 @@ def _endpoint(served: endpoints.Served, request_model: type[BaseModel]) -> Calla
         check_api_key(request, service.settings)
         problem = await read_problem(request, service.settings, request_model, e)
         s = service.settings
-        npz = codec.wants_npz(request.headers.get("accept"))
+        npz = wants_npz(request.headers.get("accept"))
         out = Encoding.chosen(npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
         answer = await unless_disconnected(request, service.serve(e, problem, out, model))
         elements = sum(a.size for a in answer.arrays.values())

@@ -12,11 +12,11 @@ import pytest
 
 from app.errors import InvalidInput, MalformedBody, TooLarge
 from app.http.schemas import JacobianRequest
-from app.service import codec
+from app.service import codec, npz
 from tests.support.helpers import npz_bytes
 
 
-def _body(encoded: codec.Body) -> bytes:
+def _body(encoded: npz.Body) -> bytes:
     data = b"".join(bytes(p) for p in encoded.parts)
     assert len(data) == encoded.size
     return data
@@ -25,7 +25,7 @@ def _body(encoded: codec.Body) -> bytes:
 def test_npz_answer_reads_back_with_numpy_and_shares_the_arrays_memory(rng: np.random.Generator) -> None:
     J = rng.normal(size=(2, 3, 3, 4))
     W = rng.normal(size=(2, 3)).astype(np.float32)
-    encoded = codec.encode_npz({"W": W, "J": J}, {"dtype": "float64", "device": "/device:CPU:0"})
+    encoded = npz.write({"W": W, "J": J}, {"dtype": "float64", "device": "/device:CPU:0"})
     assert any(np.shares_memory(np.frombuffer(p, np.uint8), J) for p in encoded.parts)  # not copied
     with np.load(io.BytesIO(_body(encoded))) as archive:
         np.testing.assert_array_equal(archive["J"], J)
@@ -36,14 +36,14 @@ def test_npz_answer_reads_back_with_numpy_and_shares_the_arrays_memory(rng: np.r
 def test_a_broadcast_hessian_is_written_block_by_block_and_reads_back_whole(rng: np.random.Generator) -> None:
     H_lse = rng.normal(size=(1, 2, 3, 2, 3))
     H = np.broadcast_to(H_lse[:, None], (1, 4, 2, 3, 2, 3))
-    encoded = codec.encode_npz({"H": H}, {})
+    encoded = npz.write({"H": H}, {})
     with np.load(io.BytesIO(_body(encoded))) as archive:
         np.testing.assert_array_equal(archive["H"], H)
     assert encoded.size < H.nbytes + 4096  # the archive holds H once, no more
 
 
 def test_the_npz_stream_is_a_valid_zip_with_checksums() -> None:
-    encoded = codec.encode_npz({"W": np.arange(6.0).reshape(2, 3)}, {})
+    encoded = npz.write({"W": np.arange(6.0).reshape(2, 3)}, {})
     with zipfile.ZipFile(io.BytesIO(_body(encoded))) as archive:
         assert archive.testzip() is None and archive.namelist() == ["W.npy"]
 

@@ -29,7 +29,7 @@ from app import ops
 from app.endpoints import ENDPOINTS, Endpoint, Served, served
 from app.errors import InvalidInput, MalformedBody, ServiceError
 from app.http.v2.documents import InferenceRequest, ModelMetadata, Parameters, RequestInput, TensorMetadata
-from app.service import codec
+from app.service import codec, npz
 from app.service.problems import Problem, from_named
 
 VERSION = "1"  # each model has one version
@@ -238,7 +238,7 @@ def _flag(parameters: Parameters, name: str, default: bool = False) -> bool:
 # ---- responses
 
 
-def encode(inference: Inference, arrays: dict[str, np.ndarray], dtype: str, device: str) -> codec.Body:
+def encode(inference: Inference, arrays: dict[str, np.ndarray], dtype: str, device: str) -> npz.Body:
     """The response: its JSON part first (the body's `parts[0]`), then each binary output's bytes,
     sent from the arrays' own memory."""
     datatype = V2_DATATYPE[dtype]
@@ -247,7 +247,7 @@ def encode(inference: Inference, arrays: dict[str, np.ndarray], dtype: str, devi
         a = arrays[name]
         out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(a.shape)}
         if as_binary:
-            blocks = [memoryview(b).cast("B") for b in codec.contiguous_blocks(a)]
+            blocks = [memoryview(b).cast("B") for b in npz.contiguous_blocks(a)]
             out["parameters"] = {"binary_data_size": a.nbytes}
             binary += blocks
         else:
@@ -261,4 +261,4 @@ def encode(inference: Inference, arrays: dict[str, np.ndarray], dtype: str, devi
         "outputs": outputs,
     }
     head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-    return codec.Body([head, *binary], len(head) + sum(b.nbytes for b in binary))
+    return npz.Body([head, *binary], len(head) + sum(b.nbytes for b in binary))
