@@ -32,7 +32,8 @@ service/ (no web, no TensorFlow)
     dataplane       what a request computes: limits, memory claim, engine call, shaping (`Service.serve`).
     problems        a validated Problem from JSON lists or npz arrays.
     outputs         output-size limits and finiteness of results.
-    codec           bytes ↔ arrays: JSON and npz.
+    codec           bytes ↔ arrays, by media type; JSON.
+    npz             npz in and out without copies (members read in place, answers written from their memory).
     budget          the memory estimate of a request.
 
 scheduling/ (no TensorFlow, no sockets)
