@@ -41,7 +41,7 @@ def rng() -> np.random.Generator:
 def shm_dir() -> Iterator[Path]:
     """A shared-memory directory of the test's own."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    path = Path(tempfile.mkdtemp(prefix="jacobian-test-", dir=base))
+    path = Path(tempfile.mkdtemp(prefix="jt-", dir=base))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -9,6 +9,7 @@ dies, and nothing else can take it meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -77,7 +78,10 @@ def sweep_orphans(parent: str, shm_dir: str) -> tuple[int, int]:
     files = 0
     if os.path.isdir(shm_dir):
         for path in Path(shm_dir).glob(f"{BASE}-*"):
-            if owner_name(path.name) not in live:
-                path.unlink(missing_ok=True)
+            # Segments are regular files; anything else of a like name is someone else's.
+            if path.is_symlink() or not path.is_file() or owner_name(path.name) in live:
+                continue
+            with contextlib.suppress(OSError):  # removed meanwhile, or not ours to remove
+                path.unlink()
                 files += 1
     return dirs, files

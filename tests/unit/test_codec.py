@@ -1,4 +1,4 @@
-"""app/service/codec.py: bytes ↔ arrays, both transports."""
+"""app/service/codec.py and app/service/npz.py: bytes ↔ arrays, both transports."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_decode_json_reports_schema_errors_with_their_location() -> None:
 
 
 def test_the_crc32_zipfile_uses_is_zlibs_crc32(rng: np.random.Generator) -> None:
-    """app.service.codec gives zipfile ISA-L's CRC-32 (faster): the same checksum, also when chained."""
+    """app.service.npz gives zipfile ISA-L's CRC-32 (faster): the same checksum, also when chained."""
     import zlib
 
     a, b = rng.bytes(100_003), rng.bytes(65_536)

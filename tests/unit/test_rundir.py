@@ -44,6 +44,23 @@ def test_leftovers_of_a_dead_supervisor_whose_pid_is_alive_again_are_removed(tmp
     assert not Path(live.path).exists()
 
 
+def test_only_segment_files_are_swept_not_directories_or_links_of_a_like_name(tmp_path: Path) -> None:
+    """A directory (a test's own shared-memory folder, say) or a link named like a segment once
+    made the supervisor fail to start (IsADirectoryError); they are not its to remove."""
+    tmp, shm = tmp_path / "tmp", tmp_path / "shm"
+    tmp.mkdir(), shm.mkdir()
+    folder = shm / "jacobian-test-abc123"
+    folder.mkdir()
+    (folder / "kept").touch()
+    target = tmp_path / "elsewhere"
+    target.touch()
+    link = shm / "jacobian-1-gone0-10-1"
+    link.symlink_to(target)
+    _left, segment = _leave_behind(tmp, shm, os.getpid())
+    assert rundir.sweep_orphans(str(tmp), str(shm)) == (1, 1)
+    assert not segment.exists() and (folder / "kept").exists() and link.is_symlink() and target.exists()
+
+
 def test_a_lock_held_by_another_live_process_keeps_its_files(tmp_path: Path) -> None:
     tmp, shm = tmp_path / "tmp", tmp_path / "shm"
     tmp.mkdir(), shm.mkdir()
