@@ -19,7 +19,7 @@ SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/wrk /usr/bin/k
 	/usr/bin/podman /usr/bin/buildah /usr/bin/podman-compose /usr/bin/mmdebstrap
 APT := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
-.PHONY: install serve test lint openapi bench clean system-deps image image-gpu
+.PHONY: install serve test lint openapi bench clean system-deps image image-gpu models
 
 CLIENT := client/pyproject.toml $(wildcard client/jacobian_client/*)
 
@@ -41,8 +41,8 @@ serve: $(STAMP)
 	$(PY) -m app
 
 lint: $(STAMP)
-	$(PY) -m ruff check app tests bench client
-	$(PY) -m ruff format --check app tests bench client
+	$(PY) -m ruff check app tests bench client examples
+	$(PY) -m ruff format --check app tests bench client examples
 	$(PY) -m mypy app
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy --strict client/jacobian_client
@@ -66,6 +66,10 @@ lint: $(STAMP)
 	$(APT) mmdebstrap
 
 system-deps: $(SYSTEM_DEPS)
+
+# The example model repository (examples/build_models.py), in TF Serving's layout.
+models: $(STAMP)
+	$(PY) -m examples.build_models models
 
 # The unit tests alone first: in a process without TensorFlow, which their conftest keeps out.
 test: lint system-deps

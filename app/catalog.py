@@ -1,0 +1,46 @@
+"""What a model repository's models are, TensorFlow-free: each model's card (name, version, state,
+its signature's inputs and outputs, its trainable variables, which inputs are differentiable and
+which output/input pairs have a defined gradient). The engine writes the cards when it loads the
+repository (`app.engine.repository`); every other layer reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FLOATING = ("float16", "bfloat16", "float32", "float64")
+VARIABLES = "variables"  # the `wrt` name of a model's trainable variables
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # NumPy's name: float32, int32, ...
+    shape: tuple[int | None, ...]  # None where the size is not fixed
+
+    @property
+    def floating(self) -> bool:
+        return self.dtype in FLOATING
+
+
+@dataclass(frozen=True)
+class Card:
+    name: str
+    version: int
+    state: Literal["ready", "failed"]
+    reason: str | None = None  # why it failed to load
+    inputs: tuple[Tensor, ...] = ()
+    outputs: tuple[Tensor, ...] = ()
+    variables: tuple[Tensor, ...] = ()
+    # Examples are independent along a shared leading dimension of unknown size: Jacobians are
+    # per example. False when the signature has none, or config.json says {"batch": false}.
+    batch: bool = False
+    # output -> input (or VARIABLES) -> None when its gradient is defined, else the op without one.
+    undefined: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def differentiable(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs if t.floating)
+
+    def gradient_defined(self, output: str, wrt: str) -> bool:
+        return wrt not in self.undefined.get(output, {})

@@ -1,0 +1,148 @@
+"""A model repository in TF Serving's layout, `<root>/<model>/<version>/saved_model.pb`: each
+model's highest version loaded through its `serving_default` signature, described by a card
+(`app.catalog.Card`), and probed once for the output/input pairs whose gradient TensorFlow does
+not define. A model that fails to load is a card with its reason; the others are served.
+
+The object `tf.saved_model.load` returns is kept with its signature: a signature alone loses its
+variables when that object is collected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from app.catalog import VARIABLES, Card, Tensor
+
+log = logging.getLogger("app.engine")
+SIGNATURE = "serving_default"
+# TensorFlow says it two ways, depending on where it finds out.
+_NO_GRADIENT = re.compile(
+    r"gradient registry has no entry for: (\w+)|No gradient defined for operation.*?op type: (\w+)"
+)
+
+
+@dataclass
+class Loaded:
+    card: Card
+    signature: Any = None  # the serving_default concrete function
+    keep: Any = field(default=None, repr=False)  # what tf.saved_model.load returned
+
+
+def versions(root: Path) -> dict[str, tuple[int, Path]]:
+    """Each model's highest numeric version holding a saved_model.pb."""
+    found: dict[str, tuple[int, Path]] = {}
+    for model in sorted(p for p in root.iterdir() if p.is_dir()):
+        numbered = [(int(v.name), v) for v in model.iterdir() if v.is_dir() and v.name.isdigit()]
+        with_graph = [(n, v) for n, v in numbered if (v / "saved_model.pb").is_file()]
+        if with_graph:
+            found[model.name] = max(with_graph)
+        elif numbered:
+            found[model.name] = max(numbered)  # loading it says what is missing
+    return found
+
+
+def load_repository(root: str | Path) -> dict[str, Loaded]:
+    return {name: load(name, version, path) for name, (version, path) in versions(Path(root)).items()}
+
+
+def load(name: str, version: int, path: Path) -> Loaded:
+    try:
+        keep = tf.saved_model.load(str(path))
+        signature = keep.signatures.get(SIGNATURE)
+        if signature is None:
+            raise ValueError(f"it has no {SIGNATURE!r} signature (it has {sorted(keep.signatures) or 'none'})")
+        card = describe(name, version, signature, _batch_setting(path))
+    except Exception as err:  # a model that does not load must not stop the others
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        log.error("model %s version %d did not load: %s", name, version, reason)
+        return Loaded(Card(name, version, "failed", reason))
+    log.info("model %s version %d loaded: %d inputs, %d outputs", name, version, len(card.inputs), len(card.outputs))
+    return Loaded(card, signature, keep)
+
+
+def _batch_setting(path: Path) -> bool | None:
+    """`"batch": false` in config.json beside the versions: examples are not independent."""
+    config = path.parent / "config.json"
+    if not config.is_file():
+        return None
+    return bool(json.loads(config.read_text()).get("batch", True))
+
+
+def _tensor(name: str, spec: tf.TensorSpec) -> Tensor:
+    return Tensor(
+        name,
+        spec.dtype.as_numpy_dtype().dtype.name if spec.dtype != tf.string else "string",
+        tuple(spec.shape.as_list()),
+    )
+
+
+def describe(name: str, version: int, signature: Any, batch_setting: bool | None) -> Card:
+    _args, kwargs = signature.structured_input_signature
+    inputs = tuple(_tensor(n, s) for n, s in sorted(kwargs.items()))
+    outputs = tuple(_tensor(n, s) for n, s in sorted(signature.structured_outputs.items()))
+    strings = [t.name for t in inputs + outputs if t.dtype == "string"]
+    if strings:
+        raise ValueError(f"string tensors cannot be differentiated: {', '.join(strings)}")
+    variables = tuple(
+        Tensor(n, v.dtype.as_numpy_dtype().dtype.name, tuple(v.shape.as_list()))
+        for n, v in zip(variable_names(signature), signature.trainable_variables, strict=True)
+    )
+    leading = all(t.shape[:1] == (None,) for t in inputs + outputs)
+    batch = leading if batch_setting is None else batch_setting and leading
+    card = Card(name, version, "ready", None, inputs, outputs, variables, batch)
+    return Card(**{**card.__dict__, "undefined": probe(card, signature)})
+
+
+def variable_names(signature: Any) -> list[str]:
+    """The trainable variables' names, made unique (`w`, `w_1`, ...) where TensorFlow repeats one."""
+    names: list[str] = []
+    for v in signature.trainable_variables:
+        base = v.name.removesuffix(":0")
+        name, k = base, 0
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.append(name)
+    return names
+
+
+def example_inputs(card: Card, batch: int = 2) -> dict[str, tf.Tensor]:
+    """Inputs of the signature's dtypes and shapes (unknown sizes made `batch`): ones, which every
+    op takes, and zeros for integer inputs, which index."""
+    out = {}
+    for t in card.inputs:
+        shape = [batch if d is None else d for d in t.shape]
+        out[t.name] = tf.ones(shape, t.dtype) if t.floating else tf.zeros(shape, t.dtype)
+    return out
+
+
+def probe(card: Card, signature: Any) -> dict[str, dict[str, str]]:
+    """For each floating output: the inputs (and VARIABLES) its gradient is not defined in, with the
+    op TensorFlow names. A gradient of None (a path through `tf.round` only, or none) is defined:
+    it is zero."""
+    inputs = example_inputs(card)
+    wrt = {n: x for n, x in inputs.items() if np.dtype(x.dtype.as_numpy_dtype).kind == "f"}
+    undefined: dict[str, dict[str, str]] = {}
+    for out in (t for t in card.outputs if t.floating):
+        for name, source in [*wrt.items(), (VARIABLES, None)]:
+            if source is None and not card.variables:
+                continue
+            target = list(signature.trainable_variables) if source is None else source
+            try:
+                with tf.GradientTape() as tape:
+                    tape.watch(list(wrt.values()))
+                    y = signature(**inputs)[out.name]
+                tape.gradient(y, target)
+            except LookupError as err:
+                match = _NO_GRADIENT.search(str(err))
+                op = (match.group(1) or match.group(2)) if match else str(err)[:120]
+                undefined.setdefault(out.name, {})[name] = op
+    return undefined

@@ -1,0 +1,1 @@
+"""Example models for the model repository (`make models`)."""

@@ -1,0 +1,130 @@
+"""app/engine/repository.py: the example repository (examples/build_models.py) loads with the
+cards its signatures say, its forward passes equal a NumPy re-implementation from the SavedModels'
+variables, broken models are cards with their reasons beside the served ones, the highest version
+is served, and the gradient probe names the op without a gradient (tf.linalg.logm) while a
+tf.round path counts as defined (zeros)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from app.catalog import VARIABLES, Tensor
+from app.engine import repository
+from examples import build_models
+
+
+def _save(root: Path, name: str, fn: tf.types.experimental.GenericFunction, module: tf.Module | None = None) -> None:
+    tf.saved_model.save(module or tf.Module(), str(root / name / "1"), signatures={"serving_default": fn})
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("repo")
+    build_models.build(root)
+    spec = tf.TensorSpec([None, 2, 2], tf.float64, name="m")
+
+    @tf.function(input_signature=[spec])
+    def logm(m: tf.Tensor) -> dict[str, tf.Tensor]:
+        square = tf.eye(2, dtype=tf.float64) + 0.1 * m
+        log = tf.math.real(tf.linalg.logm(tf.cast(square, tf.complex128)))
+        return {"log": log, "twice": 2.0 * m}
+
+    _save(root, "logm", logm)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def rounded(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"r": tf.round(x) * 3.0}
+
+    _save(root, "rounded", rounded)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def strings(text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"n": tf.strings.length(text)}
+
+    _save(root, "strings", strings)
+    tf.saved_model.save(tf.Module(), str(root / "unsigned" / "1"))  # no signatures at all
+    broken = root / "broken" / "1"
+    broken.mkdir(parents=True)
+    good = (root / "wide" / "1" / "saved_model.pb").read_bytes()
+    (broken / "saved_model.pb").write_bytes(good[: len(good) // 3])  # truncated
+    # Two versions: the higher is served; config.json says examples are not independent.
+    build_models.wide(root / "versions" / "tmp", np.random.default_rng(1))
+    (root / "versions" / "tmp" / "wide" / "1").rename(root / "versions" / "7")
+    build_models.wide(root / "versions" / "tmp", np.random.default_rng(2))
+    (root / "versions" / "tmp" / "wide" / "1").rename(root / "versions" / "12")
+    (root / "versions" / "config.json").write_text('{"batch": false}')
+    return root
+
+
+@pytest.fixture(scope="module")
+def loaded(repo: Path) -> dict[str, repository.Loaded]:
+    return repository.load_repository(repo)
+
+
+def test_the_example_models_load_with_their_signatures(loaded: dict[str, repository.Loaded]) -> None:
+    policy = loaded["policy"].card
+    assert policy.state == "ready" and policy.version == 1 and policy.batch
+    assert policy.inputs == (Tensor("state", "float32", (None, 8)),)
+    assert policy.outputs == (Tensor("log_probs", "float32", (None, 4)), Tensor("value", "float32", (None, 1)))
+    assert len(policy.variables) == 8 and not policy.undefined  # two body layers, two heads
+    names = [v.name for v in policy.variables]
+    assert len(set(names)) == 8 and "body/w0" in names and Tensor("value/b0", "float32", (1,)) in policy.variables
+    actions = loaded["actions"].card
+    assert actions.inputs == (Tensor("action", "int32", (None,)), Tensor("state", "float32", (None, 4)))
+    assert actions.differentiable == ("state",)
+    assert loaded["wide"].card.outputs == (Tensor("y", "float64", (None, 2)),)
+    pair = loaded["pair"].card
+    assert [t.name for t in pair.inputs] == ["a", "b"] and [t.name for t in pair.outputs] == ["d", "s"]
+
+
+def test_forward_passes_equal_numpy_from_the_saved_variables(
+    loaded: dict[str, repository.Loaded], rng: np.random.Generator
+) -> None:
+    wide = loaded["wide"]
+    w0, b0, w1, b1 = (v.numpy() for v in wide.signature.trainable_variables)
+    x = rng.normal(size=(3, 5))
+    y = wide.signature(x=tf.constant(x))["y"].numpy()
+    np.testing.assert_allclose(y, np.tanh(x @ w0 + b0) @ w1 + b1, rtol=1e-12)
+    pair = loaded["pair"]
+    (scale,) = (v.numpy() for v in pair.signature.trainable_variables)
+    a, b = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=(2, 3)).astype(np.float32)
+    out = pair.signature(a=tf.constant(a), b=tf.constant(b))
+    np.testing.assert_allclose(out["s"].numpy(), a * b * scale + np.sin(a), rtol=1e-5)
+    np.testing.assert_allclose(out["d"].numpy(), a - np.tanh(b), rtol=1e-5)
+
+
+def test_broken_models_are_cards_with_their_reasons(loaded: dict[str, repository.Loaded]) -> None:
+    reasons = {n: loaded[n].card.reason or "" for n in ("broken", "strings", "unsigned")}
+    assert all(loaded[n].card.state == "failed" and loaded[n].signature is None for n in reasons)
+    assert "string tensors cannot be differentiated: text" in reasons["strings"]
+    assert "no 'serving_default' signature" in reasons["unsigned"]
+    assert reasons["broken"]  # TensorFlow's own words for a truncated graph
+    assert loaded["policy"].card.state == "ready"  # the others serve
+
+
+def test_the_highest_version_is_served_and_config_can_turn_batching_off(
+    loaded: dict[str, repository.Loaded], repo: Path
+) -> None:
+    card = loaded["versions"].card
+    assert card.state == "ready" and card.version == 12 and not card.batch
+    v12 = tf.saved_model.load(str(repo / "versions" / "12"))  # kept: its signature needs it alive
+    got = [v.numpy() for v in loaded["versions"].signature.trainable_variables]
+    for mine, theirs in zip(got, v12.signatures["serving_default"].trainable_variables, strict=True):
+        np.testing.assert_array_equal(mine, theirs.numpy())
+
+
+def test_the_probe_names_the_op_without_a_gradient_and_counts_round_as_zero(
+    loaded: dict[str, repository.Loaded],
+) -> None:
+    logm = loaded["logm"].card
+    assert logm.state == "ready"
+    assert logm.undefined["log"] == {"m": "MatrixLogarithm"} and not logm.gradient_defined("log", "m")
+    # `twice` does not pass through logm, but the loaded signature is differentiated whole, so
+    # TensorFlow refuses its gradient too (issue 23: differentiate each output's own subgraph).
+    rounded = loaded["rounded"].card
+    assert rounded.undefined == {} and rounded.gradient_defined("r", "x")
+    assert loaded["policy"].card.gradient_defined("value", VARIABLES)
