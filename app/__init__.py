@@ -16,6 +16,7 @@ http/ (the HTTP workers: decode, compute, encode)
     runtime         what the app holds while it runs, as one typed object.
     connection      the HTTP connection: read deadline and connection cap.
     routes          the native endpoints, one per endpoint of each model; health and metrics.
+    catalog         GET /models and /models/{name}: every model served, with its card.
     reading         a request's media type, body (against the limit) and Problem.
     auth            the API key.
     hangup          work dropped when the client hangs up.
@@ -51,12 +52,14 @@ engine/ (TensorFlow alone)
     models          the models, by name: a TensorFlow function each; `register` adds one.
     kernels         the derivative kernels by autodiff, over any model.
     derivatives     the Engine: traced functions per (model, operation, dtype) and the XLA policy.
+    repository      a model repository's SavedModels loaded, described and probed for gradients.
 
 Shared by every layer (they import none of it)
     config          settings from JACOBIAN_* environment variables.
     system          the machine's facts: cgroup limits, physical memory, the default budget.
     ops             each engine operation's contract (inputs, outputs, shapes, memory factors); the models.
     endpoints       each served endpoint, one description: members, outputs, docs, size texts.
+    catalog         a repository model's card: signature, variables, state, undefined gradients.
     errors          domain exceptions, each with its status.
     lifeline        child processes that die with their parent (PR_SET_PDEATHSIG).
     tensorflow_env  the environment TensorFlow must start with (oneDNN off on AVX-512).

@@ -69,16 +69,21 @@ class Settings(BaseSettings):
     devices: str | None = Field(
         None, description="GPUs to run one engine process each on, e.g. '0,1'; default: all visible, else the CPU."
     )
+    model_repository: str | None = Field(
+        None,
+        description="A folder of SavedModels, <model>/<version>/ as TF Serving reads them; each model's "
+        "highest version is loaded. Models are code: keep it read-only.",
+    )
     shm_dir: str = Field("/dev/shm", description="Where big inputs and answers pass between workers and engines.")
     # Set by the supervisor for the processes it starts; unset, the app runs TensorFlow in-process.
     runtime_dir: str | None = None
     shm_prefix: str = "jacobian"
     engines: int = Field(1, ge=1, description="Engine processes the workers talk to (set by the supervisor).")
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "model_repository", mode="before")
     @classmethod
     def _empty_means_off(cls, value: object) -> object:
-        # An empty JACOBIAN_API_KEY (a ConfigMap's, an .env's) must not mean "the key is empty".
+        # An empty JACOBIAN_API_KEY or _MODEL_REPOSITORY (a ConfigMap's, an .env's) means unset.
         return None if value in ("", None) else value
 
     @field_validator("devices", mode="before")

@@ -98,6 +98,13 @@ class MemoryBusy(Overloaded):
         )
 
 
+class UnknownModel(ServiceError):
+    """404: a model (or a V2 model's version) this service does not have."""
+
+    status = 404
+    code = "unknown_model"
+
+
 class EngineUnavailable(ServiceError):
     """503 with Retry-After: the engine process died or is restarting; the supervisor brings it back."""
 

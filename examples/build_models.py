@@ -2,7 +2,7 @@
 Serving's layout (`DIR/<model>/<version>/saved_model.pb` + `variables/`), written by
 `tf.saved_model.save` with a `serving_default` signature each:
 
-- `policy`: a policy MLP, state (B, 8) → log-probabilities (B, 4) and a value (B, 1), float32.
+- `policy_mlp`: a policy MLP, state (B, 8) → log-probabilities (B, 4) and a value (B, 1), float32.
 - `mlp`: the benchmark's 64→256→256→16 tanh MLP, x (B, 64) → y (B, 16), float32.
 - `pair`: two inputs and two outputs, a, b (B, 3) → s = a·b + sin(a), d = a − tanh(b), float32.
 - `actions`: an integer input, state (B, 4) and action (B,) int32 → the action's log-probability (B,).
@@ -47,7 +47,7 @@ def _save(root: Path, name: str, module: tf.Module, fn: Callable[..., dict[str, 
     return path
 
 
-def policy(root: Path, rng: np.random.Generator) -> Path:
+def policy_mlp(root: Path, rng: np.random.Generator) -> Path:
     m = tf.Module()
     m.body = _weights(rng, [8, 32, 32], "float32", "body")
     m.logits = _weights(rng, [32, 4], "float32", "logits")
@@ -58,7 +58,7 @@ def policy(root: Path, rng: np.random.Generator) -> Path:
         h = tf.tanh(_dense_tanh(state, m.body))
         return {"log_probs": tf.nn.log_softmax(_dense_tanh(h, m.logits)), "value": _dense_tanh(h, m.value)}
 
-    return _save(root, "policy", m, serve)
+    return _save(root, "policy_mlp", m, serve)
 
 
 def mlp(root: Path, rng: np.random.Generator) -> Path:
@@ -113,7 +113,7 @@ def wide(root: Path, rng: np.random.Generator) -> Path:
     return _save(root, "wide", m, serve)
 
 
-EXAMPLES = (policy, mlp, pair, actions, wide)
+EXAMPLES = (policy_mlp, mlp, pair, actions, wide)
 
 
 def build(root: Path) -> list[Path]:

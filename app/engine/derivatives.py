@@ -9,6 +9,7 @@ lets callers check that.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +21,7 @@ import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
 from app.config import Settings
-from app.engine import kernels, models
+from app.engine import kernels, models, repository
 from app.ops import BUILTIN, OPERATIONS, XLA_MAX_OUTPUT_BYTES, rows_output_bytes
 
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
@@ -78,6 +79,7 @@ class Engine:
         xla: bool = _DEFAULTS["xla"].default,
         xla_after: int = _DEFAULTS["xla_after"].default,
         xla_max_shapes: int = _DEFAULTS["xla_max_shapes"].default,
+        model_repository: str | None = None,
     ) -> None:
         if onednn_enabled():
             # See app/tensorflow_env.py: oneDNN's AVX-512 matmul segfaults on our Jacobians.
@@ -97,6 +99,7 @@ class Engine:
         self._compiling: set[tuple[Any, ...]] = set()
         self._pending: set[Future[None]] = set()  # compiles queued or running
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xla-compile") if xla else None
+        self.repository = repository.load_repository(model_repository) if model_repository else {}
 
     def _trace(self, model: str, op: str, dtype_name: str, jit_compile: bool) -> Any:
         body = kernels.kernel(model, op)
@@ -129,6 +132,7 @@ class Engine:
             "xla_shapes": self.xla_shapes,
             # Compiling in the background, on the cores requests use: a benchmark waits for zero.
             "xla_compiling": len(self._pending),
+            "models": [dataclasses.asdict(m.card) for m in self.repository.values()],
         }
 
     @property

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from app import ops
 from app.catalog import VARIABLES, Card, Tensor
 
 log = logging.getLogger("app.engine")
@@ -50,7 +51,15 @@ def versions(root: Path) -> dict[str, tuple[int, Path]]:
 
 
 def load_repository(root: str | Path) -> dict[str, Loaded]:
-    return {name: load(name, version, path) for name, (version, path) in versions(Path(root)).items()}
+    loaded = {}
+    for name, (version, path) in versions(Path(root)).items():
+        if name in ops.MODELS:  # its routes and V2 names are the built-in model's
+            loaded[name] = Loaded(
+                Card(name, version, "failed", f"{name!r} is a built-in model's name; rename the folder")
+            )
+        else:
+            loaded[name] = load(name, version, path)
+    return loaded
 
 
 def load(name: str, version: int, path: Path) -> Loaded:

@@ -17,7 +17,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import lifeline
 from app.config import Settings, get_settings
-from app.http import openapi
+from app.http import catalog, openapi
 from app.http.handlers import install_handlers
 from app.http.observability import Metrics, RequestObserver
 from app.http.routes import compute_router, router
@@ -48,7 +48,7 @@ def _load_engine(settings: Settings) -> Engine:
     from app.engine import derivatives as engine  # the TensorFlow import happens here, off the event loop
 
     engine.enable_gpu_memory_growth()
-    eng = engine.Engine(xla=settings.xla, xla_after=settings.xla_after, xla_max_shapes=settings.xla_max_shapes)
+    eng = engine.Engine(settings.xla, settings.xla_after, settings.xla_max_shapes, settings.model_repository)
     eng.warm_up()
     return eng
 
@@ -63,6 +63,10 @@ class InProcessEngine:
 
     async def stop(self) -> None:
         await self.batcher.stop()
+
+    def cards(self) -> list[dict[str, Any]]:
+        models: list[dict[str, Any]] = self.engine.describe()["models"]
+        return models
 
     def readiness(self) -> dict[str, Any]:
         return {
@@ -164,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestObserver, metrics=metrics)
     install_handlers(app)
     app.include_router(compute_router())
+    app.include_router(catalog.router)
     app.include_router(router)
     for v2_router in inference_routes.routers():
         app.include_router(v2_router)

@@ -202,3 +202,30 @@ BODIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     ops.VJP: (VjpRequest, VjpResponse),
     ops.JVP: (JvpRequest, JvpResponse),
 }
+
+
+class TensorCard(BaseModel):
+    name: str
+    dtype: str = Field(description="float32, float64, int32, ...; the built-in models take float32 or float64")
+    shape: list[int | None] = Field(description="null where the size is not fixed")
+
+
+class ModelCard(BaseModel):
+    """A served model: its signature and which of its derivatives are defined."""
+
+    name: str
+    version: int
+    state: Literal["ready", "failed"]
+    reason: str | None = Field(None, description="Why it failed to load.")
+    inputs: list[TensorCard]
+    outputs: list[TensorCard]
+    differentiable: list[str] = Field(description="Inputs derivatives may be taken in (floating dtypes).")
+    variables: list[TensorCard] = Field(description='Its trainable variables; `wrt: ["variables"]` takes them.')
+    batch: bool = Field(description="Whether Jacobians are per example along a shared leading batch dimension.")
+    undefined: dict[str, dict[str, str]] = Field(
+        description="output → input (or 'variables') → the op TensorFlow defines no gradient for, on that path."
+    )
+
+
+class ModelList(BaseModel):
+    models: list[ModelCard]

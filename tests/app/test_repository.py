@@ -66,7 +66,7 @@ def loaded(repo: Path) -> dict[str, repository.Loaded]:
 
 
 def test_the_example_models_load_with_their_signatures(loaded: dict[str, repository.Loaded]) -> None:
-    policy = loaded["policy"].card
+    policy = loaded["policy_mlp"].card
     assert policy.state == "ready" and policy.version == 1 and policy.batch
     assert policy.inputs == (Tensor("state", "float32", (None, 8)),)
     assert policy.outputs == (Tensor("log_probs", "float32", (None, 4)), Tensor("value", "float32", (None, 1)))
@@ -103,7 +103,7 @@ def test_broken_models_are_cards_with_their_reasons(loaded: dict[str, repository
     assert "string tensors cannot be differentiated: text" in reasons["strings"]
     assert "no 'serving_default' signature" in reasons["unsigned"]
     assert reasons["broken"]  # TensorFlow's own words for a truncated graph
-    assert loaded["policy"].card.state == "ready"  # the others serve
+    assert loaded["policy_mlp"].card.state == "ready"  # the others serve
 
 
 def test_the_highest_version_is_served_and_config_can_turn_batching_off(
@@ -127,4 +127,4 @@ def test_the_probe_names_the_op_without_a_gradient_and_counts_round_as_zero(
     # TensorFlow refuses its gradient too (issue 23: differentiate each output's own subgraph).
     rounded = loaded["rounded"].card
     assert rounded.undefined == {} and rounded.gradient_defined("r", "x")
-    assert loaded["policy"].card.gradient_defined("value", VARIABLES)
+    assert loaded["policy_mlp"].card.gradient_defined("value", VARIABLES)

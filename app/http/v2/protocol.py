@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from app import ops
 from app.endpoints import ENDPOINTS, Endpoint, Served, served
-from app.errors import InvalidInput, MalformedBody, ServiceError
+from app.errors import InvalidInput, MalformedBody, UnknownModel
 from app.http.v2.documents import InferenceRequest, ModelMetadata, Parameters, RequestInput, TensorMetadata
 from app.service import codec, npz
 from app.service.problems import Problem, from_named
@@ -37,13 +37,6 @@ EXTENSIONS = ["binary_tensor_data"]
 DATATYPES = {"FP32": "float32", "FP64": "float64"}
 V2_DATATYPE = {dtype: name for name, dtype in DATATYPES.items()}  # float32 -> FP32
 PLATFORM = "tensorflow_autodiff"
-
-
-class UnknownModel(ServiceError):
-    """404: a model (operation) or version this service does not have."""
-
-    status = 404
-    code = "unknown_model"
 
 
 # ---- models
