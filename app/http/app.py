@@ -64,7 +64,7 @@ class InProcessEngine:
     async def stop(self) -> None:
         await self.batcher.stop()
 
-    def cards(self) -> list[dict[str, Any]]:
+    def cards(self) -> list[dict[str, Any]] | None:
         models: list[dict[str, Any]] = self.engine.describe()["models"]
         return models
 

@@ -46,9 +46,10 @@ def _built_in(model: ops.Model) -> dict[str, Any]:
 
 def _cards(request: Request) -> list[dict[str, Any]]:
     engines = runtime.runtime(request).engines
-    if engines is None:
+    cards = None if engines is None else engines.cards()
+    if cards is None:  # no engine has loaded the repository yet
         raise NotReady("The service is still loading its models; retry shortly")
-    repository = [{**c, "differentiable": _differentiable(c)} for c in engines.cards()]
+    repository = [{**c, "differentiable": _differentiable(c)} for c in cards]
     return [_built_in(m) for m in ops.MODELS.values()] + repository
 
 

@@ -238,10 +238,11 @@ class Engines:
         ready = [c for c in self.clients if c.state == "ready"] or self.clients
         return await min(ready, key=lambda c: c.in_flight).submit(op, *rows, claim=claim, model=model)
 
-    def cards(self) -> list[dict[str, Any]]:
-        """The repository's models, as the engines loaded them (each loads the same repository)."""
+    def cards(self) -> list[dict[str, Any]] | None:
+        """The repository's models, as the engines loaded them (each loads the same repository);
+        None until one has said."""
         statuses = [c.status for c in self.clients if c.status]
-        return list(statuses[0].get("models", [])) if statuses else []
+        return list(statuses[0].get("models", [])) if statuses else None
 
     def readiness(self) -> dict[str, Any]:
         engines = [{"index": c.index, "pid": c.pid, "state": c.state} for c in self.clients]

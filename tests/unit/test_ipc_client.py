@@ -19,7 +19,7 @@ from app.config import Settings
 from app.errors import EngineUnavailable, MemoryBusy, Overloaded
 from app.ipc import messages as m
 from app.ipc import shm, wire
-from app.ipc.client import EngineClient
+from app.ipc.client import EngineClient, Engines
 
 Reply = Callable[[wire.Server, wire.Received], None]
 STATUS = {"pid": 4242, "tensorflow": "fake", "devices": ["/device:FAKE:0"], "onednn": False}
@@ -178,3 +178,14 @@ def test_an_engine_that_dies_fails_its_requests_at_once(run, rng: np.random.Gene
             await client.submit(ops.JACOBIAN, rng.normal(size=(1, 2, 3)), rng.normal(size=(1, 3)))
 
     run(die, scenario)
+
+
+def test_the_models_are_unknown_until_an_engine_has_said(run, tmp_path: Path, shm_dir: Path) -> None:
+    async def scenario(client: EngineClient, engine: FakeEngine) -> None:
+        engines = Engines(_settings(tmp_path, shm_dir))
+        assert engines.cards() is None  # no status yet: GET /models answers 503, not a short list
+        engines.clients = [client]
+        await client.submit(ops.JACOBIAN, np.ones((1, 2, 3)), np.ones((1, 3)))  # it has heard a status
+        assert engines.cards() == []  # this fake engine loads no repository
+
+    run(_answer_w, scenario)
