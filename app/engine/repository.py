@@ -51,7 +51,12 @@ def versions(root: Path) -> dict[str, tuple[int, Path]]:
 
 
 def load_repository(root: str | Path) -> dict[str, Loaded]:
-    loaded = {}
+    """Every model of the repository; a folder that is not there is logged, and the built-in models
+    serve alone (an engine that exited on it would be restarted into the same exit)."""
+    loaded: dict[str, Loaded] = {}
+    if not Path(root).is_dir():
+        log.error("the model repository %s is not a readable folder: serving the built-in models only", root)
+        return loaded
     for name, (version, path) in versions(Path(root)).items():
         if name in ops.MODELS:  # its routes and V2 names are the built-in model's
             loaded[name] = Loaded(

@@ -117,6 +117,10 @@ def test_the_highest_version_is_served_and_config_can_turn_batching_off(
         np.testing.assert_array_equal(mine, theirs.numpy())
 
 
+def test_a_repository_that_is_not_there_serves_nothing_and_stops_nothing(tmp_path: Path) -> None:
+    assert repository.load_repository(tmp_path / "missing") == {}
+
+
 def test_the_probe_names_the_op_without_a_gradient_and_counts_round_as_zero(
     loaded: dict[str, repository.Loaded],
 ) -> None:
