@@ -21,7 +21,8 @@ import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
 from app.config import Settings
-from app.engine import kernels, models, repository
+from app import calls
+from app.engine import kernels, models, repository, signatures
 from app.ops import BUILTIN, OPERATIONS, XLA_MAX_OUTPUT_BYTES, rows_output_bytes
 
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
@@ -100,6 +101,7 @@ class Engine:
         self._pending: set[Future[None]] = set()  # compiles queued or running
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xla-compile") if xla else None
         self.repository = repository.load_repository(model_repository) if model_repository else {}
+        self._calls: dict[tuple[Any, ...], Callable[..., dict[str, tf.Tensor]]] = {}
 
     def _trace(self, model: str, op: str, dtype_name: str, jit_compile: bool) -> Any:
         body = kernels.kernel(model, op)
@@ -149,7 +151,10 @@ class Engine:
 
     def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, *extra: np.ndarray, model: str = BUILTIN) -> Result:
         """Run operation `op` of `model` on rows Xr: (N, A, F), Yr: (N, F) and the op's other
-        inputs, all of one float dtype; returns the op's engine outputs (app.ops)."""
+        inputs, all of one float dtype; returns the op's engine outputs (app.ops). For a
+        repository model, `op` is an encoded `app.calls.Call` and the rows are its arrays."""
+        if calls.is_call(op):
+            return self.run_call(model, calls.Call.decode(op), (Xr, Yr, *extra))
         fn_key = (model, op, Xr.dtype.name)
         args = (Xr, Yr, *extra)
         if self.xla:
@@ -162,6 +167,31 @@ class Engine:
             self._maybe_compile(fn_key, shape_key, padded)
         out = self._graph[fn_key](*args)
         return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(out["W"]))
+
+    def run_call(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]) -> Result:
+        """One call of a repository model on its row arrays (`app.calls`)."""
+        out = self.call_function(model, call)(*rows)
+        first = next(iter(out.values()))
+        return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(first))
+
+    def call_function(self, model: str, call: calls.Call) -> Callable[..., dict[str, tf.Tensor]]:
+        """The traced function of a call, traced on first use: one per (model, operation, wrt,
+        of), however the shapes vary."""
+        key = (model, *call.key)
+        fn = self._calls.get(key)
+        if fn is None:
+            loaded = self.repository[model]
+            assert loaded.graph is not None, f"model {model} is not loaded"
+            kernel = signatures.Kernel(loaded.card, loaded.graph, call)
+            trace_key = f"{model}/{'/'.join(map(str, call.key))}"
+
+            def counted(*rows: tf.Tensor) -> dict[str, tf.Tensor]:
+                self._traces[trace_key] += 1
+                return kernel(*rows)
+
+            traced = tf.function(counted, input_signature=kernel.signature())
+            fn = self._calls[key] = _flat_caller(traced.get_concrete_function())
+        return fn
 
     def _maybe_compile(
         self, fn_key: tuple[str, str, str], shape_key: tuple[Any, ...], padded: tuple[np.ndarray, ...]

@@ -11,29 +11,25 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from app import ops
 from app.catalog import VARIABLES, Card, Tensor
+from app.engine import signatures
 
 log = logging.getLogger("app.engine")
 SIGNATURE = "serving_default"
-# TensorFlow says it two ways, depending on where it finds out.
-_NO_GRADIENT = re.compile(
-    r"gradient registry has no entry for: (\w+)|No gradient defined for operation.*?op type: (\w+)"
-)
 
 
 @dataclass
 class Loaded:
     card: Card
     signature: Any = None  # the serving_default concrete function
+    graph: signatures.Graph | None = None  # its graph, inlined, for the derivatives
     keep: Any = field(default=None, repr=False)  # what tf.saved_model.load returned
 
 
@@ -73,13 +69,13 @@ def load(name: str, version: int, path: Path) -> Loaded:
         signature = keep.signatures.get(SIGNATURE)
         if signature is None:
             raise ValueError(f"it has no {SIGNATURE!r} signature (it has {sorted(keep.signatures) or 'none'})")
-        card = describe(name, version, signature, _batch_setting(path))
+        card, graph = describe(name, version, signature, _batch_setting(path))
     except Exception as err:  # a model that does not load must not stop the others
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
         log.error("model %s version %d did not load: %s", name, version, reason)
         return Loaded(Card(name, version, "failed", reason))
     log.info("model %s version %d loaded: %d inputs, %d outputs", name, version, len(card.inputs), len(card.outputs))
-    return Loaded(card, signature, keep)
+    return Loaded(card, signature, graph, keep)
 
 
 def _batch_setting(path: Path) -> bool | None:
@@ -98,30 +94,33 @@ def _tensor(name: str, spec: tf.TensorSpec) -> Tensor:
     )
 
 
-def describe(name: str, version: int, signature: Any, batch_setting: bool | None) -> Card:
+def describe(name: str, version: int, signature: Any, batch_setting: bool | None) -> tuple[Card, signatures.Graph]:
     _args, kwargs = signature.structured_input_signature
     inputs = tuple(_tensor(n, s) for n, s in sorted(kwargs.items()))
     outputs = tuple(_tensor(n, s) for n, s in sorted(signature.structured_outputs.items()))
     strings = [t.name for t in inputs + outputs if t.dtype == "string"]
     if strings:
         raise ValueError(f"string tensors cannot be differentiated: {', '.join(strings)}")
+    names = variable_names(signature, {t.name for t in inputs})
     variables = tuple(
         Tensor(n, v.dtype.as_numpy_dtype().dtype.name, tuple(v.shape.as_list()))
-        for n, v in zip(variable_names(signature), signature.trainable_variables, strict=True)
+        for n, v in zip(names, signature.trainable_variables, strict=True)
     )
     leading = all(t.shape[:1] == (None,) for t in inputs + outputs)
     batch = leading if batch_setting is None else batch_setting and leading
     card = Card(name, version, "ready", None, inputs, outputs, variables, batch)
-    return Card(**{**card.__dict__, "undefined": probe(card, signature)})
+    graph = signatures.Graph.of(signature, names)
+    return Card(**{**card.__dict__, "undefined": signatures.probe(card, graph)}), graph
 
 
-def variable_names(signature: Any) -> list[str]:
-    """The trainable variables' names, made unique (`w`, `w_1`, ...) where TensorFlow repeats one."""
+def variable_names(signature: Any, taken: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """The trainable variables' names, made unique (`w`, `w_1`, ...) where TensorFlow repeats one
+    or an input has it: they name derivatives beside the inputs'."""
     names: list[str] = []
     for v in signature.trainable_variables:
         base = v.name.removesuffix(":0")
         name, k = base, 0
-        while name in names:
+        while name in names or name in taken or name == VARIABLES:
             k += 1
             name = f"{base}_{k}"
         names.append(name)
@@ -136,27 +135,3 @@ def example_inputs(card: Card, batch: int = 2) -> dict[str, tf.Tensor]:
         shape = [batch if d is None else d for d in t.shape]
         out[t.name] = tf.ones(shape, t.dtype) if t.floating else tf.zeros(shape, t.dtype)
     return out
-
-
-def probe(card: Card, signature: Any) -> dict[str, dict[str, str]]:
-    """For each floating output: the inputs (and VARIABLES) its gradient is not defined in, with the
-    op TensorFlow names. A gradient of None (a path through `tf.round` only, or none) is defined:
-    it is zero."""
-    inputs = example_inputs(card)
-    wrt = {n: x for n, x in inputs.items() if np.dtype(x.dtype.as_numpy_dtype).kind == "f"}
-    undefined: dict[str, dict[str, str]] = {}
-    for out in (t for t in card.outputs if t.floating):
-        for name, source in [*wrt.items(), (VARIABLES, None)]:
-            if source is None and not card.variables:
-                continue
-            target = list(signature.trainable_variables) if source is None else source
-            try:
-                with tf.GradientTape() as tape:
-                    tape.watch(list(wrt.values()))
-                    y = signature(**inputs)[out.name]
-                tape.gradient(y, target)
-            except LookupError as err:
-                match = _NO_GRADIENT.search(str(err))
-                op = (match.group(1) or match.group(2)) if match else str(err)[:120]
-                undefined.setdefault(out.name, {})[name] = op
-    return undefined

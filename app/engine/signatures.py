@@ -1,0 +1,267 @@
+"""Every derivative of a repository model's `serving_default` signature, by TensorFlow autodiff.
+
+The signature's graph is inlined (its nested function calls opened into single ops) and imported
+into each traced function, and derivatives are taken with `tf.gradients` on those ops. That way a
+derivative walks only the path from the outputs asked for to the inputs asked for: an op without
+a gradient on one output's path (`tf.linalg.logm`) leaves the other outputs differentiable, which
+differentiating the signature's call as one op does not (its gradient is built for every output).
+Jacobians vectorize their reverse passes with pfor (`tf.vectorized_map`), as `GradientTape`'s
+do; forward-mode products are reverse-over-reverse (the gradient, linear in its cotangent,
+differentiated in that cotangent), since a tape does not see imported ops.
+
+The rows and the names of what comes back are `app.calls`'.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.python.framework import convert_to_constants
+
+from app import calls
+from app.calls import VARIABLES, Call
+from app.catalog import Card
+
+log = logging.getLogger("app.engine")
+Tensors = dict[str, tf.Tensor]
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A signature's graph, ready to import: its GraphDef, and the names of its arguments,
+    captured tensors and outputs in it."""
+
+    graph_def: Any
+    arguments: dict[str, str]  # input name -> placeholder
+    captured: list[tuple[str, Any]]  # placeholder -> the eager tensor it captures (variable handles)
+    outputs: dict[str, str]  # output name -> tensor
+    variables: dict[int, str]  # id of a trainable variable's handle -> its name on the card
+
+    @classmethod
+    def of(cls, signature: Any, variable_names: list[str]) -> Graph:
+        graph_def = _inlined(signature)
+        n_args = len(signature.inputs) - len(signature.captured_inputs)
+        _args, kwargs = signature.structured_input_signature
+        # The placeholders follow the flattened keyword arguments, which are sorted by name.
+        arguments = {n: t.name for n, t in zip(sorted(kwargs), signature.inputs[:n_args], strict=True)}
+        captured = [(t.name, h) for t, h in zip(signature.inputs[n_args:], signature.captured_inputs, strict=True)]
+        keys = tf.nest.flatten({k: k for k in signature.structured_outputs})
+        outputs = {k: t.name for k, t in zip(keys, signature.outputs, strict=True)}
+        handles = {id(v.handle): n for v, n in zip(signature.trainable_variables, variable_names, strict=True)}
+        return cls(graph_def, arguments, captured, outputs, handles)
+
+    def __call__(self, inputs: Tensors) -> tuple[Tensors, Tensors]:
+        """The model's outputs for `inputs`, built into the graph being traced, and its trainable
+        variables' handles there (what derivatives in the variables are taken in)."""
+        graph = tf.compat.v1.get_default_graph()
+        handles = {name: graph.capture(h) for name, h in self.captured}
+        input_map = {self.arguments[n]: x for n, x in inputs.items()} | handles
+        names = list(self.outputs)
+        found = tf.graph_util.import_graph_def(
+            self.graph_def, input_map=input_map, return_elements=[self.outputs[n] for n in names], name="model"
+        )
+        variables = {self.variables[id(h)]: handles[p] for p, h in self.captured if id(h) in self.variables}
+        return dict(zip(names, found, strict=True)), variables
+
+
+def _inlined(signature: Any) -> Any:
+    """The signature's GraphDef with its function calls inlined: what lets a derivative touch only
+    the ops on its own path. Grappler's inliner, as TensorFlow's own freezing uses it; if it
+    fails, the graph as saved (derivatives then go through its calls whole)."""
+    try:
+        return convert_to_constants._run_inline_graph_optimization(
+            signature, lower_control_flow=False, aggressive_inlining=True
+        )
+    except Exception as err:  # a private helper: keep serving if it changes
+        log.warning("inlining the signature failed (%s); differentiating its calls whole", err)
+        return signature.graph.as_graph_def()
+
+
+def _grads(ys: Any, xs: Any, grad_ys: Any = None) -> list[tf.Tensor]:
+    # A path only through ops with no gradient (tf.round) is a derivative of zeros, not None.
+    return tf.gradients(ys, xs, grad_ys=grad_ys, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def jacobian(y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """(*y, *x): every entry of y differentiated in x, the reverse passes vectorized."""
+    flat = tf.reshape(y, [-1])
+    J = tf.vectorized_map(lambda j: _grads(tf.gather(flat, j), x)[0], tf.range(tf.size(flat)))
+    return tf.reshape(J, tf.concat([tf.shape(y), tf.shape(J)[1:]], 0))
+
+
+def batch_jacobian(y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """(N, *y[1:], *x[1:]) for rows that do not depend on each other: the gradient of a column of
+    y summed over the rows is each row's own."""
+    rows = tf.shape(y)[0]
+    flat = tf.reshape(y, [rows, -1])
+    J = tf.vectorized_map(lambda j: _grads(tf.gather(flat, j, axis=1), x)[0], tf.range(tf.shape(flat)[1]))
+    J = _swap01(J)
+    return tf.reshape(J, tf.concat([tf.shape(y), tf.shape(x)[1:]], 0))
+
+
+def _swap01(t: tf.Tensor) -> tf.Tensor:
+    return tf.transpose(t, [1, 0, *range(2, t.shape.rank)])
+
+
+def _contract(u: tf.Tensor, y: tf.Tensor, lead: int) -> tf.Tensor:
+    """Σ over y's dims of u·y, keeping u's first `lead` axes (u has y's shape after them)."""
+    return tf.reduce_sum(u * y, axis=list(range(lead, u.shape.rank)))
+
+
+class Kernel:
+    """One call (`app.calls.Call`) of one model, as a function of its row arrays."""
+
+    def __init__(self, card: Card, graph: Graph, call: Call) -> None:
+        self.card, self.graph, self.call = card, graph, call
+        self.batch = card.batch
+
+    def signature(self) -> list[tf.TensorSpec]:
+        lead: list[int | None] = [None] if self.batch else [1]
+        specs = [tf.TensorSpec([*lead, *calls.row_shape(self.card, t)], t.dtype, name=t.name) for t in self.card.inputs]
+        tensors = {t.name: t for t in self.card.inputs + self.card.outputs}
+        for n in self.call.product_names():
+            t = tensors[n]
+            specs.append(tf.TensorSpec([*lead, None, *calls.row_shape(self.card, t)], t.dtype, name=f"d_{n}"))
+        return specs
+
+    def __call__(self, *rows: tf.Tensor) -> Tensors:
+        n_in = len(self.card.inputs)
+        given, products = rows[:n_in], rows[n_in:]
+        if not self.batch:  # one row: the model takes the arrays without it
+            given = tuple(r[0] for r in given)
+            products = tuple(r[0] for r in products)
+        xs = {t.name: x for t, x in zip(self.card.inputs, given, strict=True)}
+        ys, variables = self.graph(xs)
+        wrt = {w: xs[w] for w in self.call.inputs_wrt()}
+        if VARIABLES in self.call.wrt:
+            wrt |= variables
+        op = self.call.op
+        out = {calls.name("outputs", o): y for o, y in ys.items()}
+        if op == calls.JACOBIAN:
+            out |= self._jacobians(ys, wrt)
+        elif op == calls.VJP:
+            out |= self._vjp(ys, wrt, dict(zip(self.call.of, products, strict=True)))
+        elif op == calls.JVP:
+            out |= self._jvp(ys, wrt, dict(zip(self.call.inputs_wrt(), products, strict=True)))
+        elif op == calls.HESSIAN:
+            out |= self._hessians(ys, wrt)
+        elif op == calls.HVP:
+            out |= self._hvp(ys, wrt, products[0])
+        if not self.batch:  # the row axis back
+            out = {k: v[None] for k, v in out.items()}
+        return out
+
+    def _jac(self, y: tf.Tensor, x: tf.Tensor, name: str) -> tf.Tensor:
+        """Per row when both have the row axis (a batch model's inputs); whole otherwise."""
+        per_row = self.batch and name in self.graph.arguments
+        return batch_jacobian(y, x) if per_row else jacobian(y, x)
+
+    def _jacobians(self, ys: Tensors, wrt: Tensors) -> Tensors:
+        return {calls.name(calls.JACOBIAN, o, w): self._jac(ys[o], x, w) for o in self.call.of for w, x in wrt.items()}
+
+    def _vjp(self, ys: Tensors, wrt: Tensors, cotangents: Tensors) -> Tensors:
+        """Σ_o cotangent_o · ∂y_o: a scalar per row and product, differentiated in each of `wrt`.
+        Rows (N, K) for a batch model, (K,) otherwise; summed over the rows with sum_batch."""
+        lead = 2 if self.batch else 1
+        s = tf.add_n([_contract(u, tf.expand_dims(ys[o], lead - 1), lead) for o, u in cotangents.items()])
+        if self.call.sum_batch:
+            total = tf.reduce_sum(s, axis=0)  # (K,)
+            found = {w: jacobian(total, x) for w, x in wrt.items()}
+            found = {w: tf.reduce_sum(g, axis=1) if w in self.graph.arguments else g for w, g in found.items()}
+        else:
+            found = {w: self._jac(s, x, w) for w, x in wrt.items()}  # (N, K, ...) or (K, ...)
+        return {calls.name(calls.VJP, w): g for w, g in found.items()}
+
+    def _along(self, ys: list[tf.Tensor], xs: list[tf.Tensor], tangents: list[tf.Tensor]) -> list[tf.Tensor]:
+        """J·t for each y, K tangents each (K first), by reverse over reverse: g(u) = uᵀJ is linear
+        in u, so its derivative in u along t is J·t."""
+        u = [tf.zeros_like(y) for y in ys]
+        g = _grads(ys, xs, grad_ys=u)
+
+        def one(ts: list[tf.Tensor]) -> list[tf.Tensor]:
+            return _grads(g, u, grad_ys=ts)
+
+        return tf.vectorized_map(one, tangents)  # type: ignore[no-any-return]
+
+    def _swap(self, t: tf.Tensor) -> tf.Tensor:
+        """(N, K, ...) <-> (K, N, ...) for a batch model; a model of one row has K first already."""
+        return _swap01(t) if self.batch else t
+
+    def _jvp(self, ys: Tensors, wrt: Tensors, tangents: Tensors) -> Tensors:
+        of = list(self.call.of)
+        per_k = self._along([ys[o] for o in of], list(wrt.values()), [self._swap(tangents[w]) for w in wrt])
+        return {calls.name(calls.JVP, o): self._swap(j) for o, j in zip(of, per_k, strict=True)}
+
+    def _hessians(self, ys: Tensors, wrt: Tensors) -> Tensors:
+        ((w, x),) = wrt.items()
+        return {calls.name(calls.HESSIAN, o, w): self._jac(self._jac(ys[o], x, w), x, w) for o in self.call.of}
+
+    def _hvp(self, ys: Tensors, wrt: Tensors, tangent: tf.Tensor) -> Tensors:
+        """(∂/∂x)(J·t): the Jacobian of each output's J·t, for each of the K tangents."""
+        ((w, x),) = wrt.items()
+        out = {}
+        for o in self.call.of:
+            first = self._jac(ys[o], x, w)
+
+            def one(t: tf.Tensor, first: tf.Tensor = first, y: tf.Tensor = ys[o]) -> tf.Tensor:
+                return self._jac(self._directional(first, t, y), x, w)
+
+            out[calls.name(calls.HVP, o, w)] = self._swap(tf.vectorized_map(one, self._swap(tangent)))
+        return out
+
+    def _directional(self, first: tf.Tensor, t: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """J·t per row: J (N, *y, *x) and t (N, *x) -> (N, *y); or (*y, *x) and (*x) -> (*y)."""
+        if self.batch:
+            n = tf.shape(first)[0]
+            flat = tf.reshape(first, [n, tf.size(y) // n, -1]) * tf.reshape(t, [n, 1, -1])
+        else:
+            flat = tf.reshape(first, [tf.size(y), -1]) * tf.reshape(t, [1, -1])
+        return tf.reshape(tf.reduce_sum(flat, -1), tf.shape(y))
+
+
+def probe(card: Card, graph: Graph) -> dict[str, dict[str, str]]:
+    """For each floating output: the differentiable inputs (and VARIABLES) its gradient is not
+    defined in, with the op TensorFlow names. Built in a scratch graph: nothing runs."""
+    undefined: dict[str, dict[str, str]] = {}
+    with tf.Graph().as_default():
+        xs = {t.name: tf.compat.v1.placeholder(t.dtype, t.shape, name=t.name) for t in card.inputs}
+        ys, variables = _imported(graph, xs)
+        for out in (t for t in card.outputs if t.floating):
+            sources = {n: [xs[n]] for n in card.differentiable}
+            if variables:
+                sources[VARIABLES] = list(variables.values())
+            for name, source in sources.items():
+                try:
+                    tf.gradients(ys[out.name], source)
+                except LookupError as err:
+                    undefined.setdefault(out.name, {})[name] = _op_named(str(err))
+    return undefined
+
+
+def _imported(graph: Graph, xs: Tensors) -> tuple[Tensors, Tensors]:
+    """`graph(xs)` in a v1 graph, with placeholders for what it captures."""
+    stand_ins = {p: tf.compat.v1.placeholder(tf.resource, [], name="captured") for p, _ in graph.captured}
+    found = tf.graph_util.import_graph_def(
+        graph.graph_def,
+        input_map={graph.arguments[n]: x for n, x in xs.items()} | stand_ins,
+        return_elements=list(graph.outputs.values()),
+        name="model",
+    )
+    variables = {graph.variables[id(h)]: stand_ins[p] for p, h in graph.captured if id(h) in graph.variables}
+    return dict(zip(graph.outputs, found, strict=True)), variables
+
+
+# TensorFlow says it two ways, depending on where it finds out.
+_NO_GRADIENT = re.compile(
+    r"gradient registry has no entry for: (\w+)|No gradient defined for operation.*?op type: (\w+)"
+)
+
+
+def _op_named(message: str) -> str:
+    match = _NO_GRADIENT.search(message)
+    return (match.group(1) or match.group(2)) if match else message[:120]
+
