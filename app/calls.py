@@ -12,11 +12,13 @@ Products (K cotangents or tangents) sit after the row axis: (N, K, ...).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from app.catalog import VARIABLES, Card, Tensor
+from app.errors import InvalidInput, UndefinedGradient
 
 PREDICT = "predict"
 JACOBIAN = "jacobian"
@@ -119,3 +121,83 @@ def output_shapes(
 def output_bytes(shapes: dict[str, Shape], itemsizes: dict[str, int]) -> int:
     """Bytes of the engine's outputs; `itemsizes` by engine output name, 4 when not given."""
     return sum(int(np.prod(s)) * itemsizes.get(k, 4) for k, s in shapes.items())
+
+
+def _fail(loc: Sequence[str | int], msg: str) -> InvalidInput:
+    return InvalidInput(msg, [{"loc": list(loc), "msg": msg}])
+
+
+def choose_wrt(card: Card, op: str, wrt: Sequence[str] | None, default: Sequence[str] | None = None) -> tuple[str, ...]:
+    """What to differentiate in: named inputs (floating) and VARIABLES."""
+    if wrt is None:
+        chosen = tuple(default if default is not None else card.differentiable)
+    else:
+        chosen = tuple(dict.fromkeys(wrt))
+    if not chosen:
+        raise _fail(["wrt"], f"wrt is empty; choose from {_choices(card)}")
+    dtypes = {t.name: t.dtype for t in card.inputs}
+    for w in chosen:
+        if w == VARIABLES and card.variables:
+            continue
+        if w in dtypes and w not in card.differentiable:
+            raise _fail(
+                ["wrt"], f"{w} is {dtypes[w]}: an integer input is not differentiable; choose from {_choices(card)}"
+            )
+        if w not in card.differentiable:
+            raise _fail(["wrt"], f"{w!r} is not an input of {card.name!r}; choose from {_choices(card)}")
+    if op in SECOND_ORDER and (len(chosen) != 1 or chosen[0] == VARIABLES):
+        raise _fail(
+            ["wrt"], f"{op} takes exactly one input in wrt (not {VARIABLES!r}); choose from {card.differentiable}"
+        )
+    return chosen
+
+
+def _choices(card: Card) -> list[str]:
+    return [*card.differentiable, *([VARIABLES] if card.variables else [])]
+
+
+def choose_of(card: Card, of: Sequence[str] | None, wrt: tuple[str, ...]) -> tuple[str, ...]:
+    """Which outputs: named floating outputs, each with a gradient defined in every wrt. By
+    default, every floating output whose gradients are defined."""
+    floating = [t.name for t in card.outputs if t.floating]
+    if of is None:
+        chosen = tuple(o for o in floating if all(card.gradient_defined(o, w) for w in wrt))
+        if not chosen:
+            raise _undefined(card, floating[0] if floating else "", wrt)
+        return chosen
+    chosen = tuple(dict.fromkeys(of))
+    names = {t.name: t for t in card.outputs}
+    for o in chosen:
+        if o not in names:
+            raise _fail(["of"], f"{o!r} is not an output of {card.name!r}; its floating outputs are {floating}")
+        if not names[o].floating:
+            raise _fail(["of"], f"output {o} is {names[o].dtype}: not differentiable; choose from {floating}")
+        if not all(card.gradient_defined(o, w) for w in wrt):
+            raise _undefined(card, o, wrt)
+    if not chosen:
+        raise _fail(["of"], f"of is empty; choose from {floating}")
+    return chosen
+
+
+def _undefined(card: Card, o: str, wrt: tuple[str, ...]) -> UndefinedGradient:
+    bad = {w: op for w, op in card.undefined.get(o, {}).items() if w in wrt}
+    if not bad:
+        return UndefinedGradient(f"Model {card.name!r} has no floating output to differentiate", [])
+    pairs = "; ".join(f"∂{o}/∂{w} passes through {op}" for w, op in bad.items())
+    msg = (
+        f"TensorFlow defines no gradient for an op on this path of {card.name!r}: {pairs} "
+        "(found when the model loaded). Ask for other outputs (of) or inputs (wrt)."
+    )
+    return UndefinedGradient(msg, [{"loc": ["of"], "msg": msg}])
+
+
+def label(op: str, model: str) -> str:
+    """A metric's operation label: the built-in operation's name, or `<model>.<operation>`."""
+    return f"{model}.{Call.decode(op).op}" if is_call(op) else op
+
+
+def default_call(card: Card, op: str) -> Call:
+    """The call a request naming no wrt or of makes (its products' inputs or outputs aside)."""
+    wrt = choose_wrt(card, op, None) if op != PREDICT else ()
+    of = choose_of(card, None, wrt) if op != PREDICT else ()
+    return Call(op, wrt, of, stack=card.batch)

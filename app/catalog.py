@@ -6,7 +6,7 @@ repository (`app.engine.repository`); every other layer reads them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FLOATING = ("float16", "bfloat16", "float32", "float64")
 VARIABLES = "variables"  # the `wrt` name of a model's trainable variables
@@ -44,3 +44,13 @@ class Card:
 
     def gradient_defined(self, output: str, wrt: str) -> bool:
         return wrt not in self.undefined.get(output, {})
+
+
+def card_from_dict(d: dict[str, Any]) -> Card:
+    """A card as the engines report it (`dataclasses.asdict`, through JSON) back into a Card."""
+
+    def tensors(rows: list[dict[str, Any]]) -> tuple[Tensor, ...]:
+        return tuple(Tensor(r["name"], r["dtype"], tuple(r["shape"])) for r in rows)
+
+    fields = {k: d[k] for k in ("name", "version", "state", "reason", "batch", "undefined") if k in d}
+    return Card(**fields, inputs=tensors(d["inputs"]), outputs=tensors(d["outputs"]), variables=tensors(d["variables"]))

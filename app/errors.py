@@ -125,3 +125,22 @@ class DeadlineExceeded(ServiceError):
 
     status = 504
     code = "deadline_exceeded"
+
+
+class ModelUnavailable(ServiceError):
+    """503: a repository model that failed to load; the message says why."""
+
+    status = 503
+    code = "model_unavailable"
+
+
+class UndefinedGradient(InvalidInput):
+    """422: a derivative through an op TensorFlow defines no gradient for (found at load)."""
+
+    code = "undefined_gradient"
+
+
+class ModelRefused(InvalidInput):
+    """422: the model's own graph refused these inputs (an index out of range, a failed assertion)."""
+
+    code = "model_refused_input"

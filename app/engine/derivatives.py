@@ -10,6 +10,7 @@ lets callers check that.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,11 +21,14 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
-from app.config import Settings
 from app import calls
+from app.catalog import Card
+from app.config import Settings
 from app.engine import kernels, models, repository, signatures
+from app.errors import InvalidInput, ModelRefused
 from app.ops import BUILTIN, OPERATIONS, XLA_MAX_OUTPUT_BYTES, rows_output_bytes
 
+log = logging.getLogger("app.engine")
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
 
 _DEFAULTS = Settings.model_fields  # one source for the XLA policy's defaults
@@ -148,17 +152,36 @@ class Engine:
             dtype = np.dtype(dtype_name)
             inputs = [np.ones(s, dtype) for s in OPERATIONS[op].input_shapes(1, 2, 3, 2).values()]
             self._graph[model, op, dtype_name](*inputs)  # not run_rows: warm-up is no request for XLA
+        for name, loaded in self.repository.items():
+            if loaded.card.state == "ready":
+                self._warm_up_model(name, loaded.card)
 
-    def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, *extra: np.ndarray, model: str = BUILTIN) -> Result:
+    def _warm_up_model(self, name: str, card: Card) -> None:
+        """Trace and run each operation's default call (every differentiable input, every output
+        with a defined gradient) on example inputs of two rows."""
+        inputs = repository.example_inputs(card, batch=2 if card.batch else 1)
+        for op in calls.OPERATIONS:
+            try:
+                call = calls.default_call(card, op)
+            except InvalidInput:  # e.g. a Hessian of a model with two inputs needs its choice
+                continue
+            rows = [np.asarray(x) if card.batch else np.asarray(x)[None] for x in inputs.values()]
+            rows += [np.zeros((len(rows[0]), 1, *shape), dtype) for shape, dtype in _product_rows(card, call)]
+            try:
+                self.run_call(name, call, tuple(rows))
+            except ModelRefused as err:  # its example inputs are not valid for it: traced, at least
+                log.info("warming up %s %s on example inputs: %s", name, op, err.message)
+
+    def run_rows(self, op: str, *rows: np.ndarray, model: str = BUILTIN) -> Result:
         """Run operation `op` of `model` on rows Xr: (N, A, F), Yr: (N, F) and the op's other
         inputs, all of one float dtype; returns the op's engine outputs (app.ops). For a
         repository model, `op` is an encoded `app.calls.Call` and the rows are its arrays."""
         if calls.is_call(op):
-            return self.run_call(model, calls.Call.decode(op), (Xr, Yr, *extra))
-        fn_key = (model, op, Xr.dtype.name)
-        args = (Xr, Yr, *extra)
+            return self.run_call(model, calls.Call.decode(op), rows)
+        fn_key = (model, op, rows[0].dtype.name)
+        args = rows
         if self.xla:
-            n = len(Xr)
+            n = len(rows[0])
             padded = _pad_rows(args, _next_power_of_two(n))
             shape_key = (*fn_key, *(a.shape for a in padded))
             if shape_key in self._compiled:
@@ -169,8 +192,12 @@ class Engine:
         return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(out["W"]))
 
     def run_call(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]) -> Result:
-        """One call of a repository model on its row arrays (`app.calls`)."""
-        out = self.call_function(model, call)(*rows)
+        """One call of a repository model on its row arrays (`app.calls`). What its graph refuses
+        (an index out of range, a failed assertion) is the request's fault: `ModelRefused`."""
+        try:
+            out = self.call_function(model, call)(*rows)
+        except tf.errors.InvalidArgumentError as err:
+            raise ModelRefused(f"Model {model!r} refused these inputs: {_reason(err.message)}") from None
         first = next(iter(out.values()))
         return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(first))
 
@@ -240,6 +267,27 @@ def as_tensor(a: np.ndarray) -> tf.Tensor:
     ):
         return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
     return tf.constant(a)
+
+
+_NOT_REASONS = ("Graph execution error", "Detected at node", "<stack traces", "[[")
+
+
+def _reason(message: str) -> str:
+    """What TensorFlow says was wrong ('indices[0] = 7 is not in [0, 3)'), without its node
+    names, stack notes and function names."""
+    lines = [line.strip() for line in message.splitlines()]
+    found = [line for line in lines if line and not line.startswith(_NOT_REASONS)]
+    return (found[0] if found else "an invalid argument").split(" [Op:")[0][:300]
+
+
+def _product_rows(card: Card, call: calls.Call) -> list[tuple[tuple[int, ...], str]]:
+    """Per-row shapes (unknown sizes as 1) and dtypes of a call's cotangents or tangents."""
+    tensors = {t.name: t for t in card.inputs + card.outputs}
+    found = []
+    for n in call.product_names():
+        t = tensors[n]
+        found.append((tuple(1 if d is None else d for d in calls.row_shape(card, t)), t.dtype))
+    return found
 
 
 def _flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:

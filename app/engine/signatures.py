@@ -23,8 +23,8 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from app import calls
-from app.calls import VARIABLES, Call
-from app.catalog import Card
+from app.calls import Call
+from app.catalog import VARIABLES, Card
 
 log = logging.getLogger("app.engine")
 Tensors = dict[str, tf.Tensor]
@@ -83,7 +83,8 @@ def _inlined(signature: Any) -> Any:
 
 def _grads(ys: Any, xs: Any, grad_ys: Any = None) -> list[tf.Tensor]:
     # A path only through ops with no gradient (tf.round) is a derivative of zeros, not None.
-    return tf.gradients(ys, xs, grad_ys=grad_ys, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    found: list[tf.Tensor] = tf.gradients(ys, xs, grad_ys=grad_ys, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return found
 
 
 def jacobian(y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
@@ -185,7 +186,8 @@ class Kernel:
         def one(ts: list[tf.Tensor]) -> list[tf.Tensor]:
             return _grads(g, u, grad_ys=ts)
 
-        return tf.vectorized_map(one, tangents)  # type: ignore[no-any-return]
+        found: list[tf.Tensor] = tf.vectorized_map(one, tangents)
+        return found
 
     def _swap(self, t: tf.Tensor) -> tf.Tensor:
         """(N, K, ...) <-> (K, N, ...) for a batch model; a model of one row has K first already."""
@@ -264,4 +266,3 @@ _NO_GRADIENT = re.compile(
 def _op_named(message: str) -> str:
     match = _NO_GRADIENT.search(message)
     return (match.group(1) or match.group(2)) if match else message[:120]
-

@@ -17,7 +17,7 @@ from fastapi_offline import FastAPIOffline
 
 from app import lifeline
 from app.config import Settings, get_settings
-from app.http import catalog, openapi
+from app.http import catalog, models, openapi
 from app.http.handlers import install_handlers
 from app.http.observability import Metrics, RequestObserver
 from app.http.routes import compute_router, router
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     app.include_router(compute_router())
     app.include_router(catalog.router)
+    app.include_router(models.router)  # after the built-in models' routes under /models
     app.include_router(router)
     for v2_router in inference_routes.routers():
         app.include_router(v2_router)

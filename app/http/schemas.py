@@ -229,3 +229,27 @@ class ModelCard(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelCard]
+
+
+class ModelRequest(BaseModel):
+    """A request to one operation of a repository model: its inputs by name, as its signature
+    says (GET /models/{name}), and what to differentiate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any] = Field(description="Each input of the signature, by name: nested lists of numbers.")
+    wrt: list[str] | None = Field(
+        None,
+        description='Inputs to differentiate in, and/or "variables" (its trainable variables); '
+        "default: every differentiable input. Hessians and HVPs take exactly one input.",
+    )
+    of: list[str] | None = Field(
+        None, description="Outputs to differentiate; default: every floating output (for vjp, the cotangents')."
+    )
+    cotangents: dict[str, Any] | None = Field(
+        None, description="vjp: {output: array shaped like it}, with an optional leading K axis."
+    )
+    tangents: dict[str, Any] | None = Field(
+        None, description="jvp and hvp: {input: array shaped like it}, with an optional leading K axis."
+    )
+    sum_batch: bool = Field(False, description="vjp: sum over the batch (a batch model's examples).")

@@ -4,7 +4,7 @@ the domain exception the worker raises (`Refusal.exception`), with what its mess
 
 worker → engine: `Compute`, `Release`, `StatusQuery`;
 engine → worker: `Answer` (arrays in the payload), `SharedAnswer` (in the worker's segment),
-`Status`, and the refusals `MemoryRefused`, `OverloadedRefused`, `EngineFailed`.
+`Status`, and the refusals `MemoryRefused`, `OverloadedRefused`, `EngineFailed`, `InputRefused`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.errors import MemoryBusy, Overloaded
+from app.errors import MemoryBusy, ModelRefused, Overloaded
 
 ArraySpec = tuple[str, list[int]]  # dtype, shape
 Entry = tuple[str, str, list[int], int]  # name, dtype, shape, offset in a segment (`app.ipc.shm.Layout`)
@@ -151,9 +151,30 @@ class EngineFailed(Refusal):
         return RuntimeError(f"engine error: {self.message}")
 
 
-Refused = MemoryRefused | OverloadedRefused | EngineFailed
+@dataclass(frozen=True)
+class InputRefused(Refusal):
+    """A repository model's graph refused the request's inputs (`ModelRefused`, a 422)."""
+
+    id: int
+    message: str
+    kind: Literal["input_refused"] = "input_refused"
+
+    def exception(self) -> Exception:
+        return ModelRefused(self.message)
+
+
+Refused = MemoryRefused | OverloadedRefused | EngineFailed | InputRefused
 Message = (
-    Compute | Release | StatusQuery | Status | Answer | SharedAnswer | MemoryRefused | OverloadedRefused | EngineFailed
+    Compute
+    | Release
+    | StatusQuery
+    | Status
+    | Answer
+    | SharedAnswer
+    | MemoryRefused
+    | OverloadedRefused
+    | EngineFailed
+    | InputRefused
 )
 _TYPES: tuple[type[Message], ...] = (
     Compute,
@@ -165,6 +186,7 @@ _TYPES: tuple[type[Message], ...] = (
     MemoryRefused,
     OverloadedRefused,
     EngineFailed,
+    InputRefused,
 )
 _KINDS: dict[str, Any] = {cls.kind: cls for cls in _TYPES}
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from app import calls
+from app.errors import ModelRefused
 from app.ops import BUILTIN, Computed
 from app.scheduling.ledger import Ledger
 from app.scheduling.policy import BatchStats, Job, Scheduler, split_rows, stack_rows
@@ -122,12 +124,18 @@ class Batcher:
             result, seconds = await loop.run_in_executor(self._executor, self._timed, batch[0], stack_rows(batch))
             answers = list(split_rows(batch, result.arrays))
         except Exception as err:  # delivered to each waiting request, mapped to a status there
+            if isinstance(err, ModelRefused) and len(batch) > 1:  # a model refused someone's inputs: whose?
+                for job in batch:
+                    await self._run(loop, [job])
+                return
             for job in batch:
                 if not job.future.done():
                     job.future.set_exception(err)
             return
         if self._on_batch:
-            self._on_batch(BatchStats(batch[0].op, sum(j.n for j in batch), len(batch), seconds))
+            self._on_batch(
+                BatchStats(calls.label(batch[0].op, batch[0].model), sum(j.n for j in batch), len(batch), seconds)
+            )
         for job, arrays in answers:
             if not job.future.done():
                 job.future.set_result((arrays, result.device))

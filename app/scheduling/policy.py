@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from app import calls
 from app.errors import MemoryBusy, Overloaded
 from app.ops import rows_output_bytes
 from app.scheduling.ledger import Ledger
@@ -49,6 +50,9 @@ def stackable(job: Job) -> bool:
     """Small enough to share a call. Big requests run alone: stacking them saves nothing that
     shows (their call is compute-bound) and would lift TensorFlow's peak past their memory
     claims (pfor's intermediates double for a stack of rows; app.service.budget)."""
+    if calls.is_call(job.op):  # a repository model's: only when its examples are independent
+        call = calls.Call.decode(job.op)
+        return call.stack and job.n * call.row_bytes <= STACK_MAX_BYTES
     return rows_output_bytes(job.op, job.rows, job.model) <= STACK_MAX_BYTES
 
 
@@ -78,6 +82,9 @@ def stack_rows(batch: list[J]) -> tuple[np.ndarray, ...]:
 def split_rows(batch: list[J], arrays: dict[str, np.ndarray]) -> Iterator[tuple[J, dict[str, np.ndarray]]]:
     """Each job with its rows of the batch's outputs (views). Outputs whose row count is not the
     batch's are an engine defect, refused rather than handed out misaligned."""
+    if len(batch) == 1:  # its outputs as they are (a summed or one-row answer has no row axis to split)
+        yield batch[0], arrays
+        return
     rows = sum(j.n for j in batch)
     wrong = {name: a.shape for name, a in arrays.items() if a.shape[:1] != (rows,)}
     if wrong:

@@ -31,14 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from app import lifeline
+from app import calls, lifeline
 from app.config import Settings, get_settings
-from app.errors import Overloaded
+from app.errors import ModelRefused, Overloaded
 from app.ipc import shm, wire
 from app.ipc.messages import (
     Answer,
     Compute,
     EngineFailed,
+    InputRefused,
     MemoryRefused,
     Message,
     OverloadedRefused,
@@ -163,6 +164,13 @@ class EngineLoop:
         try:
             result = self.engine.run_rows(batch[0].op, *stack_rows(batch), model=batch[0].model)
             answers = list(split_rows(batch, result.arrays))
+        except ModelRefused as err:  # a repository model refused some request's inputs: find whose
+            if len(batch) > 1:
+                for job in batch:
+                    self.run_batch([job])
+            else:
+                self.fail(batch[0], InputRefused(batch[0].id, err.message))
+            return
         except Exception as err:  # the workers map it to a status; the engine keeps serving
             log.exception("engine call failed")
             for job in batch:
@@ -170,7 +178,9 @@ class EngineLoop:
             return
         seconds = time.perf_counter() - start
         workers = len({j.worker for j in batch})
-        self.metrics.observe(BatchStats(batch[0].op, sum(j.n for j in batch), len(batch), seconds, workers))
+        self.metrics.observe(
+            BatchStats(calls.label(batch[0].op, batch[0].model), sum(j.n for j in batch), len(batch), seconds, workers)
+        )
         for job, arrays in answers:
             self.answer(job, arrays, result.device, seconds)
 

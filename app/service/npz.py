@@ -27,8 +27,10 @@ from app.errors import InvalidInput, MalformedBody, TooLarge
 from app.service.problems import FLOAT_DTYPES
 
 
-def read(body: bytes, names: tuple[str, ...], max_bytes: int) -> dict[str, np.ndarray]:
-    """The float arrays `names` of an .npz body, exactly those; 400/413/422 with the reason."""
+def read(body: bytes, names: tuple[str, ...] | None, max_bytes: int) -> dict[str, np.ndarray]:
+    """The float arrays `names` of an .npz body, exactly those; 400/413/422 with the reason.
+    With `names` None, every member, of any numeric dtype (a repository model's, checked by
+    `app.service.models` against its signature)."""
     if not body:
         raise MalformedBody("The request body is empty; send an .npz archive holding X and Y")
     if body[:6] == b"\x93NUMPY":
@@ -41,10 +43,14 @@ def read(body: bytes, names: tuple[str, ...], max_bytes: int) -> dict[str, np.nd
         return _read_members(body, archive, names, max_bytes)
 
 
+NUMERIC_KINDS = "iuf"
+
+
 def _read_members(
-    body: bytes, archive: zipfile.ZipFile, names: tuple[str, ...], max_bytes: int
+    body: bytes, archive: zipfile.ZipFile, expected: tuple[str, ...] | None, max_bytes: int
 ) -> dict[str, np.ndarray]:
     members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+    names = tuple(members) if expected is None else expected
     missing = [n for n in names if n not in members]
     unknown = sorted(set(members) - set(names))
     if missing or unknown:
@@ -68,7 +74,9 @@ def _read_members(
                     a = np.lib.format.read_array(member, allow_pickle=False)
         except (ValueError, OSError, EOFError, struct.error, zipfile.BadZipFile) as err:
             raise MalformedBody(f"npz member {name} is not a readable array ({err})") from None
-        if a.dtype.name not in FLOAT_DTYPES:
+        if expected is None and a.dtype.kind not in NUMERIC_KINDS:
+            raise InvalidInput(f"npz member {name} has dtype {a.dtype}; members must be numbers (integer or float)")
+        if expected is not None and a.dtype.name not in FLOAT_DTYPES:
             raise InvalidInput(f"{name} has dtype {a.dtype}; npz arrays must be float32 or float64")
         arrays[name] = a
     return arrays

@@ -1,0 +1,122 @@
+"""POST /models/{name}/{operation}: every derivative of every repository model, JSON or npz in
+and out. The request is read here and checked against the model's card by the service
+(`app.service.models`); the model's own routes and schemas on the docs page come from the same
+cards (`app.http.model_docs`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from app import calls
+from app.catalog import Card, card_from_dict
+from app.errors import InvalidInput, MalformedBody, NotReady, UnknownModel, UnsupportedMediaType
+from app.http import runtime
+from app.http.auth import check_api_key
+from app.http.hangup import unless_disconnected
+from app.http.reading import media_type, query_flag, read_body, wants_npz
+from app.http.responses import respond
+from app.http.routes import PlainRoute
+from app.http.schemas import ModelRequest
+from app.service import codec, npz
+from app.service import models as service_models
+from app.service.codec import validation_details
+from app.service.outputs import Encoding
+
+router = APIRouter(route_class=PlainRoute)
+MEMBER_SEP = "/"  # npz members: inputs/x, cotangents/y; answers: outputs/y, jacobian/y/x
+
+
+def repository_card(request: Request, name: str) -> Card:
+    engines = runtime.runtime(request).engines
+    cards = None if engines is None else engines.cards()
+    if cards is None:
+        raise NotReady("The service is still loading its models; retry shortly")
+    for card in cards:
+        if card["name"] == name:
+            return card_from_dict(card)
+    raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models served")
+
+
+async def model_operation(request: Request) -> Response:
+    name, operation = request.path_params["name"], request.path_params["operation"]
+    service = runtime.service(request)
+    settings = service.settings
+    check_api_key(request, settings)
+    card = repository_card(request, name)
+    if operation not in calls.OPERATIONS:
+        raise UnknownModel(f"Model {name!r} has no operation {operation!r}; it has {', '.join(calls.OPERATIONS)}")
+    media = media_type(request)
+    if media not in (codec.JSON, codec.NPZ):
+        raise UnsupportedMediaType(
+            f"Content-Type {media or '(none)'!r} is not supported; send {codec.JSON} or {codec.NPZ}"
+        )
+    body = await read_body(request, settings.max_request_bytes)
+    fields = _npz_fields(request, body, settings.max_request_bytes) if media == codec.NPZ else _json_fields(body)
+    problem = service_models.problem(card, operation, **fields)
+    as_npz = wants_npz(request.headers.get("accept"))
+    s = settings
+    out = Encoding.chosen(as_npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
+    answer = await unless_disconnected(request, service_models.serve(settings, service.batcher, problem, out))
+    if as_npz:
+        members = {k.replace(calls.SEP, MEMBER_SEP): a for k, a in answer.arrays.items()}
+        return await respond(answer, lambda: npz.write(members, answer.meta), codec.NPZ)
+    tree = service_models.nested({k: np.ascontiguousarray(a) for k, a in answer.arrays.items()})
+    return await respond(answer, lambda: _json(tree, answer.meta), codec.JSON)
+
+
+def _json(tree: dict[str, Any], meta: dict[str, Any]) -> bytes:
+    return orjson.dumps({**tree, **meta}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _json_fields(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise MalformedBody('The request body is empty; send a JSON object with "inputs"')
+    try:
+        req = ModelRequest.model_validate_json(body)
+    except ValidationError as err:
+        details = validation_details(err)
+        if any(e["type"] == "json_invalid" for e in err.errors()):
+            raise MalformedBody(f"The request body is not valid JSON: {details[0]['msg']}", details) from None
+        summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
+        raise InvalidInput(f"The request does not match the schema: {summary}", details) from None
+    return req.model_dump()
+
+
+GROUPS = ("inputs", "cotangents", "tangents")
+
+
+def _npz_fields(request: Request, body: bytes, limit: int) -> dict[str, Any]:
+    """Members `inputs/<name>`, `cotangents/<output>`, `tangents/<input>`; wrt, of and sum_batch
+    in the query (`?wrt=x&wrt=variables&of=y&sum_batch=true`)."""
+    groups: dict[str, dict[str, Any]] = {g: {} for g in GROUPS}
+    for member, a in npz.read(body, None, limit).items():
+        group, _, name = member.partition(MEMBER_SEP)
+        if group not in groups or not name:
+            raise InvalidInput(
+                f"npz member {member!r} is not one of inputs/<name>, cotangents/<output>, tangents/<input>"
+            )
+        groups[group][name] = a
+    query = request.query_params
+    return {
+        "inputs": groups["inputs"],
+        "cotangents": groups["cotangents"] or None,
+        "tangents": groups["tangents"] or None,
+        "wrt": _listed(query.getlist("wrt")),
+        "of": _listed(query.getlist("of")),
+        "sum_batch": query_flag(request, "sum_batch"),
+    }
+
+
+def _listed(values: list[str]) -> list[str] | None:
+    """?wrt=a&wrt=b or ?wrt=a,b."""
+    names = [n for v in values for n in v.split(",") if n]
+    return names or None
+
+
+router.add_api_route("/models/{name}/{operation}", model_operation, methods=["POST"], include_in_schema=False)

@@ -1,0 +1,320 @@
+"""A repository model's request, checked against its card before any work (`ModelProblem`), and
+its computation: size limits, the memory claim, the engine call (an `app.calls.Call`) and the
+answer shaped as served. No web imports, no TensorFlow.
+
+Served shapes: a batch model's arrays keep the client's batch axis B, and products the client's
+leading K axis (dropped when it sent none); a model without a batch axis gets the Jacobian of its
+whole output in its whole input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from app import calls
+from app.calls import Call
+from app.catalog import Card, Tensor
+from app.config import Settings
+from app.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelUnavailable,
+    OverMemoryBudget,
+)
+from app.service.dataplane import Submits
+from app.service.outputs import Encoding, check_output_size, ensure_finite
+from app.service.problems import finite_as
+
+OUTPUTS = "outputs"
+JSON_BYTES_PER_NUMBER = 26
+OVERHEAD = 1 << 20
+
+
+def _fail(loc: Sequence[str | int], msg: str) -> InvalidInput:
+    return InvalidInput(msg, [{"loc": list(loc), "msg": msg}])
+
+
+@dataclass(frozen=True)
+class ModelProblem:
+    card: Card
+    call: Call
+    rows: tuple[np.ndarray, ...]  # the engine's row arrays (`app.calls`)
+    batch: int | None  # B, for a batch model
+    K: int | None  # products per row; None when the client sent no K axis
+    input_rows: dict[str, tuple[int, ...]]  # each input's shape per row
+    output_rows: dict[str, tuple[int, ...]]  # each output's shape per row (unknown sizes as 1)
+
+    @property
+    def k(self) -> int:
+        return self.K or 1
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.rows[0].shape[0])
+
+
+def ready(card: Card) -> Card:
+    if card.state != "ready":
+        raise ModelUnavailable(f"Model {card.name!r} (version {card.version}) did not load: {card.reason}")
+    return card
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return "[" + ", ".join("any" if d is None else str(d) for d in shape) + "]"
+
+
+def _tensor_text(t: Tensor) -> str:
+    return f"{t.name} ({t.dtype}, shape {_shape_text(t.shape)})"
+
+
+def array_for(t: Tensor, value: Any, loc: Sequence[str | int]) -> np.ndarray:
+    """A JSON value or npz member as the signature's dtype: a floating input takes numbers (cast,
+    checked finite), an integer input integers only."""
+    what = ".".join(map(str, loc))
+    if t.floating:
+        if isinstance(value, np.ndarray) and value.dtype.kind not in "iuf":
+            raise _fail(loc, f"{what} has dtype {value.dtype}; {t.name} takes numbers ({t.dtype})")
+        return finite_as(value, what, t.dtype)
+    try:
+        a = np.asarray(value)
+    except ValueError:
+        raise _fail(loc, f"{what} is ragged: every row must have the same length") from None
+    if a.dtype == object:
+        raise _fail(loc, f"{what} is ragged: every row must have the same length")
+    if a.dtype.kind not in "iu" and not (a.size == 0 and a.dtype.kind == "f"):
+        raise _fail(loc, f"{what} must hold integers: {t.name} is {t.dtype}")
+    info = np.iinfo(t.dtype)
+    if a.size and (a.min() < info.min or a.max() > info.max):
+        raise _fail(loc, f"{what} has entries outside {t.dtype}'s range [{info.min}, {info.max}]")
+    return a.astype(t.dtype, copy=False)
+
+
+def _check_shape(t: Tensor, a: np.ndarray, loc: Sequence[str | int], lead: int = 0) -> None:
+    """`a` shaped as `t` says (after `lead` axes of the client's, such as K)."""
+    shape = a.shape[lead:]
+    ok = len(shape) == len(t.shape) and all(d is None or d == s for d, s in zip(t.shape, shape, strict=True))
+    if not ok:
+        raise _fail(
+            loc,
+            f"{'.'.join(map(str, loc))} has shape {list(a.shape)} but {t.name} must be shaped "
+            f"{_shape_text(t.shape)}" + (" with a leading K axis" if lead else ""),
+        )
+
+
+def read_inputs(card: Card, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    names = [t.name for t in card.inputs]
+    missing = [n for n in names if n not in given]
+    unknown = sorted(set(given) - set(names))
+    if missing or unknown:
+        signature = ", ".join(_tensor_text(t) for t in card.inputs)
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(unknown)}"] if unknown else []
+        )
+        raise _fail(["inputs"], f"Model {card.name!r} takes inputs {signature}; {'; '.join(parts)}")
+    arrays = {}
+    for t in card.inputs:
+        a = array_for(t, given[t.name], ["inputs", t.name])
+        _check_shape(t, a, ["inputs", t.name])
+        if a.size == 0:
+            raise _fail(["inputs", t.name], f"inputs.{t.name} is empty (shape {list(a.shape)})")
+        arrays[t.name] = a
+    if card.batch:
+        sizes = {n: a.shape[0] for n, a in arrays.items()}
+        if len(set(sizes.values())) > 1:
+            raise _fail(["inputs"], f"the inputs' batch sizes differ: {sizes}; every input needs one row per example")
+    return arrays
+
+
+def _products(
+    card: Card, given: Mapping[str, Any], field: str, tensors: dict[str, Tensor], batch: int | None
+) -> tuple[dict[str, np.ndarray], int | None]:
+    """Cotangents (shaped like outputs) or tangents (like inputs), each with an optional leading
+    K axis (the same for all), as the engine's rows: (B, K, ...) or (1, K, ...)."""
+    arrays, ks = {}, set()
+    for name, value in given.items():
+        t = tensors[name]
+        a = array_for(t, value, [field, name])
+        has_k = a.ndim == len(t.shape) + 1
+        _check_shape(t, a, [field, name], lead=int(has_k))
+        if card.batch and a.shape[int(has_k)] != batch:
+            raise _fail([field, name], f"{field}.{name} has {a.shape[int(has_k)]} examples but the inputs have {batch}")
+        ks.add(a.shape[0] if has_k else None)
+        if has_k and a.shape[0] == 0:
+            raise _fail([field, name], f"{field}.{name} has K = 0; send at least one")
+        k_first = a if has_k else a[None]
+        arrays[name] = np.ascontiguousarray(np.moveaxis(k_first, 0, 1)) if card.batch else k_first[None]
+    if len(ks) > 1:
+        raise _fail([field], f"the {field} disagree on K (the leading axis): some have it, or it differs")
+    return arrays, ks.pop() if ks else None
+
+
+def problem(
+    card: Card,
+    op: str,
+    inputs: Mapping[str, Any],
+    wrt: Sequence[str] | None = None,
+    of: Sequence[str] | None = None,
+    cotangents: Mapping[str, Any] | None = None,
+    tangents: Mapping[str, Any] | None = None,
+    sum_batch: bool = False,
+) -> ModelProblem:
+    ready(card)
+    arrays = read_inputs(card, inputs)
+    batch = next(iter(arrays.values())).shape[0] if card.batch else None
+    outputs = {t.name: t for t in card.outputs}
+    products: dict[str, np.ndarray] = {}
+    K = None
+    _refuse_extra(op, cotangents, tangents, sum_batch, card)
+    if op == calls.PREDICT:
+        chosen_wrt: tuple[str, ...] = ()
+        chosen_of: tuple[str, ...] = ()
+    elif op == calls.VJP:
+        if not cotangents:
+            raise _fail(
+                ["cotangents"], f"vjp needs cotangents: {{output: array shaped like it}}, outputs {list(outputs)}"
+            )
+        for o in cotangents:
+            if o not in outputs or not outputs[o].floating:
+                floating = [t.name for t in card.outputs if t.floating]
+                raise _fail(
+                    ["cotangents", o], f"{o!r} is not a floating output of {card.name!r}; choose from {floating}"
+                )
+        chosen_wrt = calls.choose_wrt(card, op, wrt)
+        chosen_of = calls.choose_of(card, of if of is not None else list(cotangents), chosen_wrt)
+        if set(chosen_of) != set(cotangents):
+            raise _fail(["cotangents"], f"cotangents must be given for exactly the outputs in of: {list(chosen_of)}")
+        products, K = _products(card, {o: cotangents[o] for o in chosen_of}, "cotangents", outputs, batch)
+    elif op in (calls.JVP, calls.HVP):
+        if not tangents:
+            raise _fail(["tangents"], f"{op} needs tangents: {{input: array shaped like it}}")
+        chosen_wrt = calls.choose_wrt(card, op, wrt, default=list(tangents))
+        if set(tangents) != set(chosen_wrt):
+            raise _fail(["tangents"], f"tangents must be given for exactly the inputs in wrt: {list(chosen_wrt)}")
+        chosen_of = calls.choose_of(card, of, chosen_wrt)
+        given = {t.name: t for t in card.inputs}
+        products, K = _products(card, {w: tangents[w] for w in chosen_wrt}, "tangents", given, batch)
+    else:
+        chosen_wrt = calls.choose_wrt(card, op, wrt)
+        chosen_of = calls.choose_of(card, of, chosen_wrt)
+    rows = tuple(a if card.batch else a[None] for a in arrays.values()) + tuple(products.values())
+    input_rows = {t.name: tuple(arrays[t.name].shape[1:] if card.batch else arrays[t.name].shape) for t in card.inputs}
+    # An output size the signature leaves open counts as 1: the limits see the known part only.
+    output_rows = {t.name: tuple(1 if d is None else d for d in calls.row_shape(card, t)) for t in card.outputs}
+    call = Call(op, chosen_wrt, chosen_of, sum_batch, stack=card.batch and not sum_batch)
+    per_row = calls.output_shapes(card, call, 1, K or 1, input_rows, output_rows)
+    call = replace(call, row_bytes=calls.output_bytes(per_row, _itemsizes(card, per_row)))
+    return ModelProblem(card, call, rows, batch, K, input_rows, output_rows)
+
+
+def _refuse_extra(op: str, cotangents: Any, tangents: Any, sum_batch: bool, card: Card) -> None:
+    if cotangents and op != calls.VJP:
+        raise _fail(["cotangents"], f"cotangents are for vjp; {op} takes none")
+    if tangents and op not in (calls.JVP, calls.HVP):
+        raise _fail(["tangents"], f"tangents are for jvp and hvp; {op} takes none")
+    if sum_batch and op != calls.VJP:
+        raise _fail(["sum_batch"], f"sum_batch is for vjp; {op} takes none")
+    if sum_batch and not card.batch:
+        raise _fail(["sum_batch"], f"sum_batch needs a batch model; {card.name!r} has no batch axis")
+
+
+def _itemsizes(card: Card, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Bytes per number of each engine output: an output's dtype, a derivative in its source's."""
+    size = {t.name: np.dtype(t.dtype).itemsize for t in card.inputs + card.outputs + card.variables}
+    found = {}
+    for key in shapes:
+        parts = key.split(calls.SEP)
+        source = parts[1] if parts[0] in (OUTPUTS, calls.VJP) else parts[-1]
+        if parts[0] == calls.JVP:
+            source = parts[1]
+        found[key] = size.get(source, 4)
+    return found
+
+
+def engine_shapes(p: ModelProblem) -> dict[str, tuple[int, ...]]:
+    return calls.output_shapes(p.card, p.call, p.n_rows, p.k, p.input_rows, p.output_rows)
+
+
+def estimate(p: ModelProblem, npz: bool) -> int:
+    """Peak bytes while it runs: the inputs (parsed, stacked, TensorFlow's copy), TensorFlow's
+    peak as a multiple of the outputs, and the encoded answer."""
+    shapes = engine_shapes(p)
+    out = calls.output_bytes(shapes, _itemsizes(p.card, shapes))
+    given = sum(a.nbytes for a in p.rows)
+    elements = sum(int(np.prod(s)) for s in shapes.values())
+    encoded = 0 if npz else elements * JSON_BYTES_PER_NUMBER
+    return 4 * given + int(TF_PEAK * (out + given)) + out + encoded + OVERHEAD
+
+
+TF_PEAK = 3.0  # a multiple of outputs and inputs: not yet measured for every model (bench.memory)
+
+
+@dataclass(frozen=True)
+class Answer:
+    arrays: dict[str, np.ndarray]  # as served, flat: "outputs|y", "jacobian|y|x", ...
+    meta: dict[str, Any]
+    release: Callable[[], None]
+
+
+async def serve(settings: Settings, batcher: Submits, p: ModelProblem, out: Encoding) -> Answer:
+    shapes = engine_shapes(p)
+    derivative = sum(int(np.prod(s)) for k, s in shapes.items() if not k.startswith(OUTPUTS))
+    sizes = (f"B={p.batch}, " if p.batch else "") + (f"K={p.K}, " if p.K else "")
+    check_output_size(p.call.op, derivative, f"{sizes}model {p.card.name}".strip(", "), out, _hint(p))
+    claim = estimate(p, out.npz)
+    if claim > settings.memory_budget_bytes:
+        raise OverMemoryBudget(
+            f"This request would need about {claim:,} bytes of memory while it runs, more than the "
+            f"service's whole memory budget of {settings.memory_budget_bytes:,} bytes "
+            f"(JACOBIAN_MEMORY_BUDGET_BYTES); {_hint(p).removeprefix(', or ')}{out.switch}"
+        )
+    try:
+        async with asyncio.timeout(settings.deadline_s):
+            computed = await batcher.submit(p.call.encode(), *p.rows, claim=claim, model=p.card.name)
+    except TimeoutError:
+        raise DeadlineExceeded(
+            f"The computation did not finish within {settings.deadline_s:g} s; send a smaller request"
+        ) from None
+    try:
+        ensure_finite(computed.arrays)
+        arrays = {k: _served(p, k, a) for k, a in computed.arrays.items()}
+    except BaseException:
+        computed.release()
+        raise
+    dtype = ", ".join(dict.fromkeys(t.dtype for t in p.card.outputs if t.floating)) or "none"
+    meta = {"model": p.card.name, "version": p.card.version, "dtype": dtype, "device": computed.device}
+    return Answer(arrays, meta, computed.release)
+
+
+def _hint(p: ModelProblem) -> str:
+    return ", or fewer examples, outputs (of) or inputs (wrt)" + (", or fewer products (K)" if p.K else "")
+
+
+def _served(p: ModelProblem, key: str, a: np.ndarray) -> np.ndarray:
+    """An engine output as the client gets it: the row axis of a one-row model dropped, K first
+    when the client sent K, dropped when it did not."""
+    kind = key.split(calls.SEP)[0]
+    if kind in (calls.VJP, calls.JVP, calls.HVP):
+        if kind == calls.VJP and p.call.sum_batch:
+            return a if p.K is not None else a[0]  # (K, ...)
+        a = np.moveaxis(a, 1, 0)  # (K, N, ...)
+        if not p.card.batch:
+            a = a[:, 0]
+        return a if p.K is not None else a[0]
+    return a if p.card.batch else a[0]
+
+
+def nested(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """{"outputs|y": a, "jacobian|y|x": b} -> {"outputs": {"y": a}, "jacobian": {"y": {"x": b}}}."""
+    tree: dict[str, Any] = {}
+    for key, a in arrays.items():
+        *path, leaf = key.split(calls.SEP)
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = a
+    return tree
