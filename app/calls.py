@@ -42,7 +42,14 @@ class Call:
     of: tuple[str, ...] = ()  # outputs
     sum_batch: bool = False  # vjp: summed over the rows, in the engine (no per-example gradients)
     stack: bool = True  # its rows may be stacked with other requests' (examples are independent)
-    row_bytes: int = 0  # what the engine returns per row: stacking is bounded by it
+    # What the engine returns: `row_bytes` per row and `fixed_bytes` whatever the rows (a sum
+    # over the batch), in `arrays` arrays. Stacking and the answer's shared memory are sized by them.
+    row_bytes: int = 0
+    fixed_bytes: int = 0
+    arrays: int = 0
+
+    def output_bytes(self, rows: int) -> int:
+        return self.fixed_bytes + rows * self.row_bytes
 
     @property
     def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
@@ -51,12 +58,13 @@ class Call:
 
     def encode(self) -> str:
         parts = [self.op, ",".join(self.wrt), ",".join(self.of), str(int(self.sum_batch)), str(int(self.stack))]
-        return PREFIX + SEP.join([*parts, str(self.row_bytes)])
+        return PREFIX + SEP.join([*parts, str(self.row_bytes), str(self.fixed_bytes), str(self.arrays)])
 
     @classmethod
     def decode(cls, text: str) -> Call:
-        op, wrt, of, sum_batch, stack, row_bytes = text.removeprefix(PREFIX).split(SEP)
-        return cls(op, _names(wrt), _names(of), sum_batch == "1", stack == "1", int(row_bytes))
+        op, wrt, of, sum_batch, stack, *sizes = text.removeprefix(PREFIX).split(SEP)
+        row_bytes, fixed_bytes, arrays = map(int, sizes)
+        return cls(op, _names(wrt), _names(of), sum_batch == "1", stack == "1", row_bytes, fixed_bytes, arrays)
 
     def inputs_wrt(self) -> tuple[str, ...]:
         return tuple(w for w in self.wrt if w != VARIABLES)

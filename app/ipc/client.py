@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from app import ops
+from app import calls, ops
 from app.config import Settings
 from app.errors import EngineUnavailable
 from app.ipc import shm, wire
@@ -146,8 +146,11 @@ class EngineClient:
 
     def _segment_for(self, op: str, model: str, rows: tuple[np.ndarray, ...]) -> shm.Segment | None:
         """A shared-memory segment for an answer too big for the socket."""
-        outputs = ops.OPERATIONS[op].engine_outputs(model)
-        nbytes = ops.rows_output_bytes(op, rows, model) + shm.ALIGN * len(outputs)
+        if calls.is_call(op):  # a repository model's call knows its sizes
+            call = calls.Call.decode(op)
+            nbytes = call.output_bytes(len(rows[0])) + shm.ALIGN * call.arrays
+        else:
+            nbytes = ops.rows_output_bytes(op, rows, model) + shm.ALIGN * len(ops.OPERATIONS[op].engine_outputs(model))
         if nbytes <= shm.INLINE_MAX:
             return None
         try:

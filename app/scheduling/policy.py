@@ -52,7 +52,7 @@ def stackable(job: Job) -> bool:
     claims (pfor's intermediates double for a stack of rows; app.service.budget)."""
     if calls.is_call(job.op):  # a repository model's: only when its examples are independent
         call = calls.Call.decode(job.op)
-        return call.stack and job.n * call.row_bytes <= STACK_MAX_BYTES
+        return call.stack and call.output_bytes(job.n) <= STACK_MAX_BYTES
     return rows_output_bytes(job.op, job.rows, job.model) <= STACK_MAX_BYTES
 
 

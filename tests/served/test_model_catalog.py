@@ -1,14 +1,19 @@
-"""GET /models under `python -m app`: the engine process loads the repository and the HTTP
-workers list its cards (carried in the engine's status), broken models with their reasons."""
+"""GET /models and POST /models/{name}/{operation} under `python -m app`: the engine process loads
+the repository and the HTTP workers list its cards (carried in the engine's status), broken models
+with their reasons; its operations through the engine process."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from examples import build_models
 from tests.support import servers
+
+NPZ = "application/x-npz"
 
 
 def test_the_engine_processes_models_are_listed_by_the_workers(tmp_path: Path) -> None:
@@ -33,3 +38,45 @@ def test_the_engine_processes_models_are_listed_by_the_workers(tmp_path: Path) -
         assert mlp["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 64]}]
         assert [v["shape"] for v in mlp["variables"]] == [[64, 256], [256], [256, 256], [256], [256, 16], [16]]
         assert httpx.get(server.url + "/models/broken", timeout=30).json()["reason"]
+        _operations_through_the_engine_process(server.url, root)
+
+
+def _operations_through_the_engine_process(url: str, root: Path) -> None:
+    """The IPC path: a call as the operation's name, a big answer in shared memory, a model's
+    refusal as a 422, concurrent requests stacked, values as the JAX oracle says."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.model_oracles import Oracle
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(256, 64)).astype(np.float32)  # J: 256·16·64 float32 = 1 MB, past the inline limit
+    buf = io.BytesIO()
+    np.savez(buf, **{"inputs/x": x})
+    r = httpx.post(
+        url + "/models/mlp/jacobian", content=buf.getvalue(), headers={"content-type": NPZ, "accept": NPZ}, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    J = np.load(io.BytesIO(r.content))["jacobian/y/x"]
+    expected = Oracle("mlp", root / "mlp" / "1").jacobian({"x": x[:8]}, "x")["y"]
+    np.testing.assert_allclose(J[:8], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    refused = httpx.post(
+        url + "/models/actions/predict", json={"inputs": {"state": [[1, 2, 3, 4]], "action": [9]}}, timeout=30
+    )
+    assert refused.status_code == 422 and "is not in [0, 3)" in refused.json()["message"], refused.text
+    pair = Oracle("pair", root / "pair" / "1")
+    bodies = [
+        {"a": rng.normal(size=(b, 3)).astype(np.float32), "b": rng.normal(size=(b, 3)).astype(np.float32)}
+        for b in (1, 2, 3, 4, 1, 2, 5, 1)
+    ]
+
+    def jacobian(inputs: dict[str, np.ndarray]) -> dict[str, object]:
+        body = {"inputs": {k: v.tolist() for k, v in inputs.items()}, "wrt": ["a"]}
+        answer = httpx.post(url + "/models/pair/jacobian", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(jacobian, bodies))
+    for inputs, answer in zip(bodies, answers, strict=True):
+        for out, expected in pair.jacobian(inputs, "a").items():
+            np.testing.assert_allclose(answer["jacobian"][out]["a"], expected, rtol=1e-5, atol=1e-5)  # type: ignore[index]
