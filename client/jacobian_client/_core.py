@@ -71,7 +71,26 @@ class JvpResult(Result):
     JV: Array | None = None  # shaped like W, with the tangents' K axis if given
 
 
-R = TypeVar("R", bound=Result)
+@dataclass(frozen=True)
+class ModelResult:
+    """A repository model's answer: its `outputs` by name, and the operation's derivatives —
+    `jacobian[output][input or variable]`, `vjp[input or variable]`, `jvp[output]`,
+    `hessian[output][input]`, `hvp[output][input]` (the others None)."""
+
+    outputs: dict[str, np.ndarray]
+    model: str
+    version: int
+    dtype: str
+    device: str
+    jacobian: dict[str, dict[str, np.ndarray]] | None = None
+    vjp: dict[str, np.ndarray] | None = None
+    jvp: dict[str, np.ndarray] | None = None
+    hessian: dict[str, dict[str, np.ndarray]] | None = None
+    hvp: dict[str, dict[str, np.ndarray]] | None = None
+
+
+R = TypeVar("R", bound="Result | ModelResult")
+MODEL_META = ("model", "version", "dtype", "device")
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,7 @@ class Call(Generic[R]):
     arrays: dict[str, np.ndarray]
     options: dict[str, Any]
     result: type[R]
+    nested: bool = False  # a repository model's: arrays named group/name ("inputs/x"), nested in JSON
 
 
 def as_array(value: ArrayLike, name: str) -> np.ndarray:
@@ -100,6 +120,19 @@ def call(path: str, result: type[R], dtype: str | None, arrays: Mapping[str, Arr
         raise JacobianServiceError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     named = {k: as_array(v, k) for k, v in arrays.items()}
     return Call(path, named, {"dtype": dtype, **options}, result)
+
+
+def model_call(
+    name: str, op: str, groups: Mapping[str, Mapping[str, ArrayLike] | None], **options: Any
+) -> Call[ModelResult]:
+    """A call to POST /models/{name}/{op}: arrays by group (inputs, cotangents, tangents), each
+    in its own dtype (the service casts floats to the signature's, and takes integers for integers)."""
+    arrays = {f"{g}/{k}": np.asarray(v) for g, named in groups.items() if named for k, v in named.items()}
+    for key, a in arrays.items():
+        if a.dtype.kind not in "iuf":
+            raise JacobianServiceError(f"{key} is not an array of numbers (dtype {a.dtype})")
+    chosen = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
+    return Call(f"/models/{name}/{op}", arrays, chosen, ModelResult, nested=True)
 
 
 def wrt_of(wrt: Iterable[str]) -> list[str]:
@@ -130,10 +163,44 @@ def encode(c: Call[Any], transport: str) -> Request:
         np.savez(buf, **c.arrays)  # type: ignore[arg-type]
         params = {k: _query(v) for k, v in options.items() if not (k == "sum_states" and v is False)}
         return Request(buf.getvalue(), {"content-type": NPZ, "accept": NPZ}, params)
+    if c.nested:
+        return Request(json.dumps({**_nest(c.arrays, lambda a: a.tolist()), **options}).encode(), _JSON_BOTH, {})
     # JSON: the arrays' own dtype unless told, as the npz rule would give.
     options.setdefault("dtype", str(np.result_type(*c.arrays.values())))
     body = {**{k: a.tolist() for k, a in c.arrays.items()}, **options}
     return Request(json.dumps(body).encode(), {"content-type": JSON, "accept": JSON}, {})
+
+
+_JSON_BOTH = {"content-type": JSON, "accept": JSON}
+
+
+def _nest(flat: Mapping[str, Any], leaf: Any = lambda a: a) -> dict[str, Any]:
+    """{"jacobian/y/x": a} -> {"jacobian": {"y": {"x": leaf(a)}}}."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *path, last = key.split("/", 2) if key.startswith(("jacobian/", "hessian/", "hvp/")) else key.split("/", 1)
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = leaf(value)
+    return tree
+
+
+def _arrays(tree: Any) -> Any:
+    return {k: _arrays(v) for k, v in tree.items()} if isinstance(tree, dict) else np.asarray(tree)
+
+
+def _decode_model(response: httpx.Response) -> ModelResult:
+    if response.headers.get("content-type", "").startswith(NPZ):
+        with np.load(io.BytesIO(response.content), allow_pickle=False) as archive:
+            flat = {k: archive[k] for k in archive.files}
+        meta = {k: flat.pop(k).item() for k in MODEL_META}
+        doc = _nest(flat)
+    else:
+        doc = response.json()
+        meta = {k: doc.pop(k) for k in MODEL_META}
+        doc = _arrays(doc)
+    return ModelResult(**doc, **meta)
 
 
 def _query(value: Any) -> str:
@@ -147,6 +214,8 @@ def _query(value: Any) -> str:
 def decode(c: Call[R], response: httpx.Response) -> R:
     if response.status_code != 200:
         raise error_of(response)
+    if c.nested:
+        return _decode_model(response)  # type: ignore[return-value]
     if response.headers.get("content-type", "").startswith(NPZ):
         with np.load(io.BytesIO(response.content), allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}

@@ -39,6 +39,7 @@ def test_the_engine_processes_models_are_listed_by_the_workers(tmp_path: Path) -
         assert [v["shape"] for v in mlp["variables"]] == [[64, 256], [256], [256, 256], [256], [256, 16], [16]]
         assert httpx.get(server.url + "/models/broken", timeout=30).json()["reason"]
         _operations_through_the_engine_process(server.url, root)
+        _the_client(server.url, root)
 
 
 def _operations_through_the_engine_process(url: str, root: Path) -> None:
@@ -80,3 +81,47 @@ def _operations_through_the_engine_process(url: str, root: Path) -> None:
     for inputs, answer in zip(bodies, answers, strict=True):
         for out, expected in pair.jacobian(inputs, "a").items():
             np.testing.assert_allclose(answer["jacobian"][out]["a"], expected, rtol=1e-5, atol=1e-5)  # type: ignore[index]
+
+
+def _the_client(url: str, root: Path) -> None:
+    """`client.model(name)`: every operation, npz and JSON, NumPy in and out, as the oracle says."""
+    from jacobian_client import Client, JacobianServiceError
+
+    from tests.support.model_oracles import Oracle
+
+    rng = np.random.default_rng(6)
+    oracle = Oracle("wide", root / "wide" / "1")
+    x = rng.normal(size=(3, 5))
+    J = oracle.jacobian({"x": x}, "x")["y"]
+    H = oracle.hessian({"x": x}, "x")["y"]
+    for transport in ("npz", "json"):
+        with Client(url, transport=transport) as client:
+            wide = client.model("wide")
+            assert wide.card()["inputs"] == [{"name": "x", "dtype": "float64", "shape": [None, 5]}]
+            r = wide.predict({"x": x})
+            assert (r.model, r.version, r.dtype) == ("wide", 1, "float64") and r.device.startswith("/device:")
+            np.testing.assert_allclose(r.outputs["y"], oracle.outputs({"x": x})["y"], rtol=1e-9)
+            np.testing.assert_allclose(wide.jacobian({"x": x}).jacobian["y"]["x"], J, rtol=1e-9)  # type: ignore[index]
+            variables = wide.jacobian({"x": x}, wrt=["variables"]).jacobian["y"]  # type: ignore[index]
+            assert set(variables) == {"dense/w0", "dense/b0", "dense/w1", "dense/b1"}
+            u = rng.normal(size=(2, 3, 2))
+            vjp = wide.vjp({"x": x}, {"y": u}).vjp["x"]  # type: ignore[index]
+            np.testing.assert_allclose(vjp, np.einsum("kbo,boi->kbi", u, J), rtol=1e-9)
+            summed = wide.vjp({"x": x}, {"y": u[0]}, wrt=["variables"], sum_batch=True).vjp
+            assert summed is not None and summed["dense/b1"].shape == (2,)
+            np.testing.assert_allclose(summed["dense/b1"], u[0].sum(axis=0), rtol=1e-9)  # y = h·w1 + b1
+            v = rng.normal(size=(3, 5))
+            np.testing.assert_allclose(
+                wide.jvp({"x": x}, {"x": v}).jvp["y"],
+                np.einsum("boi,bi->bo", J, v),
+                rtol=1e-9,  # type: ignore[index]
+            )
+            np.testing.assert_allclose(wide.hessian({"x": x}).hessian["y"]["x"], H, rtol=1e-9)  # type: ignore[index]
+            hvp = wide.hvp({"x": x}, {"x": v}).hvp["y"]["x"]  # type: ignore[index]
+            np.testing.assert_allclose(hvp, np.einsum("boij,bj->boi", H, v), rtol=1e-9, atol=1e-12)
+            try:
+                client.model("actions").predict({"state": np.ones((1, 4)), "action": np.array([1.5])})
+            except JacobianServiceError as err:
+                assert err.status == 422 and "integers" in err.message
+            else:
+                raise AssertionError("a float action was accepted")
