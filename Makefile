@@ -37,7 +37,9 @@ $(STAMP): pyproject.toml $(CLIENT)
 
 install: $(STAMP)
 
-serve: $(STAMP)
+# The example repository is served unless JACOBIAN_MODEL_REPOSITORY names another (empty: none).
+serve: export JACOBIAN_MODEL_REPOSITORY ?= models
+serve: $(STAMP) models/.built
 	$(PY) -m app
 
 lint: $(STAMP)
@@ -68,8 +70,11 @@ lint: $(STAMP)
 system-deps: $(SYSTEM_DEPS)
 
 # The example model repository (examples/build_models.py), in TF Serving's layout.
-models: $(STAMP)
+models: models/.built
+models/.built: $(STAMP) examples/build_models.py
+	rm -rf models
 	$(PY) -m examples.build_models models
+	touch $@
 
 # The unit tests alone first: in a process without TensorFlow, which their conftest keeps out.
 test: lint system-deps

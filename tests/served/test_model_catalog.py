@@ -40,6 +40,7 @@ def test_the_engine_processes_models_are_listed_by_the_workers(tmp_path: Path) -
         assert httpx.get(server.url + "/models/broken", timeout=30).json()["reason"]
         _operations_through_the_engine_process(server.url, root)
         _the_client(server.url, root)
+        _through_tritonclient(server.url, root)
 
 
 def _operations_through_the_engine_process(url: str, root: Path) -> None:
@@ -125,3 +126,55 @@ def _the_client(url: str, root: Path) -> None:
                 assert err.status == 422 and "integers" in err.message
             else:
                 raise AssertionError("a float action was accepted")
+
+
+def _through_tritonclient(url: str, root: Path) -> None:
+    """The Open Inference Protocol with `tritonclient`, unmodified: `<model>` is the forward pass
+    with its real metadata, `<model>.<operation>` each derivative; binary tensors both ways."""
+    import tritonclient.http as triton
+    from tritonclient.utils import InferenceServerException
+
+    from tests.support.model_oracles import Oracle
+
+    client = triton.InferenceServerClient(url.removeprefix("http://"))
+    meta = client.get_model_metadata("actions")
+    assert meta["versions"] == ["1"]
+    assert meta["inputs"] == [
+        {"name": "action", "datatype": "INT32", "shape": [-1]},
+        {"name": "state", "datatype": "FP32", "shape": [-1, 4]},
+    ]
+    assert meta["outputs"] == [{"name": "log_prob", "datatype": "FP32", "shape": [-1]}]
+    rng = np.random.default_rng(7)
+    state = rng.normal(size=(3, 4)).astype(np.float32)
+    action = np.array([0, 2, 1], np.int32)
+    oracle = Oracle("actions", root / "actions" / "1")
+
+    def tensor(name: str, value: np.ndarray, datatype: str) -> triton.InferInput:
+        t = triton.InferInput(name, list(value.shape), datatype)
+        t.set_data_from_numpy(value, binary_data=True)
+        return t
+
+    inputs = [tensor("state", state, "FP32"), tensor("action", action, "INT32")]
+    result = client.infer("actions", inputs, outputs=[triton.InferRequestedOutput("log_prob", binary_data=True)])
+    expected = oracle.outputs({"state": state, "action": action})["log_prob"]
+    np.testing.assert_allclose(result.as_numpy("log_prob"), expected, rtol=1e-5)
+    assert result.get_response()["model_version"] == "1"
+    jac = client.infer("actions.jacobian", inputs)  # every output, as JSON data
+    J = oracle.jacobian({"state": state, "action": action}, "state")["log_prob"]
+    np.testing.assert_allclose(jac.as_numpy("jacobian/log_prob/state"), J, rtol=1e-5, atol=1e-6)
+    assert client.get_model_metadata("actions.vjp")["inputs"][-1]["name"] == "cotangents/log_prob"
+    cot = rng.normal(size=3).astype(np.float32)
+    vjp = client.infer(
+        "actions.vjp",
+        [*inputs, tensor("cotangents/log_prob", cot, "FP32")],
+        outputs=[triton.InferRequestedOutput("vjp/dense/b1", binary_data=True)],
+        parameters={"wrt": "variables", "sum_batch": True},
+    )
+    grads = oracle.vjp_variables({"state": state, "action": action}, {"log_prob": cot})
+    np.testing.assert_allclose(vjp.as_numpy("vjp/dense/b1"), grads["dense/b1"], rtol=1e-5, atol=1e-6)
+    try:
+        client.infer("actions", [tensor("state", state, "FP32"), tensor("action", action + 5, "INT32")])
+    except InferenceServerException as err:
+        assert "is not in [0, 3)" in str(err)
+    else:
+        raise AssertionError("an action out of range was served")

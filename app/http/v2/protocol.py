@@ -120,7 +120,7 @@ class Inference:
 
 def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
     """The request body (JSON, then binary tensor data if `header_length` is given) as an Inference."""
-    head, binary = _split(body, header_length)
+    head, binary = split_body(body, header_length)
     try:
         request = InferenceRequest.model_validate_json(head)
     except ValidationError as err:
@@ -139,12 +139,12 @@ def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
     # W alone still needs a Jacobian call: the one in Y is the smallest (A·F, not A²·F).
     wrt = [w for name, w in (("J", "X"), ("J_Y", "Y")) if name in outputs] or ["Y"]
     products = m.endpoint.products
-    sum_states = _flag(request.parameters, "sum_states") if products == ops.VJP else False
+    sum_states = flag(request.parameters, "sum_states") if products == ops.VJP else False
     problem = from_named(arrays, dtype, products, sum_states, wrt)
     return Inference(m, problem, outputs, request.id)
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
     if not header_length.isdigit() or int(header_length) > len(body):
@@ -157,15 +157,26 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
 
 
 def _inputs(inputs: list[RequestInput], binary: memoryview) -> tuple[dict[str, np.ndarray], str]:
+    arrays = read_inputs(inputs, binary)
+    datatypes = {t.name: t.datatype for t in inputs}
+    return arrays, DATATYPES[next(iter(datatypes.values()), "FP32")]
+
+
+def read_inputs(
+    inputs: list[RequestInput], binary: memoryview, datatypes: dict[str, str] = DATATYPES, one_datatype: bool = True
+) -> dict[str, np.ndarray]:
+    """The inputs as arrays, from JSON data or binary tensor data read in place. The built-in
+    models take FP32 or FP64, one for all; a repository model its signature's, each its own."""
     arrays: dict[str, np.ndarray] = {}
-    datatypes: dict[str, str] = {}
+    given: dict[str, str] = {}
     offset = 0
     for t in inputs:
         if t.name in arrays:
             raise InvalidInput(f"Input {t.name} is given twice")
-        if t.datatype not in DATATYPES:
-            raise InvalidInput(f"Input {t.name} has datatype {t.datatype}; this service computes in FP32 or FP64")
-        dtype = np.dtype(DATATYPES[t.datatype]).newbyteorder("<")
+        if t.datatype not in datatypes:
+            takes = "computes in FP32 or FP64" if datatypes is DATATYPES else f"takes {', '.join(datatypes)}"
+            raise InvalidInput(f"Input {t.name} has datatype {t.datatype}; this service {takes}")
+        dtype = np.dtype(datatypes[t.datatype]).newbyteorder("<")
         count = math.prod(t.shape)
         size = t.parameters.get("binary_data_size")
         if size is not None:
@@ -182,22 +193,25 @@ def _inputs(inputs: list[RequestInput], binary: memoryview) -> tuple[dict[str, n
         elif t.data is None:
             raise InvalidInput(f"Input {t.name} has neither data nor binary_data_size")
         else:
-            arrays[t.name] = _json_tensor(t, count)
-        datatypes[t.name] = t.datatype
+            arrays[t.name] = _json_tensor(t, count, floating=dtype.kind == "f")
+        given[t.name] = t.datatype
     if offset != len(binary):
         raise MalformedBody(
             f"The body has {len(binary) - offset:,} bytes after the inputs' binary data; "
             "each binary input must give its binary_data_size"
         )
-    if len(set(datatypes.values())) > 1:
-        given = ", ".join(f"{n}: {d}" for n, d in datatypes.items())
-        raise InvalidInput(f"All inputs must have one datatype, FP32 or FP64; got {given}")
-    return arrays, DATATYPES[next(iter(datatypes.values()), "FP32")]
+    if one_datatype and len(set(given.values())) > 1:
+        listed = ", ".join(f"{n}: {d}" for n, d in given.items())
+        raise InvalidInput(f"All inputs must have one datatype, FP32 or FP64; got {listed}")
+    return arrays
 
 
-def _json_tensor(t: RequestInput, count: int) -> np.ndarray:
+def _json_tensor(t: RequestInput, count: int, floating: bool = True) -> np.ndarray:
+    """JSON data as float64 for a floating input; as given (integers, or what the check refuses) otherwise."""
     try:
-        flat = np.asarray(t.data, dtype=np.float64).reshape(-1)
+        flat = np.asarray(t.data, dtype=np.float64 if floating else None).reshape(-1)
+        if flat.dtype.kind not in "iuf":
+            raise TypeError
     except (ValueError, TypeError):
         raise InvalidInput(f"Input {t.name}'s data must be numbers, flat or nested evenly") from None
     if flat.size != count:
@@ -207,10 +221,10 @@ def _json_tensor(t: RequestInput, count: int) -> np.ndarray:
 
 def _outputs(m: Model, request: InferenceRequest) -> dict[str, bool]:
     """Requested outputs -> whether each goes as binary data, in the model's order."""
-    every = _flag(request.parameters, "binary_data_output")
+    every = flag(request.parameters, "binary_data_output")
     if request.outputs is None:
         return {name: every for name in m.endpoint.defaults}
-    asked = {o.name: _flag(o.parameters, "binary_data", every) for o in request.outputs}
+    asked = {o.name: flag(o.parameters, "binary_data", every) for o in request.outputs}
     unknown = [n for n in asked if n not in m.outputs]
     if unknown:
         raise InvalidInput(
@@ -221,7 +235,7 @@ def _outputs(m: Model, request: InferenceRequest) -> dict[str, bool]:
     return {name: asked[name] for name in m.outputs if name in asked}
 
 
-def _flag(parameters: Parameters, name: str, default: bool = False) -> bool:
+def flag(parameters: Parameters, name: str, default: bool = False) -> bool:
     value = parameters.get(name, default)
     if not isinstance(value, bool):
         raise InvalidInput(f"Parameter {name} must be true or false, not {value!r}")

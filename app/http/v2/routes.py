@@ -9,6 +9,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.catalog import card_from_dict
+from app.errors import NotReady, UnknownModel
 from app.http import runtime
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
@@ -18,7 +20,9 @@ from app.http.responses import respond
 from app.http.routes import PlainRoute
 from app.http.v2 import documents as docs
 from app.http.v2 import protocol as oip
+from app.http.v2 import repository as repo
 from app.service import codec
+from app.service.models import serve as serve_model
 from app.service.outputs import Encoding
 
 PREFIX = "/v2"
@@ -52,9 +56,19 @@ def _model_parameter() -> dict[str, Any]:
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": [oip.VERSION]}}
 
 
-def _model_from(request: Request) -> oip.Model:
+def _model_from(request: Request) -> oip.Model | repo.RepositoryModel:
+    """A built-in model's operation (`jacobian`, `<model>.jacobian`), else a repository model's
+    (`<model>`, `<model>.<operation>`)."""
     params = request.path_params
-    return oip.model(params["model_name"], params.get("version"))
+    name, version = params["model_name"], params.get("version")
+    try:
+        return oip.model(name, version)
+    except UnknownModel:
+        engines = runtime.runtime(request).engines
+        cards = None if engines is None else engines.cards()
+        if cards is None:
+            raise NotReady("The service is still loading its models; retry shortly") from None
+        return repo.find(name, [card_from_dict(c) for c in cards], version)
 
 
 @router.get(
@@ -101,8 +115,11 @@ async def _model_ready(request: Request) -> Response:
 
 
 async def _metadata(request: Request) -> docs.ModelMetadata:
+    m = _model_from(request)
+    if isinstance(m, repo.RepositoryModel):
+        return repo.metadata(m)
     default = runtime.runtime(request).settings.default_dtype
-    return _model_from(request).metadata(oip.V2_DATATYPE[default])
+    return m.metadata(oip.V2_DATATYPE[default])
 
 
 _READY_DOC: dict[str, Any] = {
@@ -127,6 +144,8 @@ async def infer(request: Request) -> Response:
     s = service.settings
     check_api_key(request, s)
     body = await read_body(request, s.max_request_bytes)
+    if isinstance(m, repo.RepositoryModel):
+        return await _infer_repository(request, m, body)
     inference = oip.parse(m, body, request.headers.get(HEADER_LENGTH))
     how = '"binary_data": true on each output, or "binary_data_output": true'
     out = Encoding.chosen(inference.all_binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
@@ -137,6 +156,22 @@ async def infer(request: Request) -> Response:
         answer,
         lambda: oip.encode(inference, answer.arrays, answer.dtype, answer.device),
         BINARY if binary else codec.JSON,
+    )
+    if binary:
+        response.headers[HEADER_LENGTH] = str(len(response.parts[0]))
+    return response
+
+
+async def _infer_repository(request: Request, m: repo.RepositoryModel, body: bytes) -> Response:
+    service = runtime.service(request)
+    s = service.settings
+    inference = repo.parse(m, body, request.headers.get(HEADER_LENGTH))
+    how = '"binary_data": true on each output, or "binary_data_output": true'
+    out = Encoding.chosen(inference.all_binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
+    answer = await unless_disconnected(request, serve_model(s, service.batcher, inference.problem, out))
+    binary = inference.any_binary
+    response = await respond(
+        answer, lambda: repo.encode(inference, answer.arrays, answer.meta), BINARY if binary else codec.JSON
     )
     if binary:
         response.headers[HEADER_LENGTH] = str(len(response.parts[0]))

@@ -1,0 +1,212 @@
+"""The Open Inference Protocol for the repository's models (`app.catalog.Card`), no web imports.
+
+Naming: `<model>` is the model's forward pass, with its signature's real inputs and outputs;
+`<model>.jacobian`, `.vjp`, `.jvp`, `.hessian` and `.hvp` are its derivatives. Inputs are the
+signature's, in its datatypes, plus `cotangents/<output>` (vjp) or `tangents/<input>` (jvp, hvp);
+the request's parameters `wrt` and `of` (comma-separated names) and `sum_batch` choose as the
+native API's fields do; outputs are the signature's and the derivatives, named as the native
+npz answer's members (`jacobian/<output>/<input>`). The version is the model's. A request becomes
+the same `ModelProblem` a native one does (`app.service.models`): same checks, limits, batching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from app import calls
+from app.catalog import VARIABLES, Card
+from app.errors import InvalidInput, MalformedBody, UnknownModel
+from app.http.v2 import protocol as oip
+from app.http.v2.documents import InferenceRequest, ModelMetadata, TensorMetadata
+from app.service import codec, npz
+from app.service.models import ModelProblem, problem
+
+DATATYPES = {
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+    "INT8": "int8",
+    "INT16": "int16",
+    "INT32": "int32",
+    "INT64": "int64",
+    "UINT8": "uint8",
+    "UINT16": "uint16",
+    "UINT32": "uint32",
+    "UINT64": "uint64",
+}
+V2_DATATYPE = {v: k for k, v in DATATYPES.items()}
+GROUPS = ("cotangents", "tangents")
+SEP = "/"
+
+
+@dataclass(frozen=True)
+class RepositoryModel:
+    name: str  # its V2 name: <model> or <model>.<operation>
+    card: Card
+    op: str
+
+    @property
+    def version(self) -> str:
+        return str(self.card.version)
+
+
+def find(name: str, cards: list[Card], version: str | None) -> RepositoryModel:
+    owner, _, op = name.rpartition(".")
+    if op not in calls.OPERATIONS or op == calls.PREDICT:
+        owner, op = name, calls.PREDICT
+    for card in cards:
+        if card.name == owner:
+            m = RepositoryModel(name, card, op)
+            if version is not None and version != m.version:
+                raise UnknownModel(f"Model {name!r} has no version {version!r}; it serves version {m.version}")
+            return m
+    raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models, GET /v2/models/<name> each one")
+
+
+def _dims(shape: tuple[int | None, ...]) -> list[int]:
+    return [-1 if d is None else d for d in shape]
+
+
+def metadata(m: RepositoryModel) -> ModelMetadata:
+    """The signature's inputs and outputs, and a derivative model's products and derivatives
+    (for its default wrt and of)."""
+    card = m.card
+    inputs = [TensorMetadata(name=t.name, datatype=V2_DATATYPE[t.dtype], shape=_dims(t.shape)) for t in card.inputs]
+    outputs = [TensorMetadata(name=t.name, datatype=V2_DATATYPE[t.dtype], shape=_dims(t.shape)) for t in card.outputs]
+    if m.op != calls.PREDICT and card.state == "ready":
+        inputs += _product_inputs(m)
+        outputs += _derivative_outputs(m)
+    return ModelMetadata(name=m.name, versions=[m.version], platform=oip.PLATFORM, inputs=inputs, outputs=outputs)
+
+
+def _product_inputs(m: RepositoryModel) -> list[TensorMetadata]:
+    if m.op == calls.VJP:
+        tensors, group = [t for t in m.card.outputs if t.floating], "cotangents"
+    elif m.op in (calls.JVP, calls.HVP):
+        tensors, group = [t for t in m.card.inputs if t.floating], "tangents"
+    else:
+        return []
+    return [TensorMetadata(name=f"{group}/{t.name}", datatype=V2_DATATYPE[t.dtype], shape=[-1]) for t in tensors]
+
+
+def _derivative_outputs(m: RepositoryModel) -> list[TensorMetadata]:
+    try:
+        call = calls.default_call(m.card, m.op)
+    except InvalidInput:  # no default (a Hessian of a model with two inputs): named per request
+        return []
+    wrt = list(call.inputs_wrt()) + ([v.name for v in m.card.variables] if VARIABLES in call.wrt else [])
+    names = {
+        calls.JACOBIAN: [f"jacobian/{o}/{w}" for o in call.of for w in wrt],
+        calls.VJP: [f"vjp/{w}" for w in wrt],
+        calls.JVP: [f"jvp/{o}" for o in call.of],
+        calls.HESSIAN: [f"hessian/{o}/{w}" for o in call.of for w in wrt],
+        calls.HVP: [f"hvp/{o}/{w}" for o in call.of for w in wrt],
+    }[m.op]
+    dtypes = {t.name: t.dtype for t in m.card.inputs + m.card.variables}
+    return [TensorMetadata(name=n, datatype=V2_DATATYPE[dtypes[n.rsplit(SEP, 1)[-1]]], shape=[-1]) for n in names]
+
+
+@dataclass(frozen=True)
+class Inference:
+    model: RepositoryModel
+    problem: ModelProblem
+    outputs: dict[str, bool] | None  # name -> as binary; None: every output, `binary` says how
+    binary: bool
+    id: str | None
+
+    @property
+    def all_binary(self) -> bool:
+        return self.binary if self.outputs is None else all(self.outputs.values())
+
+    @property
+    def any_binary(self) -> bool:
+        return self.binary if self.outputs is None else any(self.outputs.values())
+
+
+def parse(m: RepositoryModel, body: bytes, header_length: str | None) -> Inference:
+    head, binary = oip.split_body(body, header_length)
+    try:
+        request = InferenceRequest.model_validate_json(head)
+    except ValidationError as err:
+        details = codec.validation_details(err)
+        summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
+        raise MalformedBody(f"The inference request is not valid: {summary}", details) from None
+    arrays = oip.read_inputs(request.inputs, binary, DATATYPES, one_datatype=False)
+    groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, **{g: {} for g in GROUPS}}
+    for name, a in arrays.items():
+        group, _, rest = name.partition(SEP)
+        if group in GROUPS and rest:
+            groups[group][rest] = a
+        else:
+            groups["inputs"][name] = a
+    params = request.parameters
+    every = oip.flag(params, "binary_data_output")
+    p = problem(
+        m.card,
+        m.op,
+        groups["inputs"],
+        wrt=_names(params, "wrt"),
+        of=_names(params, "of"),
+        cotangents=groups["cotangents"] or None,
+        tangents=groups["tangents"] or None,
+        sum_batch=oip.flag(params, "sum_batch"),
+    )
+    outputs = None
+    if request.outputs is not None:
+        if not request.outputs:
+            raise InvalidInput(f"The request asks for no outputs; model {m.name!r} has some (GET its metadata)")
+        outputs = {o.name: oip.flag(o.parameters, "binary_data", every) for o in request.outputs}
+    return Inference(m, p, outputs, every, request.id)
+
+
+def _names(params: dict[str, Any], key: str) -> list[str] | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"Parameter {key} must be a string of comma-separated names, not {value!r}")
+    return [n for n in value.split(",") if n]
+
+
+def encode(inference: Inference, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> npz.Body:
+    """The answer: outputs named as the signature's (`outputs|y` -> `y`) and the derivatives as
+    npz members (`jacobian|y|x` -> `jacobian/y/x`)."""
+    named = {_v2_name(k): a for k, a in arrays.items()}
+    asked = inference.outputs
+    if asked is not None:
+        unknown = [n for n in asked if n not in named]
+        if unknown:
+            raise InvalidInput(
+                f"Model {inference.model.name!r} has no output {', '.join(unknown)} for this request; "
+                f"it computed {', '.join(named)}"
+            )
+    chosen = asked if asked is not None else {n: inference.binary for n in named}
+    outputs, binary = [], []
+    for name, as_binary in chosen.items():
+        a = named[name]
+        out: dict[str, Any] = {"name": name, "datatype": V2_DATATYPE[a.dtype.name], "shape": list(a.shape)}
+        if as_binary:
+            out["parameters"] = {"binary_data_size": a.nbytes}
+            binary += [memoryview(b).cast("B") for b in npz.contiguous_blocks(a)]
+        else:
+            out["data"] = np.ascontiguousarray(a).reshape(-1)
+        outputs.append(out)
+    doc = {
+        "model_name": inference.model.name,
+        "model_version": inference.model.version,
+        **({"id": inference.id} if inference.id is not None else {}),
+        "parameters": {"dtype": meta["dtype"], "device": meta["device"]},
+        "outputs": outputs,
+    }
+    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    return npz.Body([head, *binary], len(head) + sum(b.nbytes for b in binary))
+
+
+def _v2_name(key: str) -> str:
+    kind, _, rest = key.partition(calls.SEP)
+    return rest if kind == "outputs" else key.replace(calls.SEP, SEP)
