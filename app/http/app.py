@@ -16,8 +16,9 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import lifeline
+from app.catalog import Card, card_from_dict
 from app.config import Settings, get_settings
-from app.http import catalog, models, openapi
+from app.http import catalog, model_docs, models, openapi
 from app.http.handlers import install_handlers
 from app.http.observability import Metrics, RequestObserver
 from app.http.routes import compute_router, router
@@ -150,6 +151,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.engines.stop()
 
 
+def _cards(app: FastAPI) -> list[Card] | None:
+    """The repository's models as the engines loaded them, once they have reported."""
+    engines = app.state.runtime.engines
+    cards = None if engines is None else engines.cards()
+    return None if cards is None else [card_from_dict(c) for c in cards]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app, serving every model registered by then (`app.engine.models.register`)."""
     app = FastAPIOffline(
@@ -173,7 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     for v2_router in inference_routes.routers():
         app.include_router(v2_router)
-    app.openapi = lambda: openapi.with_security(app)  # type: ignore[method-assign]
+    app.openapi = lambda: model_docs.with_models(openapi.with_security(app), _cards(app))  # type: ignore[method-assign]
     return app
 
 

@@ -383,3 +383,20 @@ def test_concurrent_requests_answer_as_they_would_alone(client: TestClient, rng:
         together = list(pool.map(lambda x: post(client, "mlp", "jacobian", inputs=x), requests))
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_allclose(b["jacobian"]["y"]["x"], a["jacobian"]["y"]["x"], rtol=1e-6, atol=1e-7)
+
+
+def test_the_docs_page_has_each_models_routes_with_examples_that_run(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for name in ("policy_mlp", "mlp", "pair", "actions", "wide", "whole", "logm", "rounded"):
+        for op in ("predict", "jacobian", "vjp", "jvp", "hessian", "hvp"):
+            entry = spec["paths"][f"/models/{name}/{op}"]["post"]
+            content = entry["requestBody"]["content"]["application/json"]
+            assert set(content["schema"]["properties"]["inputs"]["properties"]) == {
+                t["name"] for t in client.get(f"/models/{name}").json()["inputs"]
+            }
+            r = client.post(f"/models/{name}/{op}", json=content["example"])
+            assert r.status_code == 200, (name, op, r.text)
+            assert set(entry["responses"]) >= {"200", "422", "413", "503"}
+    assert "/models/broken/predict" not in spec["paths"]
+    x = spec["paths"]["/models/wide/jacobian"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert x["properties"]["inputs"]["properties"]["x"]["items"]["maxItems"] == 5

@@ -1,0 +1,154 @@
+"""The docs page's entries for the repository's models: for each loaded model and operation, its
+route with request and response schemas generated from its signature (input and output names,
+dtypes, shapes) and a runnable example, as Tesseract derives its OpenAPI from its users'
+schemas. The committed spec (`openapi/openapi.json`) stays the built-in models'; the served one
+adds these once the engines have reported their models."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from app import calls
+from app.catalog import VARIABLES, Card, Tensor
+from app.errors import InvalidInput
+from app.service import codec
+
+SUMMARIES = {
+    calls.PREDICT: "the forward pass: its outputs",
+    calls.JACOBIAN: "Jacobians of outputs (of) in inputs or variables (wrt), per example along the batch",
+    calls.VJP: "vector-Jacobian products with cotangents shaped like the outputs (optional leading K)",
+    calls.JVP: "Jacobian-vector products with tangents shaped like the inputs (optional leading K)",
+    calls.HESSIAN: "Hessians of outputs (of) in one input (wrt), by nested autodiff",
+    calls.HVP: "Hessian-vector products along tangents shaped like the input (optional leading K)",
+}
+ANSWER_KEY = {calls.JACOBIAN: 2, calls.VJP: 1, calls.JVP: 1, calls.HESSIAN: 2, calls.HVP: 2}  # nesting depth
+
+
+def _array(t: Tensor, lead: int = 0) -> dict[str, Any]:
+    """Nested lists as deep as the tensor's rank (plus `lead` axes), of numbers or integers."""
+    node: dict[str, Any] = {"type": "number" if t.floating else "integer"}
+    for d in reversed((None,) * lead + t.shape):
+        node = {"type": "array", "items": node, **({"minItems": d, "maxItems": d} if d is not None else {})}
+    shape = ", ".join("any" if d is None else str(d) for d in t.shape)
+    return {**node, "description": f"{t.dtype}, shape [{shape}]" + (" with an optional leading K axis" if lead else "")}
+
+
+def _example(t: Tensor, lead: int = 0) -> Any:
+    value: Any = 0.5 if t.floating else 0
+    for d in reversed((1,) * lead + t.shape):
+        value = [copy.deepcopy(value) for _ in range(2 if d is None else d)]
+    return value
+
+
+def _group(tensors: list[Tensor], lead: int = 0) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {t.name: _array(t, lead) for t in tensors},
+        "required": [t.name for t in tensors],
+        "additionalProperties": False,
+    }
+
+
+def _request(card: Card, op: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The request body's schema and an example that runs."""
+    wrt_choices = [*card.differentiable, *([VARIABLES] if card.variables else [])]
+    floating = [t for t in card.outputs if t.floating]
+    props: dict[str, Any] = {"inputs": _group(list(card.inputs))}
+    example: dict[str, Any] = {"inputs": {t.name: _example(t) for t in card.inputs}}
+    if op != calls.PREDICT:
+        props["wrt"] = {"type": "array", "items": {"enum": wrt_choices}, "description": "default: every input"}
+        props["of"] = {"type": "array", "items": {"enum": [t.name for t in floating]}}
+    if op == calls.VJP:
+        props["cotangents"] = {**_group(floating, 1), "required": []}
+        props["sum_batch"] = {"type": "boolean", "default": False}
+        defined = calls.choose_of(card, None, calls.choose_wrt(card, op, None))
+        example["cotangents"] = {t.name: _example(t) for t in floating if t.name == defined[0]}
+    if op in (calls.JVP, calls.HVP):
+        given = [t for t in card.inputs if t.floating]
+        props["tangents"] = {**_group(given, 1), "required": []}
+        chosen = given[:1]
+        example["tangents"] = {t.name: _example(t) for t in chosen}
+        example["wrt"] = [t.name for t in chosen]
+    if op == calls.HESSIAN:
+        example["wrt"] = card.differentiable[:1]
+    schema = {"type": "object", "properties": props, "required": ["inputs"], "additionalProperties": False}
+    return schema, example
+
+
+def _response(card: Card, op: str) -> dict[str, Any]:
+    outputs = {"type": "object", "properties": {t.name: _array(t) for t in card.outputs}}
+    props: dict[str, Any] = {
+        "outputs": outputs,
+        "model": {"type": "string"},
+        "version": {"type": "integer"},
+        "dtype": {"type": "string"},
+        "device": {"type": "string"},
+    }
+    if op in ANSWER_KEY:
+        leaf: dict[str, Any] = {"type": "array", "items": {}}
+        depth = ANSWER_KEY[op]
+        node = {"type": "object", "additionalProperties": leaf}
+        if depth == 2:
+            node = {"type": "object", "additionalProperties": node}
+        props[op] = node
+    return {"type": "object", "properties": props}
+
+
+def _runs(card: Card, op: str) -> bool:
+    """Whether the example (one input for second order, else the defaults) is a request it serves."""
+    if op == calls.PREDICT:
+        return True
+    try:
+        wrt = calls.choose_wrt(card, op, card.differentiable[:1] if op in calls.SECOND_ORDER else None)
+        calls.choose_of(card, None, wrt)
+    except InvalidInput:
+        return False
+    return True
+
+
+def paths(cards: list[Card], errors: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI path items for every operation of every loaded repository model."""
+    found: dict[str, Any] = {}
+    for card in (c for c in cards if c.state == "ready"):
+        for op in calls.OPERATIONS:
+            if not _runs(card, op):
+                continue
+            schema, example = _request(card, op)
+            found[f"/models/{card.name}/{op}"] = {
+                "post": {
+                    "tags": [f"model: {card.name}"],
+                    "summary": f"{card.name} (version {card.version}): {SUMMARIES[op]}",
+                    "operationId": f"model_{card.name}_{op}",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            codec.JSON: {"schema": schema, "example": example},
+                            codec.NPZ: {
+                                "schema": {"type": "string", "format": "binary"},
+                                "description": "members inputs/<name>, cotangents/<output>, tangents/<input>; "
+                                "wrt, of and sum_batch in the query",
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Its outputs and derivatives (npz: members outputs/<name>, "
+                            "jacobian/<output>/<input>, ...)",
+                            "content": {codec.JSON: {"schema": _response(card, op)}},
+                        },
+                        **errors,
+                    },
+                }
+            }
+    return found
+
+
+def with_models(base: dict[str, Any], cards: list[Card] | None) -> dict[str, Any]:
+    """The spec with the repository's models added (the base itself when there are none yet)."""
+    if not cards:
+        return base
+    errors = {k: v for k, v in base["paths"]["/jacobian"]["post"]["responses"].items() if k != "200"}
+    spec = dict(base)
+    spec["paths"] = {**base["paths"], **paths(cards, errors)}
+    return spec
