@@ -62,13 +62,14 @@ def _model_from(request: Request) -> oip.Model | repo.RepositoryModel:
     params = request.path_params
     name, version = params["model_name"], params.get("version")
     try:
-        return oip.model(name, version)
+        oip.model(name)
     except UnknownModel:
         engines = runtime.runtime(request).engines
         cards = None if engines is None else engines.cards()
         if cards is None:
             raise NotReady("The service is still loading its models; retry shortly") from None
         return repo.find(name, [card_from_dict(c) for c in cards], version)
+    return oip.model(name, version)  # a built-in model's: its version checked
 
 
 @router.get(
