@@ -162,3 +162,18 @@ def test_the_canary_sees_a_native_crash(tmp_path: Path) -> None:
     result = _run_children([crash, after], tmp_path, timeout_s=300)
     assert "killed by SIGSEGV on segfault" in result.crashes["segfault"]
     assert set(result.crashes) == {"segfault"} and result.errors["after"] <= TOL[after["dtype"]]
+
+
+def test_every_repository_model_runs_every_operation_in_a_child(tmp_path: Path) -> None:
+    """The example repository's models, every operation, at the benchmark's sizes (float32 MLP
+    Jacobians at B=256, its policy gradient at B=4096): a native fault fails this test naming the
+    case, instead of killing the suite."""
+    from examples import build_models
+
+    build_models.build(tmp_path / "repo")
+    child = [sys.executable, str(ROOT / "tests" / "app" / "canary_models_child.py"), str(tmp_path / "repo")]
+    proc = subprocess.run(child, capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ})
+    started = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("start")]
+    finished = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok")]
+    assert proc.returncode == 0, f"the child {_how_it_died(proc.returncode)} in {started[-1:]}: {proc.stderr[-2000:]}"
+    assert started == finished and len(finished) >= 5 * 6
