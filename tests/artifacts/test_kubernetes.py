@@ -17,7 +17,7 @@ from app.config import COMPUTED_SETTINGS, INTERNAL_SETTINGS, Settings
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
-OVERLAYS = ("gpu", "cpu")
+OVERLAYS = ("gpu", "cpu", "models")
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 GPU = "nvidia.com/gpu"
 
@@ -90,9 +90,9 @@ def test_pods_run_locked_down_with_writable_tmp_and_memory_backed_shm(overlay: t
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"] if not m.get("readOnly")}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert set(mounts) == {"/tmp", "/dev/shm"}
+    assert set(mounts) == {"/tmp", "/dev/shm"}  # the only writable ones (a model repository is read-only)
     assert "emptyDir" in volumes[mounts["/tmp"]]
     shm = volumes[mounts["/dev/shm"]]["emptyDir"]
     largest_answer = Settings().max_output_elements * 8
@@ -109,7 +109,7 @@ def test_gpu_pods_take_one_gpu_and_cpu_pods_none(overlay: tuple[str, dict[str, A
     name, objects = overlay
     container, pod = _container(objects), objects["Deployment"]["spec"]["template"]["spec"]
     limits = container["resources"]["limits"]
-    assert container["image"] == f"jacobian-service:{name}"
+    assert container["image"] == f"jacobian-service:{'gpu' if name == 'gpu' else 'cpu'}"  # models: on cpu
     if name == "gpu":
         assert limits[GPU] == 1
         assert any(t["key"] == GPU for t in pod["tolerations"]) and pod["nodeSelector"]
@@ -158,3 +158,14 @@ def _bytes(quantity: str) -> int:
         if quantity.endswith(suffix):
             return int(quantity[: -len(suffix)]) * factor
     return int(quantity)
+
+
+def test_the_models_overlay_mounts_the_repository_read_only() -> None:
+    objects = {o["kind"]: o for o in yaml.safe_load_all(_render(DEPLOY, "models"))}
+    container = _container(objects)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "models")
+    assert mount["mountPath"] == "/models" and mount["readOnly"] is True
+    volumes = objects["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    claim = next(v for v in volumes if v["name"] == "models")["persistentVolumeClaim"]
+    assert claim == {"claimName": "jacobian-models", "readOnly": True}
+    assert objects["ConfigMap"]["data"]["JACOBIAN_MODEL_REPOSITORY"] == "/models"
