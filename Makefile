@@ -88,6 +88,7 @@ clean:
 bench: $(STAMP) system-deps
 	$(PY) -m pip install -q -e '.[dev,bench,$(TF)]'
 	$(PY) -m bench.run
+	$(PY) -m bench.models --out bench/models.md
 
 # The images, built with podman (tests/support/containers.py; the CPU one is built and run by
 # `make test`). The GPU image downloads ~3.4 GB of CUDA wheels: not part of `make test`.

@@ -42,6 +42,7 @@ class Call:
     of: tuple[str, ...] = ()  # outputs
     sum_batch: bool = False  # vjp: summed over the rows, in the engine (no per-example gradients)
     stack: bool = True  # its rows may be stacked with other requests' (examples are independent)
+    single: bool = False  # vjp with one cotangent per row (K = 1): plain reverse passes, no loop
     # What the engine returns: `row_bytes` per row and `fixed_bytes` whatever the rows (a sum
     # over the batch), in `arrays` arrays. Stacking and the answer's shared memory are sized by them.
     row_bytes: int = 0
@@ -52,19 +53,21 @@ class Call:
         return self.fixed_bytes + rows * self.row_bytes
 
     @property
-    def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
+    def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], bool, bool]:
         """What the engine traces a function for."""
-        return self.op, self.wrt, self.of, self.sum_batch
+        return self.op, self.wrt, self.of, self.sum_batch, self.single
 
     def encode(self) -> str:
-        parts = [self.op, ",".join(self.wrt), ",".join(self.of), str(int(self.sum_batch)), str(int(self.stack))]
+        flags = [str(int(f)) for f in (self.sum_batch, self.stack, self.single)]
+        parts = [self.op, ",".join(self.wrt), ",".join(self.of), *flags]
         return PREFIX + SEP.join([*parts, str(self.row_bytes), str(self.fixed_bytes), str(self.arrays)])
 
     @classmethod
     def decode(cls, text: str) -> Call:
-        op, wrt, of, sum_batch, stack, *sizes = text.removeprefix(PREFIX).split(SEP)
+        op, wrt, of, sum_batch, stack, single, *sizes = text.removeprefix(PREFIX).split(SEP)
         row_bytes, fixed_bytes, arrays = map(int, sizes)
-        return cls(op, _names(wrt), _names(of), sum_batch == "1", stack == "1", row_bytes, fixed_bytes, arrays)
+        flags = (sum_batch == "1", stack == "1", single == "1")
+        return cls(op, _names(wrt), _names(of), *flags, row_bytes, fixed_bytes, arrays)
 
     def inputs_wrt(self) -> tuple[str, ...]:
         return tuple(w for w in self.wrt if w != VARIABLES)

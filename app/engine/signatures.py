@@ -169,13 +169,26 @@ class Kernel:
         Rows (N, K) for a batch model, (K,) otherwise; summed over the rows with sum_batch."""
         lead = 2 if self.batch else 1
         s = tf.add_n([_contract(u, tf.expand_dims(ys[o], lead - 1), lead) for o, u in cotangents.items()])
-        if self.call.sum_batch:
+        if self.call.single:  # one cotangent: plain reverse passes, no vectorized loop
+            found = {w: self._single_vjp(s, x, w) for w, x in wrt.items()}
+        elif self.call.sum_batch:
             total = tf.reduce_sum(s, axis=0)  # (K,)
             found = {w: jacobian(total, x) for w, x in wrt.items()}
             found = {w: tf.reduce_sum(g, axis=1) if w in self.graph.arguments else g for w, g in found.items()}
         else:
             found = {w: self._jac(s, x, w) for w, x in wrt.items()}  # (N, K, ...) or (K, ...)
         return {calls.name(calls.VJP, w): g for w, g in found.items()}
+
+    def _single_vjp(self, s: tf.Tensor, x: tf.Tensor, name: str) -> tf.Tensor:
+        """K = 1: the gradient of Σ s is each row's own in a batch model's inputs (rows are
+        independent), the sum over the rows in the variables or with sum_batch; the K axis added."""
+        per_row = self.batch and name in self.graph.arguments
+        if not per_row and self.batch and not self.call.sum_batch:  # per-example in a variable
+            return self._jac(s, x, name)
+        (g,) = _grads(tf.reduce_sum(s), [x])
+        if per_row and self.call.sum_batch:
+            g = tf.reduce_sum(g, axis=0)
+        return tf.expand_dims(g, 1 if per_row and not self.call.sum_batch else 0)
 
     def _along(self, ys: list[tf.Tensor], xs: list[tf.Tensor], tangents: list[tf.Tensor]) -> list[tf.Tensor]:
         """J·t for each y, K tangents each (K first), by reverse over reverse: g(u) = uᵀJ is linear

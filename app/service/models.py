@@ -205,7 +205,8 @@ def problem(
     input_rows = {t.name: tuple(arrays[t.name].shape[1:] if card.batch else arrays[t.name].shape) for t in card.inputs}
     # An output size the signature leaves open counts as 1: the limits see the known part only.
     output_rows = {t.name: tuple(1 if d is None else d for d in calls.row_shape(card, t)) for t in card.outputs}
-    call = Call(op, chosen_wrt, chosen_of, sum_batch, stack=card.batch and not sum_batch)
+    single = op == calls.VJP and (K or 1) == 1
+    call = Call(op, chosen_wrt, chosen_of, sum_batch, stack=card.batch and not sum_batch, single=single)
     one, two = (calls.output_shapes(card, call, n, K or 1, input_rows, output_rows) for n in (1, 2))
     b1, b2 = (calls.output_bytes(shapes, _itemsizes(card, shapes)) for shapes in (one, two))
     call = replace(call, row_bytes=b2 - b1, fixed_bytes=2 * b1 - b2, arrays=len(one))

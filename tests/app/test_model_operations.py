@@ -181,6 +181,13 @@ def test_vjp_and_jvp_with_k_products(client: TestClient, oracles: dict[str, Orac
             for o in outputs
         ).reshape(K, *inputs[x].shape)
         close(body["vjp"][x], expected, dtype)
+    # One cotangent without the K axis (a plain reverse pass) equals the first of the K; variables too.
+    both = [*wrt, "variables"]
+    k_first = post(client, name, "vjp", inputs=inputs, cotangents=cot, wrt=both)
+    single = post(client, name, "vjp", inputs=inputs, cotangents={o: c[0] for o, c in cot.items()}, wrt=both)
+    assert set(single["vjp"]) == set(k_first["vjp"])
+    for w, g in single["vjp"].items():
+        close(g, np.asarray(k_first["vjp"][w], np.float64)[0], dtype)
     tan = {x: rng.normal(size=(K, *inputs[x].shape)).astype(dtype) for x in wrt}
     body = post(client, name, "jvp", inputs=inputs, tangents=tan)
     for o, y in outputs.items():

@@ -16,3 +16,11 @@ def test_bench_quick_pass_writes_table_and_plot(tmp_path: Path) -> None:
     assert "V2 binary vs native npz" in table and "through Client vs a bare httpx npz post" in table
     assert "| oneDNN off, BFC allocator (served) | " in table and "2×4 float64" in table
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_model_benchmark_runs_and_prints_its_goals(tmp_path: Path) -> None:
+    from bench import models
+
+    assert models.main(["--rounds", "1", "--out", str(tmp_path / "models.md")]) == 0
+    table = (tmp_path / "models.md").read_text()
+    assert "mlp Jacobian, B=256" in table and "policy gradient" in table and "jax.jit(vmap(jacrev))" in table

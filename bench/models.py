@@ -1,0 +1,163 @@
+"""`python -m bench.models` (part of `make bench`): the goals for users' own models, side by side
+in one run, each a ratio against a floor measured in the same run.
+
+- The service's `/models/mlp/jacobian` (B=256, float32, npz) and its parameter policy gradient
+  (`vjp`, `wrt: ["variables"]`, `sum_batch`, B=4096) against the floor a user would write for the
+  same SavedModel (bench/model_floor.py), alternating requests, one worker each.
+- The engine's Jacobian of the same MLP against `jax.jit(jax.vmap(jax.jacrev(f)))` on the same
+  weights, in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.servers import PROJECT, server
+from tests.support.servers import free_port
+
+NPZ = "application/x-npz"
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    return buf.getvalue()
+
+
+def _timed(post: Callable[[], httpx.Response]) -> float:
+    start = time.perf_counter()
+    r = post()
+    elapsed = time.perf_counter() - start
+    assert r.status_code == 200, r.text[:300]
+    return elapsed
+
+
+def alternate(mine: Callable[[], float], theirs: Callable[[], float], rounds: int) -> tuple[float, float, float]:
+    """Medians of each and the median of the per-round ratios, alternating which goes first."""
+    a, b, ratios = [], [], []
+    for r in range(rounds):
+        pair = (mine(), theirs()) if r % 2 else tuple(reversed((theirs(), mine())))
+        a.append(pair[0])
+        b.append(pair[1])
+        ratios.append(pair[0] / pair[1])
+    return statistics.median(a), statistics.median(b), statistics.median(ratios)
+
+
+def served(repo: Path, rounds: int) -> list[tuple[str, float, float, float, str]]:
+    rng = np.random.default_rng(0)
+    x256 = rng.normal(size=(256, 64)).astype(np.float32)
+    x4096 = rng.normal(size=(4096, 64)).astype(np.float32)
+    u4096 = rng.normal(size=(4096, 16)).astype(np.float32)
+    env = {"JACOBIAN_MODEL_REPOSITORY": str(repo), "JACOBIAN_WORKERS": "1"}
+    floor_env = {"JACOBIAN_FLOOR_MODEL": str(repo / "mlp" / "1")}
+    floor = [sys.executable, "-m", "uvicorn", "bench.model_floor:app", "--log-level", "warning", "--no-access-log"]
+    p, f = free_port(), free_port()
+    rows = []
+    with (
+        server("service", PROJECT, p, env),
+        server("floor", [*floor, "--port", str(f)], f, floor_env),
+        httpx.Client(timeout=120) as http,
+    ):
+        mine_url, floor_url = f"http://127.0.0.1:{p}", f"http://127.0.0.1:{f}"
+        headers = {"content-type": NPZ, "accept": NPZ}
+        jac_body, floor_jac = _npz(**{"inputs/x": x256}), _npz(x=x256)
+        pg_body = _npz(**{"inputs/x": x4096, "cotangents/y": u4096})
+        floor_pg = _npz(x=x4096, u=u4096)
+        cases = [
+            (
+                "mlp Jacobian, B=256, float32 (npz; floor: orjson)",
+                lambda: _timed(lambda: http.post(mine_url + "/models/mlp/jacobian", content=jac_body, headers=headers)),
+                lambda: _timed(lambda: http.post(floor_url + "/jacobian", content=floor_jac)),
+                "≤ 1.3",
+            ),
+            (
+                "mlp policy gradient (vjp in the variables, sum_batch), B=4096",
+                lambda: _timed(
+                    lambda: http.post(
+                        mine_url + "/models/mlp/vjp?wrt=variables&sum_batch=true", content=pg_body, headers=headers
+                    )
+                ),
+                lambda: _timed(lambda: http.post(floor_url + "/policy_gradient", content=floor_pg)),
+                "≤ 1.3",
+            ),
+        ]
+        for name, mine, theirs, goal in cases:
+            for _ in range(3):  # warm both
+                mine(), theirs()
+            m, t, ratio = alternate(mine, theirs, rounds)
+            rows.append((name, m * 1e3, t * 1e3, ratio, goal))
+    return rows
+
+
+def engine_vs_jax(repo: Path, rounds: int) -> tuple[str, float, float, float, str]:
+    import jax
+    import jax.numpy as jnp
+
+    import app  # noqa: F401  (TensorFlow's environment)
+    from app import calls
+    from app.engine.derivatives import Engine
+    from tests.support.model_oracles import variables
+
+    engine = Engine(xla=False, model_repository=str(repo))
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in variables(repo / "mlp" / "1").items()}
+
+    def f(x: jax.Array) -> jax.Array:
+        for i in range(3):
+            x = x @ params[f"dense/w{i}"] + params[f"dense/b{i}"]
+            x = jnp.tanh(x) if i < 2 else x
+        return x
+
+    jac = jax.jit(jax.vmap(jax.jacrev(f)))
+    x = np.random.default_rng(1).normal(size=(256, 64)).astype(np.float32)
+    call = calls.Call(calls.JACOBIAN, ("x",), ("y",))
+    np.testing.assert_allclose(engine.run_call("mlp", call, (x,)).arrays["jacobian|y|x"], jac(x), rtol=1e-4, atol=1e-5)
+
+    def mine() -> float:
+        start = time.perf_counter()
+        engine.run_call("mlp", call, (x,))
+        return time.perf_counter() - start
+
+    def theirs() -> float:
+        start = time.perf_counter()
+        jac(x).block_until_ready()
+        return time.perf_counter() - start
+
+    for _ in range(5):
+        mine(), theirs()
+    m, t, ratio = alternate(mine, theirs, rounds)
+    return ("engine mlp Jacobian B=256 vs jax.jit(vmap(jacrev))", m * 1e3, t * 1e3, ratio, "≤ 1.5")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    from examples import build_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "models"
+        build_models.build(repo)
+        rows = served(repo, args.rounds)
+        rows.append(engine_vs_jax(repo, args.rounds))
+    lines = ["| goal | service ms | floor ms | ratio | goal ratio |", "|---|---|---|---|---|"]
+    lines += [f"| {n} | {m:.2f} | {t:.2f} | {r:.2f} | {g} |" for n, m, t, r, g in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
