@@ -212,3 +212,15 @@ def default_call(card: Card, op: str) -> Call:
     wrt = choose_wrt(card, op, None) if op != PREDICT else ()
     of = choose_of(card, None, wrt) if op != PREDICT else ()
     return Call(op, wrt, of, stack=card.batch)
+
+
+def example_call(card: Card, op: str) -> Call:
+    """The default call, or for a second derivative of a model with several inputs, the first's:
+    what warm-up, calibration and the docs' examples run."""
+    try:
+        return default_call(card, op)
+    except InvalidInput:
+        if op not in SECOND_ORDER or not card.differentiable:
+            raise
+        wrt = (card.differentiable[0],)
+        return Call(op, wrt, choose_of(card, None, wrt), stack=card.batch)

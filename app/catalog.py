@@ -37,6 +37,9 @@ class Card:
     batch: bool = False
     # output -> input (or VARIABLES) -> None when its gradient is defined, else the op without one.
     undefined: dict[str, dict[str, str]] = field(default_factory=dict)
+    # operation -> TensorFlow's measured peak while it runs, a multiple of its inputs and outputs
+    # (calibrated at load: `app.engine.derivatives.Engine`), what the memory budget charges.
+    peak_factors: dict[str, float] = field(default_factory=dict)
 
     @property
     def differentiable(self) -> tuple[str, ...]:
@@ -52,5 +55,5 @@ def card_from_dict(d: dict[str, Any]) -> Card:
     def tensors(rows: list[dict[str, Any]]) -> tuple[Tensor, ...]:
         return tuple(Tensor(r["name"], r["dtype"], tuple(r["shape"])) for r in rows)
 
-    fields = {k: d[k] for k in ("name", "version", "state", "reason", "batch", "undefined") if k in d}
+    fields = {k: d[k] for k in ("name", "version", "state", "reason", "batch", "undefined", "peak_factors") if k in d}
     return Card(**fields, inputs=tensors(d["inputs"]), outputs=tensors(d["outputs"]), variables=tensors(d["variables"]))

@@ -157,20 +157,35 @@ class Engine:
                 self._warm_up_model(name, loaded.card)
 
     def _warm_up_model(self, name: str, card: Card) -> None:
-        """Trace and run each operation's default call (every differentiable input, every output
-        with a defined gradient) on example inputs of two rows."""
-        inputs = repository.example_inputs(card, batch=2 if card.batch else 1)
+        """Trace and run each operation's example call (every differentiable input, every output
+        with a defined gradient; one input for second derivatives) on example inputs, then
+        measure TensorFlow's peak for it on more rows: the memory budget's factor for that
+        operation of that model (`Card.peak_factors`)."""
+        factors = {}
         for op in calls.OPERATIONS:
             try:
-                call = calls.default_call(card, op)
-            except InvalidInput:  # e.g. a Hessian of a model with two inputs needs its choice
+                call = calls.example_call(card, op)
+            except InvalidInput:  # nothing to differentiate
                 continue
-            rows = [np.asarray(x) if card.batch else np.asarray(x)[None] for x in inputs.values()]
-            rows += [np.zeros((len(rows[0]), 1, *shape), dtype) for shape, dtype in _product_rows(card, call)]
             try:
-                self.run_call(name, call, tuple(rows))
+                self.run_call(name, call, _example_rows(card, call, 2))
+                rows = _example_rows(card, call, CALIBRATION_ROWS)
+                peak, result = self._peak(name, call, rows)
             except ModelRefused as err:  # its example inputs are not valid for it: traced, at least
                 log.info("warming up %s %s on example inputs: %s", name, op, err.message)
+                continue
+            moved = sum(r.nbytes for r in rows) + sum(a.nbytes for a in result.arrays.values())
+            factors[op] = round(peak / max(moved, 1), 3)
+        self.repository[name].card = dataclasses.replace(card, peak_factors=factors)
+        log.info("model %s: TensorFlow's peak per operation, a multiple of inputs and outputs: %s", name, factors)
+
+    def _peak(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]) -> tuple[int, Result]:
+        """The allocator's peak above what it held before, for one call (its BFC statistics)."""
+        device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+        tf.config.experimental.reset_memory_stats(device)
+        before = tf.config.experimental.get_memory_info(device)["current"]
+        result = self.run_call(model, call, rows)
+        return tf.config.experimental.get_memory_info(device)["peak"] - before, result
 
     def run_rows(self, op: str, *rows: np.ndarray, model: str = BUILTIN) -> Result:
         """Run operation `op` of `model` on rows Xr: (N, A, F), Yr: (N, F) and the op's other
@@ -278,6 +293,17 @@ def _reason(message: str) -> str:
     lines = [line.strip() for line in message.splitlines()]
     found = [line for line in lines if line and not line.startswith(_NOT_REASONS)]
     return (found[0] if found else "an invalid argument").split(" [Op:")[0][:300]
+
+
+CALIBRATION_ROWS = 32  # rows of a batch model the peaks are measured on
+
+
+def _example_rows(card: Card, call: calls.Call, rows: int) -> tuple[np.ndarray, ...]:
+    """Example inputs (`repository.example_inputs`) as a call's rows, with one product each."""
+    inputs = repository.example_inputs(card, batch=rows if card.batch else 1)
+    given = [np.asarray(x) if card.batch else np.asarray(x)[None] for x in inputs.values()]
+    products = [np.zeros((len(given[0]), 1, *shape), dtype) for shape, dtype in _product_rows(card, call)]
+    return tuple(given + products)
 
 
 def _product_rows(card: Card, call: calls.Call) -> list[tuple[tuple[int, ...], str]]:

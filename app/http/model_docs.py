@@ -96,12 +96,11 @@ def _response(card: Card, op: str) -> dict[str, Any]:
 
 
 def _runs(card: Card, op: str) -> bool:
-    """Whether the example (one input for second order, else the defaults) is a request it serves."""
+    """Whether the example (`calls.example_call`) is a request the model serves."""
     if op == calls.PREDICT:
         return True
     try:
-        wrt = calls.choose_wrt(card, op, card.differentiable[:1] if op in calls.SECOND_ORDER else None)
-        calls.choose_of(card, None, wrt)
+        calls.example_call(card, op)
     except InvalidInput:
         return False
     return True

@@ -243,16 +243,22 @@ def engine_shapes(p: ModelProblem) -> dict[str, tuple[int, ...]]:
 
 def estimate(p: ModelProblem, npz: bool) -> int:
     """Peak bytes while it runs: the inputs (parsed, stacked, TensorFlow's copy), TensorFlow's
-    peak as a multiple of the outputs, and the encoded answer."""
+    peak (the multiple measured at load), the answer, and its encoding."""
     shapes = engine_shapes(p)
     out = calls.output_bytes(shapes, _itemsizes(p.card, shapes))
     given = sum(a.nbytes for a in p.rows)
     elements = sum(int(np.prod(s)) for s in shapes.values())
     encoded = 0 if npz else elements * JSON_BYTES_PER_NUMBER
-    return 4 * given + int(TF_PEAK * (out + given)) + out + encoded + OVERHEAD
+    measured = p.card.peak_factors.get(p.call.op)
+    factor = UNMEASURED if measured is None else max(1.0, MARGIN * measured)
+    return 4 * given + int(factor * (out + given)) + out + encoded + OVERHEAD
 
 
-TF_PEAK = 3.0  # a multiple of outputs and inputs: not yet measured for every model (bench.memory)
+# TensorFlow's peak, a multiple of a call's inputs and outputs: measured per model and operation
+# when the engine loads it (`Card.peak_factors`, from the allocator's statistics, which read below
+# the process's memory: hence the margin), or this when it could not be.
+MARGIN = 1.5
+UNMEASURED = 3.0
 
 
 @dataclass(frozen=True)

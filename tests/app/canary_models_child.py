@@ -13,7 +13,6 @@ import app  # noqa: F401  (sets TensorFlow's environment before the engine impor
 from app import calls
 from app.catalog import VARIABLES
 from app.engine.derivatives import Engine
-from app.errors import InvalidInput
 
 BATCH = {"mlp": 256}
 
@@ -29,10 +28,7 @@ def main(root: str) -> None:
             for t in card.inputs
         ]
         for op in calls.OPERATIONS:
-            try:
-                call = calls.default_call(card, op)
-            except InvalidInput:
-                call = calls.Call(op, card.differentiable[:1], calls.choose_of(card, None, card.differentiable[:1]))
+            call = calls.example_call(card, op)
             cases = [call]
             if op == calls.VJP and card.variables:
                 cases.append(calls.Call(op, (VARIABLES,), call.of, sum_batch=True))

@@ -407,3 +407,61 @@ def test_the_docs_page_has_each_models_routes_with_examples_that_run(client: Tes
     assert "/models/broken/predict" not in spec["paths"]
     x = spec["paths"]["/models/wide/jacobian"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert x["properties"]["inputs"]["properties"]["x"]["items"]["maxItems"] == 5
+
+
+@pytest.mark.parametrize("rows", [1, 100])
+@pytest.mark.parametrize("name", MODELS)
+def test_the_memory_estimate_is_never_below_the_measured_peak(client: TestClient, name: str, rows: int) -> None:
+    """Each operation's claim (app.service.models.estimate, from the factor measured at load on 32
+    rows) against TensorFlow's peak measured now, at other sizes and with K products."""
+    from app import calls
+    from app.catalog import card_from_dict
+    from app.service import models as service_models
+
+    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    card = card_from_dict(next(c for c in engine.describe()["models"] if c["name"] == name))
+    assert set(card.peak_factors) >= {"predict", "jacobian", "vjp", "jvp"}
+    rng = np.random.default_rng(rows)
+    inputs = example_inputs(name, rng, batch=rows)
+    outputs = {t.name: t for t in card.outputs}
+    for op in calls.OPERATIONS:
+        if op not in card.peak_factors:
+            continue
+        call = calls.example_call(card, op)
+        products: dict[str, Any] = {}
+        if op == calls.VJP:
+            products["cotangents"] = {o: rng.normal(size=(3, rows, *outputs[o].shape[1:])) for o in call.of}
+        if op in (calls.JVP, calls.HVP):
+            products["tangents"] = {w: rng.normal(size=(3, *inputs[w].shape)) for w in call.inputs_wrt()}
+        p = service_models.problem(card, op, inputs, wrt=list(call.wrt) or None, of=list(call.of) or None, **products)
+        claim = service_models.estimate(p, npz=True)
+        peak, _ = engine._peak(name, p.call, p.rows)
+        assert peak <= claim, (name, op, rows, peak, claim)
+
+
+def test_a_request_at_the_budgets_edge_is_admitted_or_refused_as_the_estimate_says(
+    client: TestClient, repo: Path, rng: Any
+) -> None:
+    from app.catalog import card_from_dict
+    from app.service import models as service_models
+
+    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    card = card_from_dict(next(c for c in engine.describe()["models"] if c["name"] == "mlp"))
+    # The budget is the claim of 256 rows as this app measured; the other app measures its own
+    # factors at load, within a few percent: 10% fewer rows fit, 10% more do not.
+    under, over = (example_inputs("mlp", rng, batch=b) for b in (230, 285))
+    budget = service_models.estimate(service_models.problem(card, "jacobian", example_inputs("mlp", rng, 256)), True)
+    settings = Settings(model_repository=str(repo), xla=False, memory_budget_bytes=budget)
+    for small in started_client(settings):
+        answers = [_post_npz(small, "/models/mlp/jacobian", x) for x in (under, over, example_inputs("mlp", rng, 1))]
+        assert answers[0].status_code == 200, answers[0].text
+        refused = answers[1]
+        assert refused.status_code == 413 and refused.json()["code"] == "over_memory_budget", refused.text
+        assert f"{budget:,}" in refused.json()["message"]
+        assert answers[2].status_code == 200  # and it still serves
+
+
+def _post_npz(client: TestClient, path: str, inputs: dict[str, np.ndarray]) -> Any:
+    buf = io.BytesIO()
+    np.savez(buf, **{f"inputs/{k}": v for k, v in inputs.items()})
+    return client.post(path, content=buf.getvalue(), headers={"content-type": NPZ, "accept": NPZ})
