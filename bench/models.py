@@ -53,7 +53,7 @@ def alternate(mine: Callable[[], float], theirs: Callable[[], float], rounds: in
     return statistics.median(a), statistics.median(b), statistics.median(ratios)
 
 
-def served(repo: Path, rounds: int) -> list[tuple[str, float, float, float, str]]:
+def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float, str]], list[tuple[str, int, int]]]:
     rng = np.random.default_rng(0)
     x256 = rng.normal(size=(256, 64)).astype(np.float32)
     x4096 = rng.normal(size=(4096, 64)).astype(np.float32)
@@ -64,7 +64,7 @@ def served(repo: Path, rounds: int) -> list[tuple[str, float, float, float, str]
     p, f = free_port(), free_port()
     rows = []
     with (
-        server("service", PROJECT, p, env),
+        server("service", PROJECT, p, env) as service,
         server("floor", [*floor, "--port", str(f)], f, floor_env),
         httpx.Client(timeout=120) as http,
     ):
@@ -96,7 +96,8 @@ def served(repo: Path, rounds: int) -> list[tuple[str, float, float, float, str]
                 mine(), theirs()
             m, t, ratio = alternate(mine, theirs, rounds)
             rows.append((name, m * 1e3, t * 1e3, ratio, goal))
-    return rows
+        memory_rows = memory(mine_url, service.proc.pid)
+    return rows, memory_rows
 
 
 def engine_vs_jax(repo: Path, rounds: int) -> tuple[str, float, float, float, str]:
@@ -148,10 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "models"
         build_models.build(repo)
-        rows = served(repo, args.rounds)
+        rows, memory_rows = served(repo, args.rounds)
         rows.append(engine_vs_jax(repo, args.rounds))
     lines = ["| goal | service ms | floor ms | ratio | goal ratio |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {m:.2f} | {t:.2f} | {r:.2f} | {g} |" for n, m, t, r, g in rows]
+    lines += ["", "| memory: model, operation | estimate MiB | measured peak over idle MiB | measured ≤ estimate |"]
+    lines += ["|---|---|---|---|"]
+    lines += [f"| {n} | {e / 2**20:.1f} | {m / 2**20:.1f} | {'yes' if m <= e else 'NO'} |" for n, e, m in memory_rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:
@@ -161,3 +165,58 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+MEMORY_ROWS = {"mlp": {"hessian": 32, "hvp": 32}}  # rows per request; 256 otherwise
+
+
+def memory(url: str, root_pid: int) -> list[tuple[str, int, int]]:
+    """For every example model and operation: the claim (app.service.models.estimate, from the
+    card's measured factors) and the service's measured peak over idle (bench.memory: every
+    process's resident memory and the shared-memory folder, sampled while it runs)."""
+    from jacobian_client import Client
+
+    from app import calls
+    from app.catalog import card_from_dict
+    from app.service import models as service_models
+    from bench.memory import PeakSampler, service_bytes
+
+    rows = []
+    rng = np.random.default_rng(3)
+    with Client(url, timeout=300, retries=0) as client:
+        for name in ("actions", "mlp", "pair", "policy_mlp", "wide"):
+            card = card_from_dict(client.model(name).card())
+            for op in calls.OPERATIONS:
+                call = calls.example_call(card, op)
+                B = MEMORY_ROWS.get(name, {}).get(op, 256)
+                inputs = {
+                    t.name: rng.normal(size=(B, *t.shape[1:])).astype(t.dtype)
+                    if t.floating
+                    else np.zeros((B, *t.shape[1:]), t.dtype)
+                    for t in card.inputs
+                }
+                tensors = {t.name: t for t in card.inputs + card.outputs}
+                products = {
+                    n: rng.normal(size=(2, B, *tensors[n].shape[1:])).astype(tensors[n].dtype)
+                    for n in call.product_names()
+                }
+                group = "cotangents" if op == calls.VJP else "tangents"
+                extra = {group: products} if products else {}
+                p = service_models.problem(card, op, inputs, list(call.wrt) or None, list(call.of) or None, **extra)
+                estimate = service_models.estimate(p, npz=True)
+                time.sleep(0.3)
+                idle = service_bytes(root_pid)
+                model = client.model(name)
+                with PeakSampler(root_pid) as sampler:
+                    if op == calls.PREDICT:
+                        model.predict(inputs)
+                    elif op == calls.VJP:
+                        model.vjp(inputs, products, wrt=call.wrt)
+                    elif op == calls.JVP:
+                        model.jvp(inputs, products, of=call.of)
+                    elif op == calls.HVP:
+                        model.hvp(inputs, products, wrt=call.wrt, of=call.of)
+                    else:
+                        getattr(model, op)(inputs, wrt=call.wrt, of=call.of)
+                rows.append((f"{name} {op} B={B}", estimate, sampler.peak - idle))
+    return rows

@@ -288,11 +288,11 @@ _NOT_REASONS = ("Graph execution error", "Detected at node", "<stack traces", "[
 
 
 def _reason(message: str) -> str:
-    """What TensorFlow says was wrong ('indices[0] = 7 is not in [0, 3)'), without its node
-    names, stack notes and function names."""
+    """What TensorFlow says was wrong ('indices[0] = 7 is not in [0, 3)'): the line before its
+    node names, without the stack it may quote before it."""
     lines = [line.strip() for line in message.splitlines()]
     found = [line for line in lines if line and not line.startswith(_NOT_REASONS)]
-    return (found[0] if found else "an invalid argument").split(" [Op:")[0][:300]
+    return (found[-1] if found else "an invalid argument").split(" [Op:")[0][:300]
 
 
 CALIBRATION_ROWS = 32  # rows of a batch model the peaks are measured on

@@ -13,6 +13,7 @@ from app import calls
 from app.catalog import VARIABLES, Card, Tensor
 from app.errors import InvalidInput
 from app.service import codec
+from app.service.models import open_outputs
 
 SUMMARIES = {
     calls.PREDICT: "the forward pass: its outputs",
@@ -114,6 +115,8 @@ def paths(cards: list[Card], errors: dict[str, Any]) -> dict[str, Any]:
             if not _runs(card, op):
                 continue
             schema, example = _request(card, op)
+            # Cotangents for an output whose size the signature leaves open cannot be shaped ahead.
+            shown = not (op == calls.VJP and open_outputs(card))
             found[f"/models/{card.name}/{op}"] = {
                 "post": {
                     "tags": [f"model: {card.name}"],
@@ -122,7 +125,7 @@ def paths(cards: list[Card], errors: dict[str, Any]) -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            codec.JSON: {"schema": schema, "example": example},
+                            codec.JSON: {"schema": schema, **({"example": example} if shown else {})},
                             codec.NPZ: {
                                 "schema": {"type": "string", "format": "binary"},
                                 "description": "members inputs/<name>, cotangents/<output>, tangents/<input>; "

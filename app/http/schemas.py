@@ -225,6 +225,11 @@ class ModelCard(BaseModel):
     undefined: dict[str, dict[str, str]] = Field(
         description="output → input (or 'variables') → the op TensorFlow defines no gradient for, on that path."
     )
+    peak_factors: dict[str, float] = Field(
+        default_factory=dict,
+        description="operation → TensorFlow's peak memory measured at load, a multiple of a call's inputs and "
+        "outputs (what the memory budget charges, with a margin).",
+    )
 
 
 class ModelList(BaseModel):

@@ -76,18 +76,22 @@ def array_for(t: Tensor, value: Any, loc: Sequence[str | int]) -> np.ndarray:
     """A JSON value or npz member as the signature's dtype: a floating input takes numbers (cast,
     checked finite), an integer input integers only."""
     what = ".".join(map(str, loc))
-    if t.floating:
-        if isinstance(value, np.ndarray) and value.dtype.kind not in "iuf":
-            raise _fail(loc, f"{what} has dtype {value.dtype}; {t.name} takes numbers ({t.dtype})")
-        return finite_as(value, what, t.dtype)
     try:
-        a = np.asarray(value)
+        a = value if isinstance(value, np.ndarray) else np.asarray(value)
     except ValueError:
         raise _fail(loc, f"{what} is ragged: every row must have the same length") from None
     if a.dtype == object:
         raise _fail(loc, f"{what} is ragged: every row must have the same length")
-    if a.dtype.kind not in "iu" and not (a.size == 0 and a.dtype.kind == "f"):
+    if a.dtype.kind not in "iuf" and a.size:
+        raise _fail(
+            loc,
+            f"{what} must hold numbers ({t.name} is {t.dtype}), not {'booleans' if a.dtype.kind == 'b' else 'strings'}",
+        )
+    if t.floating:
+        return finite_as(a, what, t.dtype)
+    if a.dtype.kind not in "iu" and a.size:
         raise _fail(loc, f"{what} must hold integers: {t.name} is {t.dtype}")
+    a = a.astype(np.int64) if a.size == 0 else a
     info = np.iinfo(t.dtype)
     if a.size and (a.min() < info.min or a.max() > info.max):
         raise _fail(loc, f"{what} has entries outside {t.dtype}'s range [{info.min}, {info.max}]")
@@ -203,14 +207,23 @@ def problem(
         chosen_of = calls.choose_of(card, of, chosen_wrt)
     rows = tuple(a if card.batch else a[None] for a in arrays.values()) + tuple(products.values())
     input_rows = {t.name: tuple(arrays[t.name].shape[1:] if card.batch else arrays[t.name].shape) for t in card.inputs}
-    # An output size the signature leaves open counts as 1: the limits see the known part only.
+    # An output size the signature leaves open counts as 1 until a forward pass has shown it (`serve`).
     output_rows = {t.name: tuple(1 if d is None else d for d in calls.row_shape(card, t)) for t in card.outputs}
     single = op == calls.VJP and (K or 1) == 1
     call = Call(op, chosen_wrt, chosen_of, sum_batch, stack=card.batch and not sum_batch, single=single)
-    one, two = (calls.output_shapes(card, call, n, K or 1, input_rows, output_rows) for n in (1, 2))
-    b1, b2 = (calls.output_bytes(shapes, _itemsizes(card, shapes)) for shapes in (one, two))
-    call = replace(call, row_bytes=b2 - b1, fixed_bytes=2 * b1 - b2, arrays=len(one))
-    return ModelProblem(card, call, rows, batch, K, input_rows, output_rows)
+    return _sized(ModelProblem(card, call, rows, batch, K, input_rows, output_rows))
+
+
+def _sized(p: ModelProblem) -> ModelProblem:
+    """The call with what the engine will return: bytes per row and fixed, and how many arrays."""
+    one, two = (calls.output_shapes(p.card, p.call, n, p.k, p.input_rows, p.output_rows) for n in (1, 2))
+    b1, b2 = (calls.output_bytes(shapes, _itemsizes(p.card, shapes)) for shapes in (one, two))
+    return replace(p, call=replace(p.call, row_bytes=b2 - b1, fixed_bytes=2 * b1 - b2, arrays=len(one)))
+
+
+def open_outputs(card: Card) -> bool:
+    """Whether an output's size (beyond the batch) is left open by the signature."""
+    return any(d is None for t in card.outputs for d in calls.row_shape(card, t))
 
 
 def _refuse_extra(op: str, cotangents: Any, tangents: Any, sum_batch: bool, card: Card) -> None:
@@ -269,6 +282,8 @@ class Answer:
 
 
 async def serve(settings: Settings, batcher: Submits, p: ModelProblem, out: Encoding) -> Answer:
+    if p.call.op != calls.PREDICT and open_outputs(p.card):
+        p = await _with_output_sizes(settings, batcher, p, out)
     shapes = engine_shapes(p)
     derivative = sum(int(np.prod(s)) for k, s in shapes.items() if not k.startswith(OUTPUTS))
     sizes = (f"B={p.batch}, " if p.batch else "") + (f"K={p.K}, " if p.K else "")
@@ -296,6 +311,20 @@ async def serve(settings: Settings, batcher: Submits, p: ModelProblem, out: Enco
     dtype = ", ".join(dict.fromkeys(t.dtype for t in p.card.outputs if t.floating)) or "none"
     meta = {"model": p.card.name, "version": p.card.version, "dtype": dtype, "device": computed.device}
     return Answer(arrays, meta, computed.release)
+
+
+async def _with_output_sizes(settings: Settings, batcher: Submits, p: ModelProblem, out: Encoding) -> ModelProblem:
+    """A signature that leaves an output's size open: a forward pass first shows it, so that the
+    derivative's size limits and memory claim count it (one forward pass more for such models)."""
+    n_inputs = len(p.card.inputs)
+    forward = _sized(replace(p, call=Call(calls.PREDICT, stack=p.call.stack), rows=p.rows[:n_inputs], K=None))
+    answer = await serve(settings, batcher, forward, out)
+    try:
+        found = {k.split(calls.SEP, 1)[1]: a.shape for k, a in answer.arrays.items()}
+    finally:
+        answer.release()
+    rows = {o: tuple(shape[1:]) if p.card.batch else tuple(shape) for o, shape in found.items()}
+    return _sized(replace(p, output_rows=rows))
 
 
 def _hint(p: ModelProblem) -> str:

@@ -24,3 +24,4 @@ def test_the_model_benchmark_runs_and_prints_its_goals(tmp_path: Path) -> None:
     assert models.main(["--rounds", "1", "--out", str(tmp_path / "models.md")]) == 0
     table = (tmp_path / "models.md").read_text()
     assert "mlp Jacobian, B=256" in table and "policy gradient" in table and "jax.jit(vmap(jacrev))" in table
+    assert "| mlp hessian B=32 |" in table and "| wide vjp B=256 |" in table
