@@ -10,12 +10,11 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import ValidationError
 from starlette.responses import Response
 
 from app import calls
 from app.catalog import Card, card_from_dict
-from app.errors import InvalidInput, MalformedBody, NotReady, UnknownModel, UnsupportedMediaType
+from app.errors import InvalidInput, NotReady, UnknownModel, UnsupportedMediaType
 from app.http import runtime
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
@@ -25,7 +24,6 @@ from app.http.routes import PlainRoute
 from app.http.schemas import ModelRequest
 from app.service import codec, npz
 from app.service import models as service_models
-from app.service.codec import validation_details
 from app.service.outputs import Encoding
 
 router = APIRouter(route_class=PlainRoute)
@@ -75,17 +73,7 @@ def _json(tree: dict[str, Any], meta: dict[str, Any]) -> bytes:
 
 
 def _json_fields(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        raise MalformedBody('The request body is empty; send a JSON object with "inputs"')
-    try:
-        req = ModelRequest.model_validate_json(body)
-    except ValidationError as err:
-        details = validation_details(err)
-        if any(e["type"] == "json_invalid" for e in err.errors()):
-            raise MalformedBody(f"The request body is not valid JSON: {details[0]['msg']}", details) from None
-        summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
-        raise InvalidInput(f"The request does not match the schema: {summary}", details) from None
-    return req.model_dump()
+    return codec.validated(body, ModelRequest, '"inputs"').model_dump()
 
 
 GROUPS = ("inputs", "cotangents", "tangents")

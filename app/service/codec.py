@@ -3,7 +3,7 @@ responses serialized straight from NumPy with orjson, npz in and out (`app.servi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -36,19 +36,27 @@ def validation_details(err: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def decode_json(body: bytes, model: type[BaseModel], default_dtype: str, products: str | None = None) -> Problem:
-    """Parse and validate a JSON body into a Problem; 400 if not JSON, 422 if not a valid problem.
-    `products`: ops.VJP or ops.JVP when the body carries cotangents U or tangents V with a K axis."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(body: bytes, model: type[M], holding: str) -> M:
+    """The JSON body as `model`: 400 if it is empty or not JSON, 422 if it does not match."""
     if not body.strip():
-        raise MalformedBody("The request body is empty; send a JSON object with X and Y")
+        raise MalformedBody(f"The request body is empty; send a JSON object with {holding}")
     try:
-        req = model.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as err:
         details = validation_details(err)
         if any(e["type"] == "json_invalid" for e in err.errors()):
             raise MalformedBody(f"The request body is not valid JSON: {details[0]['msg']}", details) from None
         summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
         raise InvalidInput(f"The request does not match the schema: {summary}", details) from None
+
+
+def decode_json(body: bytes, model: type[BaseModel], default_dtype: str, products: str | None = None) -> Problem:
+    """Parse and validate a JSON body into a Problem; 400 if not JSON, 422 if not a valid problem.
+    `products`: ops.VJP or ops.JVP when the body carries cotangents U or tangents V with a K axis."""
+    req = validated(body, model, "X and Y")
     dtype = req.dtype or default_dtype  # type: ignore[attr-defined]
     p = from_lists(
         req.X,  # type: ignore[attr-defined]

@@ -120,13 +120,7 @@ class Inference:
 
 def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
     """The request body (JSON, then binary tensor data if `header_length` is given) as an Inference."""
-    head, binary = split_body(body, header_length)
-    try:
-        request = InferenceRequest.model_validate_json(head)
-    except ValidationError as err:
-        details = codec.validation_details(err)
-        summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
-        raise MalformedBody(f"The inference request is not valid: {summary}", details) from None
+    request, binary = read_request(body, header_length)
     arrays, dtype = _inputs(request.inputs, binary)
     missing = [n for n in m.inputs if n not in arrays]
     unknown = [n for n in arrays if n not in m.inputs]
@@ -142,6 +136,17 @@ def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
     sum_states = flag(request.parameters, "sum_states") if products == ops.VJP else False
     problem = from_named(arrays, dtype, products, sum_states, wrt)
     return Inference(m, problem, outputs, request.id)
+
+
+def read_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, memoryview]:
+    """The request's JSON part as an InferenceRequest (400 if it is not one), and its binary data."""
+    head, binary = split_body(body, header_length)
+    try:
+        return InferenceRequest.model_validate_json(head), binary
+    except ValidationError as err:
+        details = codec.validation_details(err)
+        summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
+        raise MalformedBody(f"The inference request is not valid: {summary}", details) from None
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:

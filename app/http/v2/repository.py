@@ -16,14 +16,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
 
 from app import calls
 from app.catalog import VARIABLES, Card
-from app.errors import InvalidInput, MalformedBody, UnknownModel
+from app.errors import InvalidInput, UnknownModel
 from app.http.v2 import protocol as oip
-from app.http.v2.documents import InferenceRequest, ModelMetadata, TensorMetadata
-from app.service import codec, npz
+from app.http.v2.documents import ModelMetadata, TensorMetadata
+from app.service import npz
 from app.service.models import ModelProblem, problem
 
 DATATYPES = {
@@ -129,13 +128,7 @@ class Inference:
 
 
 def parse(m: RepositoryModel, body: bytes, header_length: str | None) -> Inference:
-    head, binary = oip.split_body(body, header_length)
-    try:
-        request = InferenceRequest.model_validate_json(head)
-    except ValidationError as err:
-        details = codec.validation_details(err)
-        summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
-        raise MalformedBody(f"The inference request is not valid: {summary}", details) from None
+    request, binary = oip.read_request(body, header_length)
     arrays = oip.read_inputs(request.inputs, binary, DATATYPES, one_datatype=False)
     groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, **{g: {} for g in GROUPS}}
     for name, a in arrays.items():
