@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from examples import build_models
+from tests.support import edge_models
 from tests.support.clients import started_client
 from tests.support.model_oracles import Oracle
 
@@ -31,20 +32,8 @@ NPZ = "application/x-npz"
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
     build_models.build(root)
-    spec = tf.TensorSpec([None, 2, 2], tf.float64, name="m")
-
-    @tf.function(input_signature=[spec])
-    def logm(m: tf.Tensor) -> dict[str, tf.Tensor]:
-        square = tf.eye(2, dtype=tf.float64) + 0.1 * m
-        return {"log": tf.math.real(tf.linalg.logm(tf.cast(square, tf.complex128))), "twice": 2.0 * m + m * m}
-
-    tf.saved_model.save(tf.Module(), str(root / "logm" / "1"), signatures={"serving_default": logm})
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float64, name="x")])
-    def rounded(x: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"r": tf.round(x) * 3.0, "both": tf.round(x) + x * x}
-
-    tf.saved_model.save(tf.Module(), str(root / "rounded" / "1"), signatures={"serving_default": rounded})
+    edge_models.save_logm(root)
+    edge_models.save_rounded(root)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float64, name="x")])
     def open_size(x: tf.Tensor) -> dict[str, tf.Tensor]:  # an output size the signature leaves open

@@ -15,6 +15,7 @@ import tensorflow as tf
 from app.catalog import VARIABLES, Tensor
 from app.engine import repository
 from examples import build_models
+from tests.support import edge_models
 
 
 def _save(root: Path, name: str, fn: tf.types.experimental.GenericFunction, module: tf.Module | None = None) -> None:
@@ -25,21 +26,8 @@ def _save(root: Path, name: str, fn: tf.types.experimental.GenericFunction, modu
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("repo")
     build_models.build(root)
-    spec = tf.TensorSpec([None, 2, 2], tf.float64, name="m")
-
-    @tf.function(input_signature=[spec])
-    def logm(m: tf.Tensor) -> dict[str, tf.Tensor]:
-        square = tf.eye(2, dtype=tf.float64) + 0.1 * m
-        log = tf.math.real(tf.linalg.logm(tf.cast(square, tf.complex128)))
-        return {"log": log, "twice": 2.0 * m}
-
-    _save(root, "logm", logm)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
-    def rounded(x: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"r": tf.round(x) * 3.0}
-
-    _save(root, "rounded", rounded)
+    edge_models.save_logm(root)
+    edge_models.save_rounded(root)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def strings(text: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -127,8 +115,7 @@ def test_the_probe_names_the_op_without_a_gradient_and_counts_round_as_zero(
     logm = loaded["logm"].card
     assert logm.state == "ready"
     assert logm.undefined["log"] == {"m": "MatrixLogarithm"} and not logm.gradient_defined("log", "m")
-    # `twice` does not pass through logm, but the loaded signature is differentiated whole, so
-    # TensorFlow refuses its gradient too (issue 23: differentiate each output's own subgraph).
+    # `twice` does not pass through logm: its gradient is defined (each output's own path).
     rounded = loaded["rounded"].card
     assert rounded.undefined == {} and rounded.gradient_defined("r", "x")
     assert loaded["policy_mlp"].card.gradient_defined("value", VARIABLES)
