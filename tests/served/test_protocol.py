@@ -58,7 +58,7 @@ def test_trickling_clients_are_cut_off_and_others_are_served(tmp_path: Path) -> 
     env = {"JACOBIAN_REQUEST_READ_TIMEOUT_S": "5", "JACOBIAN_WORKERS": "2"}
     with running(tmp_path, env) as server:
 
-        async def scenario() -> tuple[float, float, float, httpx.Response]:
+        async def scenario() -> tuple[float, float, float, float, httpx.Response]:
             opened, count, closed_at = asyncio.Event(), [0], []
             start = time.monotonic()
             tricklers = [
@@ -69,14 +69,17 @@ def test_trickling_clients_are_cut_off_and_others_are_served(tmp_path: Path) -> 
             async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
                 t = time.monotonic()
                 normal = await client.post("/jacobian", json=SEED)
-                normal_s = time.monotonic() - t
+                answered = time.monotonic()
+                normal_s = answered - t
             await asyncio.wait_for(asyncio.gather(*tricklers), 30)
             assert len(closed_at) == TRICKLERS
-            return all_open - start, max(closed_at) - start, normal_s, normal
+            return all_open - start, max(closed_at) - start, min(closed_at) - answered, normal_s, normal
 
-        opening_s, last_closed_s, normal_s, normal = asyncio.run(scenario())
+        opening_s, last_closed_s, margin_s, normal_s, normal = asyncio.run(scenario())
     print(f"{TRICKLERS} open in {opening_s:.1f} s, last cut at {last_closed_s:.1f} s; other {normal_s * 1e3:.0f} ms")
-    assert normal.status_code == 200 and normal_s < 1.0, (normal.status_code, normal_s)
+    # Served while every trickler still held its connection, not after they were cut (not a timing
+    # bound: a loaded machine slows both alike).
+    assert normal.status_code == 200 and margin_s > 0, (normal.status_code, normal_s, margin_s)
     X, y = np.array(SEED["X"]), np.array(SEED["Y"])
     assert_close(np.array(normal.json()["J"]), oracles.jacobian(X, y), 1e-5)
     # Every trickler was cut off about 5 s after it connected: all within 10 s of the first.
