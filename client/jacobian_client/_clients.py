@@ -92,6 +92,13 @@ class Model(_ModelCalls):
     def hvp(self, inputs: Arrays, tangents: Arrays, *, wrt: Names = None, of: Names = None) -> ModelResult:
         return self._client._run(self.hvp_call(inputs, tangents, wrt, of))
 
+    def as_jax(self, *, variables: bool = False) -> Any:
+        """This model as a JAX function that `jax.grad`, `jacrev`, `jacfwd`, `vmap`, `jit` and
+        `hessian` differentiate through (extra `[jax]`; `jacobian_client.jax.model`)."""
+        from jacobian_client import jax as remote_jax
+
+        return remote_jax.model(self._client, self.name, variables=variables)
+
 
 class AsyncModel(_ModelCalls):
     """`Model`'s methods as coroutines (`async_client.model(name)`)."""
@@ -200,6 +207,12 @@ class Client(_Base):
     def model(self, name: str) -> Model:
         """A model of the service's repository, by name (GET /models lists them)."""
         return Model(self, name)
+
+    def as_jax(self) -> Any:
+        """The built-in model, W = log_softmax(X·Y), as a JAX function of X and Y (extra `[jax]`)."""
+        from jacobian_client import jax as remote_jax
+
+        return remote_jax.policy(self)
 
     def _get(self, path: str) -> dict[str, Any]:
         r = self._http.get(self.base_url + path)

@@ -1,0 +1,161 @@
+"""`jacobian_client.jax` against a live server: JAX's transformations through the remote built-in
+model and each example repository model equal the same transformations of the local JAX networks
+(`tests.support.model_oracles`), with the requests counted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jacobian_client import Client, JacobianServiceError
+
+from examples import build_models
+from tests.support import model_oracles, servers
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Path]]:
+    root = tmp_path_factory.mktemp("repo")
+    build_models.build(root)
+    env = {"JACOBIAN_MODEL_REPOSITORY": str(root), "JACOBIAN_WORKERS": "1"}
+    with servers.running(tmp_path_factory.mktemp("jax"), env) as server, Client(server.url) as client:
+        yield client, root
+
+
+def local_policy(X: jax.Array, Y: jax.Array) -> jax.Array:
+    return jax.nn.log_softmax(Y @ X.T)
+
+
+def close(got: Any, want: Any, rtol: float) -> None:
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(np.abs(want).max(), 1e-300))
+
+
+def requests(f: Any, run: Callable[[], Any]) -> tuple[Any, int]:
+    before = f.remote.requests
+    out = run()
+    return out, f.remote.requests - before
+
+
+def test_the_built_in_model_under_every_transformation(served: tuple[Client, Path]) -> None:
+    client, _ = served
+    policy = client.as_jax()
+    rng = np.random.default_rng(1)
+    X, Y, Ys = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(5, 4))
+    close(policy(X, Y), local_policy(X, Y), 1e-9)
+    for transform in (jax.jacrev, jax.jacfwd):
+        close(transform(policy, argnums=(0, 1))(X, Ys)[1], transform(local_policy, argnums=(0, 1))(X, Ys)[1], 1e-9)
+        got, n = requests(policy, lambda t=transform: jax.jit(t(policy))(X, Y))
+        close(got, transform(local_policy)(X, Y), 1e-9)
+        assert n == 1, f"jit({transform.__name__}) made {n} requests"
+
+    def loss(f: Callable[..., jax.Array]) -> Callable[[jax.Array], jax.Array]:
+        return lambda X: jnp.sum(f(X, Ys) ** 2)
+
+    close(jax.grad(loss(policy))(X), jax.grad(loss(local_policy))(X), 1e-9)
+    close(
+        jax.grad(lambda Y: jnp.sum(policy(X, Y) ** 2))(Y), jax.grad(lambda Y: jnp.sum(local_policy(X, Y) ** 2))(Y), 1e-9
+    )
+    close(jax.hessian(policy)(X, Y), jax.hessian(local_policy)(X, Y), 1e-9)
+    close(
+        jax.grad(lambda X: jnp.sum(jax.grad(loss(policy))(X) ** 2))(X),
+        jax.grad(lambda X: jnp.sum(jax.grad(loss(local_policy))(X) ** 2))(X),
+        1e-9,
+    )
+    # The closed form too: ∂W_i/∂X_jk = (δ_ij − p_j)·y_k.
+    p = np.exp(local_policy(X, Y))
+    close(jax.jit(jax.jacrev(policy))(X, Y), (np.eye(3) - p)[:, :, None] * Y, 1e-9)
+
+    _, pullback = jax.vjp(lambda X: policy(X, Y), X)
+    _, local_pullback = jax.vjp(lambda X: local_policy(X, Y), X)
+    U = rng.normal(size=(64, 3))
+    got, n = requests(policy, lambda: jax.vmap(pullback)(U))
+    close(got[0], jax.vmap(local_pullback)(U)[0], 1e-9)
+    assert n == 1, f"vmap of 64 VJPs made {n} requests"
+
+
+CASES = {  # model -> (the input differentiated, the others, the output)
+    "policy_mlp": ("state", {}, "log_probs"),
+    "mlp": ("x", {}, "y"),
+    "pair": ("a", {"b": np.linspace(-1, 1, 12).reshape(4, 3)}, "s"),
+    "actions": ("state", {"action": np.array([0, 2, 1, 0], np.int32)}, "log_prob"),
+    "wide": ("x", {}, "y"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_repository_model_under_every_transformation(served: tuple[Client, Path], name: str) -> None:
+    client, root = served
+    remote = client.model(name).as_jax()
+    oracle = model_oracles.Oracle(name, root / name / "1")
+    wrt, others, out = CASES[name]
+    card = client.model(name).card()
+    spec = next(t for t in card["inputs"] if t["name"] == wrt)
+    dtype = np.dtype(spec["dtype"])
+    rtol = 1e-9 if dtype == np.float64 else 1e-5
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(4, *spec["shape"][1:])).astype(dtype)
+    fixed = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in others.items()}
+
+    def f(x: jax.Array) -> jax.Array:
+        return remote({wrt: x, **fixed})[out]
+
+    def g(x: jax.Array) -> jax.Array:  # the same network, local, in float64
+        return oracle.net(oracle.params, {wrt: x.astype(jnp.float64), **oracle._as64(fixed)})[out]
+
+    close(f(x), g(x), rtol)
+    for transform in (jax.jacrev, jax.jacfwd, jax.hessian):
+        got, n = requests(remote, lambda t=transform: jax.jit(t(f))(x))
+        close(got, transform(g)(x), rtol)
+        assert n == 1, f"jit({transform.__name__}) of {name} made {n} requests"
+    close(jax.grad(lambda x: jnp.sum(f(x) ** 2))(x), jax.grad(lambda x: jnp.sum(g(x) ** 2))(x), rtol)
+
+    def twice(h: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:  # reverse over reverse: /hvp
+        return jax.grad(lambda x: jnp.sum(jax.grad(lambda x: jnp.sum(h(x)))(x) ** 2))
+
+    close(twice(f)(x), twice(g)(x), rtol if dtype == np.float64 else 10 * rtol)  # float32: two passes of rounding
+    _, pullback = jax.vjp(f, x)
+    _, local_pullback = jax.vjp(g, x)
+    U = rng.normal(size=(16, *f(x).shape)).astype(dtype)
+    got, n = requests(remote, lambda: jax.vmap(pullback)(U))
+    close(got[0], jax.vmap(local_pullback)(U.astype(np.float64))[0], rtol)
+    assert n == 1
+
+
+def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(served: tuple[Client, Path]) -> None:
+    client, root = served
+    remote = client.model("wide").as_jax(variables=True)
+    oracle = model_oracles.Oracle("wide", root / "wide" / "1")
+    x = np.random.default_rng(3).normal(size=(6, 5))
+
+    def loss(net: Callable[..., Any], params: Any) -> jax.Array:
+        return jnp.sum(net(params, {"x": x})["y"] ** 2)
+
+    got, n = requests(remote, lambda: jax.jit(jax.grad(lambda v: loss(remote, v)))(remote.zero_variables()))
+    want = jax.grad(lambda v: loss(oracle.net, v))(oracle.params)
+    assert set(got) == set(want)
+    assert n == 2, n  # the forward pass (the loss needs y) and one VJP in every variable
+    for k in want:
+        close(got[k], want[k], 1e-9)
+
+
+def test_service_errors_surface_inside_the_users_program(served: tuple[Client, Path]) -> None:
+    client, _ = served
+    wide = client.model("wide").as_jax()
+    bad = np.full((2, 5), np.nan)
+    with pytest.raises(JacobianServiceError, match="finite"):
+        jax.grad(lambda x: jnp.sum(wide({"x": x})["y"]))(bad)
+    with pytest.raises(Exception, match="finite"):  # under jit JAX wraps the callback's error
+        jax.jit(jax.grad(lambda x: jnp.sum(wide({"x": x})["y"])))(bad).block_until_ready()
+    pair = client.model("pair").as_jax()
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(JacobianServiceError, match="one input at a time"):
+        jax.hessian(lambda a: jnp.sum(pair({"a": a, "b": a})["s"]))(a)
