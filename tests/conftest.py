@@ -63,6 +63,19 @@ def _session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server
         yield server
 
 
+@pytest.fixture(scope="session")
+def repository_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[servers.LiveServer, Path]]:
+    """A server of the example model repository (one HTTP worker), shared by the tests that need
+    one: the server and the repository's folder."""
+    from examples import build_models
+
+    root = tmp_path_factory.mktemp("repo")
+    build_models.build(root)
+    env = {"JACOBIAN_MODEL_REPOSITORY": str(root), "JACOBIAN_WORKERS": "1"}
+    with servers.running(tmp_path_factory.mktemp("repository"), env) as server:
+        yield server, root
+
+
 @pytest.fixture
 def live_server(_session_server: servers.LiveServer) -> Iterator[servers.LiveServer]:
     """The shared server process; a test after which it is no longer running fails, with its log."""

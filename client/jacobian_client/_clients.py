@@ -99,6 +99,14 @@ class Model(_ModelCalls):
 
         return remote_jax.model(self._client, self.name, variables=variables)
 
+    def as_tf(self, *, variables: bool = False) -> Any:
+        """This model as a TensorFlow function that `tf.GradientTape`, `tf.function` and
+        `tf.autodiff.ForwardAccumulator` differentiate through (extra `[tensorflow]`;
+        `jacobian_client.tensorflow.model`)."""
+        from jacobian_client import tensorflow as remote_tf
+
+        return remote_tf.model(self._client, self.name, variables=variables)
+
 
 class AsyncModel(_ModelCalls):
     """`Model`'s methods as coroutines (`async_client.model(name)`)."""
@@ -213,6 +221,12 @@ class Client(_Base):
         from jacobian_client import jax as remote_jax
 
         return remote_jax.policy(self)
+
+    def as_tf(self) -> Any:
+        """The built-in model as a TensorFlow function of X and Y (extra `[tensorflow]`)."""
+        from jacobian_client import tensorflow as remote_tf
+
+        return remote_tf.policy(self)
 
     def _get(self, path: str) -> dict[str, Any]:
         r = self._http.get(self.base_url + path)

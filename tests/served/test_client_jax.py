@@ -4,6 +4,7 @@ model and each example repository model equal the same transformations of the lo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,15 @@ import numpy as np
 import pytest
 from jacobian_client import Client, JacobianServiceError
 
-from examples import build_models
 from tests.support import model_oracles, servers
 
 jax.config.update("jax_enable_x64", True)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Path]]:
-    root = tmp_path_factory.mktemp("repo")
-    build_models.build(root)
-    env = {"JACOBIAN_MODEL_REPOSITORY": str(root), "JACOBIAN_WORKERS": "1"}
-    with servers.running(tmp_path_factory.mktemp("jax"), env) as server, Client(server.url) as client:
+def served(repository_server: tuple[servers.LiveServer, Path]) -> Iterator[tuple[Client, Path]]:
+    server, root = repository_server
+    with Client(server.url) as client:
         yield client, root
 
 
@@ -159,3 +157,21 @@ def test_service_errors_surface_inside_the_users_program(served: tuple[Client, P
     a = np.ones((2, 3), np.float32)
     with pytest.raises(JacobianServiceError, match="one input at a time"):
         jax.hessian(lambda a: jnp.sum(pair({"a": a, "b": a})["s"]))(a)
+
+
+def test_the_readme_jax_example_runs_and_is_right(
+    served: tuple[Client, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.served.test_readme_products import _block
+
+    client, _ = served
+    monkeypatch.setitem(os.environ, "JACOBIAN_URL", client.base_url)
+    scope: dict[str, Any] = {}
+    exec(compile(_block("client-jax", "python"), "README.md", "exec"), scope)
+    Y, X = scope["Y"], jnp.zeros((3, 4))
+    step = jax.grad(lambda X: -local_policy(X, Y)[2])
+    for _ in range(20):  # the same descent, local
+        X = X - 0.1 * step(X)
+    close(scope["X"], X, 1e-9)
+    close(scope["J"], jax.jacrev(local_policy)(X, Y), 1e-9)
+    assert capsys.readouterr().out.strip() == str(round(float(jnp.exp(local_policy(X, Y))[2]), 3))
