@@ -104,6 +104,14 @@ def batch_jacobian(y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(J, tf.concat([tf.shape(y), tf.shape(x)[1:]], 0))
 
 
+def _directional(y: tf.Tensor, x: tf.Tensor, t: tf.Tensor) -> tf.Tensor:
+    """J·t, shaped like y, by reverse over reverse: g(u) = uᵀJ is linear in u, so its derivative
+    in u along t is J·t (rows independent: each row's own)."""
+    u = tf.zeros_like(y)
+    g = _grads([y], [x], grad_ys=[u])
+    return _grads(g, [u], grad_ys=[t])[0]
+
+
 def _swap01(t: tf.Tensor) -> tf.Tensor:
     return tf.transpose(t, [1, 0, *range(2, t.shape.rank)])
 
@@ -211,31 +219,38 @@ class Kernel:
         per_k = self._along([ys[o] for o in of], list(wrt.values()), [self._swap(tangents[w]) for w in wrt])
         return {calls.name(calls.JVP, o): self._swap(j) for o, j in zip(of, per_k, strict=True)}
 
+    # Second derivatives differentiate one entry's first derivative at a time, vectorized: the
+    # Jacobian of the whole (vectorized) Jacobian would take every reverse pass through every
+    # entry's first derivative at once, as many times the memory as y has entries per row.
+
     def _hessians(self, ys: Tensors, wrt: Tensors) -> Tensors:
         ((w, x),) = wrt.items()
-        return {calls.name(calls.HESSIAN, o, w): self._jac(self._jac(ys[o], x, w), x, w) for o in self.call.of}
+        return {calls.name(calls.HESSIAN, o, w): self._hessian(ys[o], x, w) for o in self.call.of}
+
+    def _hessian(self, y: tf.Tensor, x: tf.Tensor, name: str) -> tf.Tensor:
+        """(N, *y[1:], *x[1:], *x[1:]) per row, (*y, *x, *x) whole: the Jacobian of each entry's gradient."""
+        per_row = self.batch and name in self.graph.arguments
+        if per_row:
+            flat = tf.reshape(y, [tf.shape(y)[0], -1])
+            H = tf.vectorized_map(
+                lambda j: batch_jacobian(_grads(tf.gather(flat, j, axis=1), x)[0], x), tf.range(tf.shape(flat)[1])
+            )
+            return tf.reshape(_swap01(H), tf.concat([tf.shape(y), tf.shape(x)[1:], tf.shape(x)[1:]], 0))
+        flat = tf.reshape(y, [-1])
+        H = tf.vectorized_map(lambda j: jacobian(_grads(tf.gather(flat, j), x)[0], x), tf.range(tf.size(flat)))
+        return tf.reshape(H, tf.concat([tf.shape(y), tf.shape(x), tf.shape(x)], 0))
 
     def _hvp(self, ys: Tensors, wrt: Tensors, tangent: tf.Tensor) -> Tensors:
         """(∂/∂x)(J·t): the Jacobian of each output's J·t, for each of the K tangents."""
         ((w, x),) = wrt.items()
         out = {}
         for o in self.call.of:
-            first = self._jac(ys[o], x, w)
 
-            def one(t: tf.Tensor, first: tf.Tensor = first, y: tf.Tensor = ys[o]) -> tf.Tensor:
-                return self._jac(self._directional(first, t, y), x, w)
+            def one(t: tf.Tensor, y: tf.Tensor = ys[o]) -> tf.Tensor:
+                return self._jac(_directional(y, x, t), x, w)
 
             out[calls.name(calls.HVP, o, w)] = self._swap(tf.vectorized_map(one, self._swap(tangent)))
         return out
-
-    def _directional(self, first: tf.Tensor, t: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        """J·t per row: J (N, *y, *x) and t (N, *x) -> (N, *y); or (*y, *x) and (*x) -> (*y)."""
-        if self.batch:
-            n = tf.shape(first)[0]
-            flat = tf.reshape(first, [n, tf.size(y) // n, -1]) * tf.reshape(t, [n, 1, -1])
-        else:
-            flat = tf.reshape(first, [tf.size(y), -1]) * tf.reshape(t, [1, -1])
-        return tf.reshape(tf.reduce_sum(flat, -1), tf.shape(y))
 
 
 def probe(card: Card, graph: Graph) -> dict[str, dict[str, str]]:

@@ -1,10 +1,12 @@
 """Child process of tests/app/test_crash_canary.py's repository case: every operation of every
 example repository model through a real engine, at the sizes the benchmark and the README use
 (float32 Jacobians of the 64→256→256→16 MLP at B=256, its policy gradient at B=4096), printing
-``start <case>`` before and ``ok <case>`` after each, so a native fault names the case it hit."""
+``start <case>`` before and ``ok <case>`` after each, so a native fault names the case it hit, and
+its peak resident memory (``peak_rss <bytes>``) at the end."""
 
 from __future__ import annotations
 
+import resource
 import sys
 
 import numpy as np
@@ -45,6 +47,7 @@ def main(root: str) -> None:
                 out = engine.run_call(name, c, tuple(rows)).arrays
                 assert all(np.isfinite(a).all() for a in out.values()), label
                 print("ok", label, flush=True)
+    print("peak_rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, flush=True)
 
 
 if __name__ == "__main__":

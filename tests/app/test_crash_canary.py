@@ -177,3 +177,8 @@ def test_every_repository_model_runs_every_operation_in_a_child(tmp_path: Path) 
     finished = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok")]
     assert proc.returncode == 0, f"the child {_how_it_died(proc.returncode)} in {started[-1:]}: {proc.stderr[-2000:]}"
     assert started == finished and len(finished) >= 5 * 6
+    # Second derivatives once took the Jacobian of the whole vectorized Jacobian: the MLP's Hessian
+    # at B=256 peaked over 21 GB and was killed for it. Each case must fit the memory budget.
+    (peak,) = [int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("peak_rss")]
+    budget = Settings().memory_budget_bytes
+    assert peak <= budget, f"the child peaked at {peak / 2**30:.1f} GiB, over the {budget / 2**30:.1f} GiB budget"
