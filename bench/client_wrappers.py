@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jacobian_client.jax as jcj
@@ -75,8 +76,12 @@ def measure(rounds: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     args = parser.parse_args(argv)
-    print("\n".join(measure(args.rounds)))
+    text = "\n".join(measure(args.rounds)) + "\n"
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
     return 0
 
 

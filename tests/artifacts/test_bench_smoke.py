@@ -25,3 +25,11 @@ def test_the_model_benchmark_runs_and_prints_its_goals(tmp_path: Path) -> None:
     table = (tmp_path / "models.md").read_text()
     assert "mlp Jacobian, B=256" in table and "policy gradient" in table and "jax.jit(vmap(jacrev))" in table
     assert "| mlp hessian B=32 |" in table and "| wide vjp B=256 |" in table
+
+
+def test_the_client_wrappers_benchmark_runs_and_prints_its_goals(tmp_path: Path) -> None:
+    from bench import client_wrappers
+
+    assert client_wrappers.main(["--rounds", "1", "--out", str(tmp_path / "client_wrappers.md")]) == 0
+    table = (tmp_path / "client_wrappers.md").read_text()
+    assert "jit(jacrev) of the remote policy" in table and "vmap of a remote VJP over 64 cotangents" in table
