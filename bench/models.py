@@ -163,10 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 MEMORY_ROWS = {"mlp": {"hessian": 32, "hvp": 32}}  # rows per request; 256 otherwise
 
 
@@ -220,3 +216,7 @@ def memory(url: str, root_pid: int) -> list[tuple[str, int, int]]:
                         getattr(model, op)(inputs, wrt=call.wrt, of=call.of)
                 rows.append((f"{name} {op} B={B}", estimate, sampler.peak - idle))
     return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,6 +75,16 @@ def repository_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     env = {"JACOBIAN_MODEL_REPOSITORY": str(root), "JACOBIAN_WORKERS": "1"}
     with servers.running(tmp_path_factory.mktemp("repository"), env) as server:
         yield server, root
+
+
+@pytest.fixture(scope="session")
+def repository_client(repository_server: tuple[servers.LiveServer, Path]) -> Iterator[tuple[Any, Path]]:
+    """A `jacobian_client.Client` of the repository server, and the repository's folder."""
+    from jacobian_client import Client
+
+    server, root = repository_server
+    with Client(server.url) as client:
+        yield client, root
 
 
 @pytest.fixture

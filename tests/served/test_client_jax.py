@@ -4,8 +4,7 @@ model and each example repository model equal the same transformations of the lo
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,36 +14,18 @@ import numpy as np
 import pytest
 from jacobian_client import Client, JacobianServiceError
 
-from tests.support import model_oracles, servers
+from tests.support import model_oracles
+from tests.support.wrappers import close, readme_example, requests
 
 jax.config.update("jax_enable_x64", True)
-
-
-@pytest.fixture(scope="module")
-def served(repository_server: tuple[servers.LiveServer, Path]) -> Iterator[tuple[Client, Path]]:
-    server, root = repository_server
-    with Client(server.url) as client:
-        yield client, root
 
 
 def local_policy(X: jax.Array, Y: jax.Array) -> jax.Array:
     return jax.nn.log_softmax(Y @ X.T)
 
 
-def close(got: Any, want: Any, rtol: float) -> None:
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(np.abs(want).max(), 1e-300))
-
-
-def requests(f: Any, run: Callable[[], Any]) -> tuple[Any, int]:
-    before = f.remote.requests
-    out = run()
-    return out, f.remote.requests - before
-
-
-def test_the_built_in_model_under_every_transformation(served: tuple[Client, Path]) -> None:
-    client, _ = served
+def test_the_built_in_model_under_every_transformation(repository_client: tuple[Client, Path]) -> None:
+    client, _ = repository_client
     policy = client.as_jax()
     rng = np.random.default_rng(1)
     X, Y, Ys = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(5, 4))
@@ -90,8 +71,8 @@ CASES = {  # model -> (the input differentiated, the others, the output)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_each_repository_model_under_every_transformation(served: tuple[Client, Path], name: str) -> None:
-    client, root = served
+def test_each_repository_model_under_every_transformation(repository_client: tuple[Client, Path], name: str) -> None:
+    client, root = repository_client
     remote = client.model(name).as_jax()
     oracle = model_oracles.Oracle(name, root / name / "1")
     wrt, others, out = CASES[name]
@@ -128,8 +109,8 @@ def test_each_repository_model_under_every_transformation(served: tuple[Client, 
     assert n == 1
 
 
-def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(served: tuple[Client, Path]) -> None:
-    client, root = served
+def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(repository_client: tuple[Client, Path]) -> None:
+    client, root = repository_client
     remote = client.model("wide").as_jax(variables=True)
     oracle = model_oracles.Oracle("wide", root / "wide" / "1")
     x = np.random.default_rng(3).normal(size=(6, 5))
@@ -145,8 +126,8 @@ def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(served: tup
         close(got[k], want[k], 1e-9)
 
 
-def test_service_errors_surface_inside_the_users_program(served: tuple[Client, Path]) -> None:
-    client, _ = served
+def test_service_errors_surface_inside_the_users_program(repository_client: tuple[Client, Path]) -> None:
+    client, _ = repository_client
     wide = client.model("wide").as_jax()
     bad = np.full((2, 5), np.nan)
     with pytest.raises(JacobianServiceError, match="finite"):
@@ -160,14 +141,10 @@ def test_service_errors_surface_inside_the_users_program(served: tuple[Client, P
 
 
 def test_the_readme_jax_example_runs_and_is_right(
-    served: tuple[Client, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    repository_client: tuple[Client, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.served.test_readme_products import _block
-
-    client, _ = served
-    monkeypatch.setitem(os.environ, "JACOBIAN_URL", client.base_url)
-    scope: dict[str, Any] = {}
-    exec(compile(_block("client-jax", "python"), "README.md", "exec"), scope)
+    client, _ = repository_client
+    scope = readme_example("client-jax", client.base_url, monkeypatch)
     Y, X = scope["Y"], jnp.zeros((3, 4))
     step = jax.grad(lambda X: -local_policy(X, Y)[2])
     for _ in range(20):  # the same descent, local

@@ -5,8 +5,7 @@ loaded here, differentiated by its own tape), with the requests counted."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,7 @@ import pytest
 import tensorflow as tf
 from jacobian_client import Client, JacobianServiceError
 
-from tests.support import servers
-
-
-@pytest.fixture(scope="module")
-def served(repository_server: tuple[servers.LiveServer, Path]) -> Iterator[tuple[Client, Path]]:
-    server, root = repository_server
-    with Client(server.url) as client:
-        yield client, root
+from tests.support.wrappers import close, readme_example, requests
 
 
 class Local:
@@ -40,18 +32,6 @@ class Local:
 
 def local_policy(X: tf.Tensor, Y: tf.Tensor) -> tf.Tensor:
     return tf.nn.log_softmax(tf.linalg.matvec(X, Y) if Y.shape.rank == 1 else Y @ tf.transpose(X))
-
-
-def close(got: Any, want: Any, rtol: float) -> None:
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(np.abs(want).max(), 1e-300))
-
-
-def requests(f: Any, run: Callable[[], Any]) -> tuple[Any, int]:
-    before = f.remote.requests
-    out = run()
-    return out, f.remote.requests - before
 
 
 def gradient(loss: Callable[[tf.Tensor], tf.Tensor], x: tf.Tensor) -> tf.Tensor:
@@ -77,8 +57,8 @@ def forward(f: Callable[[tf.Tensor], Any], x: tf.Tensor, t: tf.Tensor) -> Any:
     return acc.jvp(y)
 
 
-def test_the_built_in_model_under_the_tape_and_forward_mode(served: tuple[Client, Path]) -> None:
-    client, _ = served
+def test_the_built_in_model_under_the_tape_and_forward_mode(repository_client: tuple[Client, Path]) -> None:
+    client, _ = repository_client
     policy = client.as_tf()
     rng = np.random.default_rng(1)
     X, Y, Ys = (tf.constant(rng.normal(size=s)) for s in ((3, 4), (4,), (5, 4)))
@@ -126,8 +106,10 @@ CASES = {  # model -> (the input differentiated, the others)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_each_repository_model_under_the_tape_and_forward_mode(served: tuple[Client, Path], name: str) -> None:
-    client, root = served
+def test_each_repository_model_under_the_tape_and_forward_mode(
+    repository_client: tuple[Client, Path], name: str
+) -> None:
+    client, root = repository_client
     remote = client.model(name).as_tf()
     local = Local(root / name / "1")
     wrt, others = CASES[name]
@@ -161,8 +143,8 @@ def test_each_repository_model_under_the_tape_and_forward_mode(served: tuple[Cli
     close(forward(gradient_of(loss(remote)), x, t), forward(gradient_of(loss(local)), x, t), rtol2)
 
 
-def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(served: tuple[Client, Path]) -> None:
-    client, root = served
+def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(repository_client: tuple[Client, Path]) -> None:
+    client, root = repository_client
     remote = client.model("wide").as_tf(variables=True)
     local = Local(root / "wide" / "1")
     x = tf.constant(np.random.default_rng(3).normal(size=(6, 5)))
@@ -183,8 +165,8 @@ def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(served: tup
         close(v, w - 0.5 * g, 1e-9)
 
 
-def test_service_errors_surface_inside_the_users_program(served: tuple[Client, Path]) -> None:
-    client, _ = served
+def test_service_errors_surface_inside_the_users_program(repository_client: tuple[Client, Path]) -> None:
+    client, _ = repository_client
     wide = client.model("wide").as_tf()
     bad = tf.constant(np.full((2, 5), np.nan))
     with pytest.raises(JacobianServiceError, match="finite"):
@@ -205,14 +187,10 @@ def test_service_errors_surface_inside_the_users_program(served: tuple[Client, P
 
 
 def test_the_readme_tensorflow_example_runs_and_is_right(
-    served: tuple[Client, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    repository_client: tuple[Client, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.served.test_readme_products import _block
-
-    client, root = served
-    monkeypatch.setitem(os.environ, "JACOBIAN_URL", client.base_url)
-    scope: dict[str, Any] = {}
-    exec(compile(_block("client-tensorflow", "python"), "README.md", "exec"), scope)
+    client, root = repository_client
+    scope = readme_example("client-tensorflow", client.base_url, monkeypatch)
     local = Local(root / "policy_mlp" / "1")
     encoder, obs, actions = tf.Variable(scope["start"]), scope["obs"], scope["actions"]
     losses = []
