@@ -152,3 +152,32 @@ def test_the_readme_jax_example_runs_and_is_right(
     close(scope["X"], X, 1e-9)
     close(scope["J"], jax.jacrev(local_policy)(X, Y), 1e-9)
     assert capsys.readouterr().out.strip() == str(round(float(jnp.exp(local_policy(X, Y))[2]), 3))
+
+
+def test_a_basis_goes_to_jacobian_where_that_is_cheaper(
+    repository_client: tuple[Client, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Remote._jacobian_pays`: a per-example Jacobian (B times smaller than the products'
+    answer) and a forward basis wider than the answer take `/jacobian`; at equal sizes (the
+    built-in model's jacrev) the K products do."""
+    client, _ = repository_client
+    policy, mlp = client.as_jax(), client.model("mlp").as_jax()
+    routes: list[str] = []
+    for remote in (policy.remote, mlp.remote):
+        for route in ("_jacobian", "_vjp", "_jvp"):
+            served = getattr(remote, route)
+            monkeypatch.setattr(
+                remote, route, lambda *a, route=route, served=served: routes.append(route) or served(*a)
+            )
+    rng = np.random.default_rng(4)
+    X, Y, x = rng.normal(size=(3, 4)), rng.normal(size=4), rng.normal(size=(5, 64)).astype(np.float32)
+    cases = [
+        (lambda: jax.jit(jax.jacrev(policy))(X, Y), "_vjp"),  # 3 cotangents of 3: as large as J
+        (lambda: jax.jit(jax.jacfwd(policy))(X, Y), "_jacobian"),  # 12 tangents of 12 > J's 36
+        (lambda: jax.jit(jax.jacrev(lambda x: mlp({"x": x})["y"]))(x), "_jacobian"),  # per example: 5× smaller
+        (lambda: jax.jit(jax.jacfwd(lambda x: mlp({"x": x})["y"]))(x), "_jacobian"),
+    ]
+    for run, route in cases:
+        routes.clear()
+        run()
+        assert routes == [route], (route, routes)
