@@ -4,12 +4,13 @@ to a flat list of outputs, and each derivative the wrappers' rules ask for as on
 
 Products carry leading axes (`lead`): the K (co)tangents of a `vmap`, a `jacrev` or a `jacfwd`,
 sent as one request with one K axis. When those K vectors are the standard basis — the whole
-Jacobian (or Hessian) is wanted — the request is `/jacobian` (`/hessian`) instead where that is
-cheaper (`Remote._jacobian_pays`): a per-example Jacobian is B times smaller than the products'
-answer, and a forward basis of a wide input would put more on the wire than it brings back
-(`bench.client_wrappers` measures the tie). The service's Hessians are in one input; the
-second-order products here contract its Hessian-vector products with the other vector on the
-client (arithmetic, not derivatives)."""
+Jacobian (or Hessian) is wanted — the request is `/jacobian` (`/hessian`) instead: the products'
+answer would be the whole Jacobian, never smaller than `/jacobian`'s (B times larger for a
+repository model's per-example Jacobian), and they would carry the K vectors too (for a `jacfwd`
+of a wide input, more than the answer). Where the sizes tie (the built-in model's `jacrev`), the
+two took 0.70× to 1.42× of each other's time across runs of `bench.client_wrappers`: noise, so
+the rule has no exception. The service's Hessians are in one input; the second-order products here contract
+its Hessian-vector products with the other vector on the client (arithmetic, not derivatives)."""
 
 from __future__ import annotations
 
@@ -109,23 +110,6 @@ class Remote:
         output and I input numbers each."""
         raise NotImplementedError
 
-    def _jacobian_entries(self, xs: Sequence[np.ndarray], of: Sequence[int], wrt: Sequence[int]) -> int:
-        """How many numbers `/jacobian` answers for these pairs (fewer than the whole Jacobian's
-        where it is per example)."""
-        specs = self.specs(xs)
-        return sum(specs[o].size * xs[i].size for o in of for i in wrt)
-
-    def _jacobian_pays(
-        self, xs: Sequence[np.ndarray], of: Sequence[int], wrt: Sequence[int], K: int, vector: int, answer: int
-    ) -> bool:
-        """Whether K basis vectors (each of `vector` numbers, answered by `answer` numbers) go to
-        `/jacobian` rather than as K products: when its answer is smaller (a per-example
-        Jacobian), or when the vectors alone outweigh the products' answer (a forward basis of a
-        wide input). At equal sizes the products win: the built-in model's K=64 `/vjp` answered
-        in 0.70× the time of its `/jacobian` (`bench.client_wrappers`, last row)."""
-        jacobian, products = self._jacobian_entries(xs, of, wrt), K * answer
-        return jacobian < products or K * vector > products
-
     # ---- what the wrappers call
 
     def specs(self, xs: Sequence[Any]) -> tuple[Spec, ...]:
@@ -141,8 +125,7 @@ class Remote:
         specs = self.specs(xs)
         K = math.prod(lead)
         flat = {i: t.reshape(K, *xs[i].shape) for i, t in sorted(ts.items())}
-        sizes = (sum(xs[i].size for i in flat), sum(specs[o].size for o in outs))
-        if K > 1 and self._jacobian_pays(xs, outs, list(flat), K, *sizes) and is_basis(list(flat.values())):
+        if K > 1 and is_basis(list(flat.values())):
             blocks = self._jacobian(xs, outs, list(flat))
             found = {o: np.concatenate([blocks[o, i].reshape(specs[o].size, -1).T for i in flat], axis=0) for o in outs}
         else:
@@ -156,8 +139,7 @@ class Remote:
         specs = self.specs(xs)
         K = math.prod(lead)
         flat = {o: u.reshape(K, *specs[o].shape) for o, u in sorted(us.items())}
-        sizes = (sum(specs[o].size for o in flat), sum(xs[i].size for i in wrt))
-        if K > 1 and self._jacobian_pays(xs, list(flat), wrt, K, *sizes) and is_basis(list(flat.values())):
+        if K > 1 and is_basis(list(flat.values())):
             blocks = self._jacobian(xs, list(flat), wrt)
             found = {
                 i: np.concatenate([blocks[o, i].reshape(specs[o].size, *xs[i].shape) for o in flat], axis=0)
@@ -290,10 +272,6 @@ class ModelRemote(Remote):
             found |= {i: r.vjp[self.inputs[i].name] for i in variables}
         return found
 
-    def _jacobian_entries(self, xs: Sequence[np.ndarray], of: Sequence[int], wrt: Sequence[int]) -> int:
-        specs, B = self.specs(xs), xs[0].shape[0] if self.batch else 1
-        return sum(specs[o].size * xs[i].size // (1 if self._is_variable(i) else B) for o in of for i in wrt)
-
     def _jacobian(
         self, xs: list[np.ndarray], of: Sequence[int], wrt: Sequence[int]
     ) -> dict[tuple[int, int], np.ndarray]:
@@ -382,10 +360,6 @@ class PolicyRemote(Remote):
         UJ = self.client.vjp(X, Y, us[0], sum_states=self._batched(xs), dtype=self._dtype(xs)).UJ
         assert UJ is not None
         return {0: UJ}
-
-    def _jacobian_entries(self, xs: Sequence[np.ndarray], of: Sequence[int], wrt: Sequence[int]) -> int:
-        W, B = self.specs(xs)[0], (xs[1].shape[0] if self._batched(xs) else 1)
-        return sum(W.size * xs[i].size // (B if i == 1 else 1) for i in wrt)  # J_Y is per state
 
     def _jacobian(
         self, xs: list[np.ndarray], of: Sequence[int], wrt: Sequence[int]
