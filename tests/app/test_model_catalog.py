@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from examples import build_models
-from tests.support.clients import started_client
+from tests.support.clients import REPOSITORY_READY_S, started_client
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def repo_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
     (root / "broken" / "3" / "saved_model.pb").write_bytes(b"\x08\x01 not a graph")
     build_models.wide(root / "taken", np.random.default_rng(3))
     (root / "taken" / "wide").rename(root / "policy")  # the built-in model's name
-    yield from started_client(Settings(model_repository=str(root), xla=False))
+    yield from started_client(Settings(model_repository=str(root), xla=False), REPOSITORY_READY_S)
 
 
 def test_every_model_is_listed_with_its_signature(repo_client: TestClient) -> None:

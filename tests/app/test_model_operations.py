@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from examples import build_models
 from tests.support import edge_models
-from tests.support.clients import started_client
+from tests.support.clients import REPOSITORY_READY_S, started_client
 from tests.support.model_oracles import Oracle
 
 NPZ = "application/x-npz"
@@ -53,7 +53,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(repo: Path) -> Iterator[TestClient]:
-    yield from started_client(Settings(model_repository=str(repo), xla=False))
+    yield from started_client(Settings(model_repository=str(repo), xla=False), REPOSITORY_READY_S)
 
 
 @pytest.fixture(scope="module")

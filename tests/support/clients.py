@@ -20,7 +20,12 @@ def wait_ready(client: TestClient, timeout_s: float = 120) -> None:
         time.sleep(0.05)
 
 
-def started_client(settings: Settings | None = None) -> Iterator[TestClient]:
+def started_client(settings: Settings | None = None, ready_timeout_s: float = 120) -> Iterator[TestClient]:
     with TestClient(create_app(settings or Settings()), raise_server_exceptions=False) as client:
-        wait_ready(client)
+        wait_ready(client, ready_timeout_s)
         yield client
+
+
+# An app with a test repository loads, traces, calibrates and warms up up to ten models: 40 s
+# alone here, and once over 120 s in a full run of the suite (a fresh-clone run on 2026-12-03).
+REPOSITORY_READY_S = 270
