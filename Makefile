@@ -19,7 +19,7 @@ SYSTEM_DEPS := /usr/bin/chromium /usr/bin/docker-compose /usr/bin/wrk /usr/bin/k
 	/usr/bin/podman /usr/bin/buildah /usr/bin/podman-compose /usr/bin/mmdebstrap
 APT := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 
-.PHONY: install serve test lint openapi bench clean system-deps image image-gpu models
+.PHONY: install serve check test lint openapi bench clean system-deps image image-gpu models
 
 CLIENT := client/pyproject.toml $(wildcard client/jacobian_client/*)
 
@@ -76,10 +76,15 @@ models/.built: $(STAMP) examples/build_models.py
 	$(PY) -m examples.build_models models
 	touch $@
 
-# The unit tests alone first: in a process without TensorFlow, which their conftest keeps out.
-test: lint system-deps
+# `make check`, after every change: lint, the unit tests (alone first: in a process without
+# TensorFlow, which their conftest keeps out) and the app with its engine in this process.
+check: lint
 	$(PY) -m pytest tests/unit -q
-	$(PY) -m pytest -m "not unit"
+	$(PY) -m pytest tests/app -q
+
+# Everything: `make check`, then the served, canary and artifacts tiers.
+test: check system-deps
+	$(PY) -m pytest tests/served tests/canary tests/artifacts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -4,7 +4,8 @@ dtype and called with NumPy rows, with the XLA policy. Arrays in, arrays out: no
 A request with one X and B states is B rows sharing X; concurrent requests with the same
 (model, operation, dtype, A, F) are stacked into one call by the scheduler. Each function has an
 ``input_signature`` with unknown dimensions, so varying shapes never retrace; `trace_count`
-lets callers check that.
+lets callers check that. Functions are traced on first use: a start-up traces nothing that no
+request asks for (each one costs its first request 0.1-0.5 s, once).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from threading import Lock
 from typing import Any
 
 import numpy as np
@@ -69,7 +71,7 @@ class Result:
 
 
 class Engine:
-    """Traced derivative functions, one per (operation, dtype), built once and reused.
+    """Traced derivative functions, one per (operation, dtype), built on first use and reused.
 
     With `xla`, each function also has an XLA-compiled twin (`jit_compile=True`), faster for small
     and middle shapes (bench/measurements.md). XLA compiles once per concrete shape, which takes
@@ -96,9 +98,8 @@ class Engine:
         self._xla_after = xla_after
         self._xla_max_shapes = xla_max_shapes
         self._traces: Counter[str] = Counter()
-        keys = [(m, op, name) for m in models.MODELS for op in OPERATIONS for name in DTYPES]
-        self._graph = {k: self._trace(*k, jit_compile=False) for k in keys}
-        self._xla = {k: self._trace(*k, jit_compile=True) for k in keys} if xla else {}
+        self._functions: dict[tuple[str, str, str, bool], Callable[..., dict[str, tf.Tensor]]] = {}
+        self._tracing = Lock()  # the XLA compiler's thread traces too
         self._seen: Counter[tuple[Any, ...]] = Counter()
         self._compiled: set[tuple[Any, ...]] = set()
         self._compiling: set[tuple[Any, ...]] = set()
@@ -107,7 +108,19 @@ class Engine:
         self.repository = repository.load_repository(model_repository) if model_repository else {}
         self._calls: dict[tuple[Any, ...], Callable[..., dict[str, tf.Tensor]]] = {}
 
+    def function(self, model: str, op: str, dtype_name: str, jit_compile: bool = False) -> Callable[..., Any]:
+        """The traced function of a built-in (model, operation, dtype), plain or XLA, traced on first use."""
+        key = (model, op, dtype_name, jit_compile)
+        fn = self._functions.get(key)
+        if fn is None:
+            with self._tracing:
+                fn = self._functions.get(key) or self._trace(model, op, dtype_name, jit_compile)
+                self._functions[key] = fn
+        return fn
+
     def _trace(self, model: str, op: str, dtype_name: str, jit_compile: bool) -> Any:
+        if op not in OPERATIONS or dtype_name not in DTYPES or model not in models.MODELS:
+            raise KeyError((model, op, dtype_name))
         body = kernels.kernel(model, op)
         key = f"{model}/{op}/{dtype_name}/{'xla' if jit_compile else 'graph'}"
 
@@ -120,7 +133,7 @@ class Engine:
 
     @property
     def trace_count(self) -> int:
-        """How many times any function has been traced; constant after construction."""
+        """How many times any function has been traced: once per function used, however shapes vary."""
         return sum(self._traces.values())
 
     @property
@@ -147,11 +160,9 @@ class Engine:
         return frozenset(self._compiled)
 
     def warm_up(self) -> None:
-        """Run every graph function once, so the first request pays no start-up cost."""
-        for model, op, dtype_name in self._graph:
-            dtype = np.dtype(dtype_name)
-            inputs = [np.ones(s, dtype) for s in OPERATIONS[op].input_shapes(1, 2, 3, 2).values()]
-            self._graph[model, op, dtype_name](*inputs)  # not run_rows: warm-up is no request for XLA
+        """Calibrate each repository model's operations (its memory claims need them before its
+        first request). The built-in functions are traced on first use instead: tracing all
+        28 of them (14 more with XLA) doubled the start-up, for operations most runs never ask for."""
         for name, loaded in self.repository.items():
             if loaded.card.state == "ready":
                 self._warm_up_model(name, loaded.card)
@@ -200,10 +211,10 @@ class Engine:
             padded = _pad_rows(args, _next_power_of_two(n))
             shape_key = (*fn_key, *(a.shape for a in padded))
             if shape_key in self._compiled:
-                out = self._xla[fn_key](*padded)
+                out = self.function(*fn_key, jit_compile=True)(*padded)
                 return Result({k: _to_numpy(t)[:n] for k, t in out.items()}, device_name(out["W"]))
             self._maybe_compile(fn_key, shape_key, padded)
-        out = self._graph[fn_key](*args)
+        out = self.function(*fn_key)(*args)
         return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(out["W"]))
 
     def run_call(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]) -> Result:
@@ -252,7 +263,7 @@ class Engine:
         assert self._compiler is not None
 
         def compile_shape() -> None:
-            self._xla[fn_key](*zeros)
+            self.function(*fn_key, jit_compile=True)(*zeros)
             self._compiled.add(shape_key)
 
         future = self._compiler.submit(compile_shape)

@@ -1,7 +1,7 @@
 """The ASGI app: routes, error handlers, and the lifespan that loads TensorFlow.
 
-TensorFlow is imported and warmed up in a background task, so /health/live answers at once
-and /health/ready says 503 until the engine is traced and warm."""
+TensorFlow is imported and the repository's models loaded in a background task, so /health/live
+answers at once and /health/ready says 503 until the engine is loaded."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ async def _start_in_process(app: FastAPI) -> None:
     state: Runtime = app.state.runtime
     settings = state.settings
     try:
-        eng = await asyncio.to_thread(_load_engine, settings)
+        eng = state.engine if state.engine is not None else await asyncio.to_thread(_load_engine, settings)
     except Exception:
         log.exception("TensorFlow failed to load")
         state.status = "failed"
@@ -158,8 +158,10 @@ def _cards(app: FastAPI) -> list[Card] | None:
     return None if cards is None else [card_from_dict(c) for c in cards]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app, serving every model registered by then (`app.engine.models.register`)."""
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The app, serving every model registered by then (`app.engine.models.register`). With
+    `engine`, one already loaded (its repository's models calibrated) is served in this process
+    instead of loading another: the settings' limits and budget with the same models."""
     app = FastAPIOffline(
         title="Jacobian service",
         version="0.1.0",
@@ -172,7 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
     metrics.memory_budget.set(settings.memory_budget_bytes)
-    app.state.runtime = Runtime(settings, metrics)
+    app.state.runtime = Runtime(settings, metrics, engine=engine)
     app.add_middleware(RequestObserver, metrics=metrics)
     install_handlers(app)
     app.include_router(compute_router())

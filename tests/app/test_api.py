@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.support import oracles
-from tests.support.clients import SEED
+from tests.support.clients import SEED, wait_ready
 from tests.support.helpers import NPZ, load_npz, npz_bytes
 from tests.support.oracles import assert_close
 
@@ -139,14 +139,29 @@ def test_health_ready_names_tensorflow_and_devices(client: TestClient) -> None:
     assert "/device:CPU:0" in body["devices"]
 
 
-def test_ready_is_503_until_warm() -> None:
-    from app.config import Settings
-    from app.http.app import create_app
+def test_ready_is_503_until_the_engine_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
 
-    app = create_app(Settings())
-    with TestClient(app) as c:
+    from app.config import Settings
+    from app.http import app as app_module
+
+    loaded, release = threading.Event(), threading.Event()
+    load = app_module._load_engine
+
+    def held_load(settings: Settings):  # type: ignore[no-untyped-def]
+        release.wait(60)  # TensorFlow's import and a repository's calibration take seconds
+        engine = load(settings)
+        loaded.set()
+        return engine
+
+    monkeypatch.setattr(app_module, "_load_engine", held_load)
+    with TestClient(app_module.create_app(Settings())) as c:
+        # The engine loads in the background, so probes meanwhile see it still starting.
         first = c.get("/health/ready")
-        # Warm-up runs in the background, so the first probe sees it still starting.
         assert first.status_code == 503 and first.json()["status"] == "starting"
         early = c.post("/jacobian", json=SEED)
         assert early.status_code == 503 and early.json()["code"] == "not_ready"
+        release.set()
+        assert loaded.wait(60)
+        wait_ready(c)
+        assert c.post("/jacobian", json=SEED).status_code == 200

@@ -1,39 +1,23 @@
 """GET /models and /models/{name} through the app, with JACOBIAN_MODEL_REPOSITORY set to the
-example repository plus a broken model: the built-in `policy` first, each repository model with
-its signature, variables and state; a broken one listed with its reason beside the others;
+tier's test repository (tests/app/conftest.py): the built-in `policy` first, each repository model
+with its signature, variables and state; a broken one listed with its reason beside the others;
 an unknown name a 404 in the error shape. Without a repository, `policy` alone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from pathlib import Path
 
-import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
-from examples import build_models
-from tests.support.clients import REPOSITORY_READY_S, started_client
 
-
-@pytest.fixture(scope="module")
-def repo_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    root = tmp_path_factory.mktemp("repo")
-    build_models.build(root)
-    (root / "broken" / "3").mkdir(parents=True)
-    (root / "broken" / "3" / "saved_model.pb").write_bytes(b"\x08\x01 not a graph")
-    build_models.wide(root / "taken", np.random.default_rng(3))
-    (root / "taken" / "wide").rename(root / "policy")  # the built-in model's name
-    yield from started_client(Settings(model_repository=str(root), xla=False), REPOSITORY_READY_S)
-
-
-def test_every_model_is_listed_with_its_signature(repo_client: TestClient) -> None:
+def test_every_model_is_listed_with_its_signature(repo_client: TestClient, repo: Path) -> None:
     r = repo_client.get("/models")
     assert r.status_code == 200, r.text
     models = {m["name"]: m for m in r.json()["models"]}
     names = [m["name"] for m in r.json()["models"]]
     assert names[0] == "policy"
-    assert sorted(names[1:]) == ["actions", "broken", "mlp", "pair", "policy", "policy_mlp", "wide"]
+    assert sorted(names[1:]) == sorted(p.name for p in repo.iterdir())
+    assert {"actions", "broken", "mlp", "pair", "policy", "policy_mlp", "wide"} <= set(names)
     policy = repo_client.get("/models/policy").json()
     assert policy["inputs"][0]["name"] == "X" and policy["differentiable"] == ["X", "Y"]
     actions = models["actions"]

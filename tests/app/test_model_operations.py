@@ -9,51 +9,24 @@ is wrong."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from examples import build_models
-from tests.support import edge_models
-from tests.support.clients import REPOSITORY_READY_S, started_client
+from tests.support.clients import started_client
 from tests.support.model_oracles import Oracle
 
 NPZ = "application/x-npz"
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("repo")
-    build_models.build(root)
-    edge_models.save_logm(root)
-    edge_models.save_rounded(root)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float64, name="x")])
-    def open_size(x: tf.Tensor) -> dict[str, tf.Tensor]:  # an output size the signature leaves open
-        return {"y": tf.concat([x, x * x], axis=1)}
-
-    tf.saved_model.save(tf.Module(), str(root / "open" / "1"), signatures={"serving_default": open_size})
-    # The float64 model again, its examples declared dependent: the Jacobian of the whole batch.
-    build_models.wide(root / "whole_tmp", np.random.default_rng(build_models.SEED))
-    (root / "whole_tmp" / "wide").rename(root / "whole")
-    (root / "whole" / "config.json").write_text('{"batch": false}')
-    broken = root / "broken" / "1"
-    broken.mkdir(parents=True)
-    good = (root / "wide" / "1" / "saved_model.pb").read_bytes()
-    (broken / "saved_model.pb").write_bytes(good[: len(good) // 3])
-    return root
-
-
-@pytest.fixture(scope="module")
-def client(repo: Path) -> Iterator[TestClient]:
-    yield from started_client(Settings(model_repository=str(repo), xla=False), REPOSITORY_READY_S)
+@pytest.fixture
+def client(repo_client: TestClient) -> TestClient:
+    return repo_client
 
 
 @pytest.fixture(scope="module")
@@ -447,11 +420,11 @@ def test_a_request_at_the_budgets_edge_is_admitted_or_refused_as_the_estimate_sa
 
     engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
     card = card_from_dict(next(c for c in engine.describe()["models"] if c["name"] == "mlp"))
-    # The budget: about what 256 rows claim. The other app measures its own factors at load, so the
-    # edge is found from its card: the most rows whose claim fits, and one more.
+    # The budget: about what 256 rows claim; the edge, from the serving app's card: the most rows
+    # whose claim fits, and one more. The same engine, served with that budget.
     budget = service_models.estimate(service_models.problem(card, "jacobian", example_inputs("mlp", rng, 256)), True)
     settings = Settings(model_repository=str(repo), xla=False, memory_budget_bytes=budget)
-    for small in started_client(settings):
+    for small in started_client(settings, engine=engine):
         own = card_from_dict(client_card(small, "mlp"))
 
         claims = {n: _jacobian_claim(own, n) for n in range(1, 600)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -20,12 +21,15 @@ def wait_ready(client: TestClient, timeout_s: float = 120) -> None:
         time.sleep(0.05)
 
 
-def started_client(settings: Settings | None = None, ready_timeout_s: float = 120) -> Iterator[TestClient]:
-    with TestClient(create_app(settings or Settings()), raise_server_exceptions=False) as client:
+def started_client(
+    settings: Settings | None = None, ready_timeout_s: float = 120, engine: Any = None
+) -> Iterator[TestClient]:
+    """The app started and ready; with `engine`, one already loaded (no second load of its models)."""
+    with TestClient(create_app(settings or Settings(), engine), raise_server_exceptions=False) as client:
         wait_ready(client, ready_timeout_s)
         yield client
 
 
-# An app with a test repository loads, traces, calibrates and warms up up to ten models: 40 s
-# alone here, and once over 120 s in a full run of the suite (a fresh-clone run on 2026-12-03).
+# An app with a test repository loads, traces and calibrates up to ten models: 40 s alone here,
+# and once over 120 s in a full run of the suite (a fresh-clone run on 2026-12-03).
 REPOSITORY_READY_S = 270

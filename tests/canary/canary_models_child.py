@@ -1,4 +1,4 @@
-"""Child process of tests/app/test_crash_canary.py's repository case: every operation of every
+"""Child process of tests/canary/test_crash_canary.py's repository case: every operation of every
 example repository model through a real engine, at the sizes the benchmark and the README use
 (float32 Jacobians of the 64→256→256→16 MLP at B=256, its policy gradient at B=4096), printing
 ``start <case>`` before and ``ok <case>`` after each, so a native fault names the case it hit, and

@@ -77,7 +77,7 @@ def _run_children(cases: list[dict[str, Any]], log_dir: Path, timeout_s: float) 
         log = log_dir / f"canary-{attempt}.log"
         with log.open("w") as err:
             proc = subprocess.Popen(
-                lifeline.command([sys.executable, "-m", "tests.app.canary_child"]),
+                lifeline.command([sys.executable, "-m", "tests.canary.canary_child"]),
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.PIPE,
@@ -171,7 +171,7 @@ def test_every_repository_model_runs_every_operation_in_a_child(tmp_path: Path) 
     from examples import build_models
 
     build_models.build(tmp_path / "repo")
-    child = [sys.executable, str(ROOT / "tests" / "app" / "canary_models_child.py"), str(tmp_path / "repo")]
+    child = [sys.executable, str(ROOT / "tests" / "canary" / "canary_models_child.py"), str(tmp_path / "repo")]
     proc = subprocess.run(child, capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ})
     started = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("start")]
     finished = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok")]

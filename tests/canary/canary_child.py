@@ -1,4 +1,4 @@
-"""Child process of tests/app/test_crash_canary.py: runs the cases it reads (JSON on stdin) through a
+"""Child process of tests/canary/test_crash_canary.py: runs the cases it reads (JSON on stdin) through a
 real engine and reports each on stdout. It prints ``start <id>`` before a case, so when a native
 fault kills it, the parent knows which case did.
 
