@@ -22,16 +22,25 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin app
 WORKDIR /srv
 
-# Dependencies, pinned in pyproject.toml: the [cuda] extra is tensorflow[and-cuda], [cpu] tensorflow-cpu.
-COPY pyproject.toml README.md ./
-COPY app ./app
+# Dependencies first, from pyproject.toml alone (pinned there: the [cuda] extra is
+# tensorflow[and-cuda], [cpu] tensorflow-cpu), so that a change to the code rebuilds only the
+# layers below this one instead of reinstalling TensorFlow.
+COPY pyproject.toml ./
 # hadolint ignore=DL3013
 RUN case "$VARIANT" in \
       gpu) extra=cuda ;; \
       cpu) extra=cpu ;; \
       *) echo "VARIANT must be gpu or cpu, not '$VARIANT'" >&2; exit 1 ;; \
     esac \
-    && pip install --no-cache-dir ".[$extra]"
+    && python -c "import sys, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print(*p['dependencies'], *p['optional-dependencies'][sys.argv[1]], sep='\n')" "$extra" > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# The service itself; its dependencies are all in the layer above.
+COPY README.md ./
+COPY app ./app
+RUN pip install --no-cache-dir --no-deps .
 
 USER 10001:10001
 EXPOSE 8000

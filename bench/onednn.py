@@ -75,13 +75,17 @@ def measure(config: dict[str, str], A: int, F: int, dtype: str, path: str) -> st
     return f"{json.loads(proc.stdout.strip().splitlines()[-1])['ms']:.2f} ms"
 
 
-def table(shapes: list[tuple[int, int]] = SHAPES) -> str:
+DTYPES = ("float32", "float64")
+
+
+def table(shapes: list[tuple[int, int]] = SHAPES, dtypes: tuple[str, ...] = DTYPES) -> str:
+    """One process per cell: each configuration × dtype × shape."""
     runs = [(name, cfg, "graph") for name, cfg in CONFIGS.items()]
     runs.append(("oneDNN off, BFC allocator, XLA (served for hot shapes)", CONFIGS[list(CONFIGS)[-1]], "xla"))
-    heads = [f"{A}×{F} {dtype}" for dtype in ("float32", "float64") for A, F in shapes]
+    heads = [f"{A}×{F} {dtype}" for dtype in dtypes for A, F in shapes]
     lines = ["| engine Jacobian, median per call | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for name, cfg, path in runs:
-        cells = [measure(cfg, A, F, dtype, path) for dtype in ("float32", "float64") for A, F in shapes]
+        cells = [measure(cfg, A, F, dtype, path) for dtype in dtypes for A, F in shapes]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         + "## oneDNN off: what it costs or saves (`python -m bench.onednn`)\n\n"
         + "TensorFlow's oneDNN kernels segfault on AVX-512 CPUs for float32 Jacobians (README, Troubleshooting); "
         + "the service turns them off and uses TensorFlow's BFC CPU allocator. Each cell is its own process.\n\n"
-        + onednn.table(onednn.SHAPES[:1] if args.quick else onednn.SHAPES)
+        + (onednn.table(onednn.SHAPES[:1], ("float64",)) if args.quick else onednn.table())
         + "\n"
     )
     (args.out / "results.md").write_text(report)
