@@ -76,15 +76,20 @@ models/.built: $(STAMP) examples/build_models.py
 	$(PY) -m examples.build_models models
 	touch $@
 
+# Two pytest processes share the tiers' modules (pytest-xdist), each module whole on one of
+# them, and the modules of one shared server together (tests/conftest.py).
+XDIST := -n 2 --dist loadgroup
+
 # `make check`, after every change: lint, the unit tests (alone first: in a process without
 # TensorFlow, which their conftest keeps out) and the app with its engine in this process.
 check: lint
 	$(PY) -m pytest tests/unit -q
-	$(PY) -m pytest tests/app -q
+	$(PY) -m pytest $(XDIST) tests/app -q
 
-# Everything: `make check`, then the served, canary and artifacts tiers.
-test: check system-deps
-	$(PY) -m pytest tests/served tests/canary tests/artifacts
+# Everything: lint, the unit tests, then the app, served, canary and artifacts tiers in one run.
+test: lint system-deps
+	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest $(XDIST) tests/app tests/served tests/canary tests/artifacts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -25,12 +25,17 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SCOPES = ("unit", "app", "served", "canary", "artifacts")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test is marked with its folder's scope, so `-m unit` and `-m "not artifacts"` select."""
+    """Each test is marked with its folder's scope, so `-m unit` and `-m "not artifacts"` select.
+    Under `pytest -n 2 --dist loadgroup` a module runs whole on one worker (its module fixtures
+    start once), unless it names a group of its own: the modules sharing a session server."""
     for item in items:
         scope = next((s for s in SCOPES if f"tests/{s}/" in item.path.as_posix()), None)
         if scope is not None:
             item.add_marker(scope)
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.as_posix()))
 
 
 @pytest.fixture
@@ -66,13 +71,16 @@ def _session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server
 
 @pytest.fixture(scope="session")
 def repository_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[servers.LiveServer, Path]]:
-    """A server of the example model repository (one HTTP worker), shared by the tests that need
-    one: the server and the repository's folder."""
+    """A server of the example model repository and a broken model (two HTTP workers, which list
+    the engine's cards), shared by the tests that need one: the server and the repository's
+    folder. Its modules are one xdist group, so one worker of the run starts it."""
     from examples import build_models
 
     root = tmp_path_factory.mktemp("repo")
     build_models.build(root)
-    env = {"JACOBIAN_MODEL_REPOSITORY": str(root), "JACOBIAN_WORKERS": "1"}
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "saved_model.pb").write_bytes(b"truncated")
+    env = {"JACOBIAN_MODEL_REPOSITORY": str(root), "JACOBIAN_WORKERS": "2"}
     with servers.running(tmp_path_factory.mktemp("repository"), env) as server:
         yield server, root
 

@@ -254,6 +254,20 @@ def test_xla_compiles_only_shapes_asked_for_twice_up_to_the_cap(rng: np.random.G
     assert engine.xla_shapes == 2
 
 
+def test_outputs_over_the_xla_cap_are_never_compiled(xla_engine: Engine, rng: np.random.Generator) -> None:
+    """What the crash canary's XLA cases leave out (tests/canary): a shape whose output is over
+    `ops.XLA_MAX_OUTPUT_BYTES` stays on the graph path, however often it is asked for."""
+    X, Y = rng.normal(size=(64, 520)), rng.normal(size=(1, 520))  # J: 64·64·520 float64, 17 MB
+    Xr = np.broadcast_to(X, (1, 64, 520))
+    assert ops.rows_output_bytes(ops.JACOBIAN, (Xr, Y)) > ops.XLA_MAX_OUTPUT_BYTES
+    before = xla_engine.xla_shapes
+    for _ in range(3):
+        out = xla_engine.run_rows(ops.JACOBIAN, Xr, Y)
+        xla_engine.wait_for_compiles()
+    assert xla_engine.xla_shapes == before
+    assert_close(out.arrays["J"][0], oracles.jacobian(X, Y[0]), 1e-9)
+
+
 _IN_PLACE_CHILD = """
 import json, mmap, sys
 import numpy as np

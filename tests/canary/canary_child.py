@@ -20,10 +20,8 @@ from app.engine.derivatives import Engine, onednn_enabled
 from app.ipc import shm, wire
 from tests.support import oracles
 
-K = 2  # products per state for vjp and jvp
 
-
-def inputs(op: str, dtype: str, A: int, F: int, B: int) -> tuple[np.ndarray, ...]:
+def inputs(op: str, dtype: str, A: int, F: int, B: int, K: int) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(A * 100_003 + F * 7 + B)
     X = (rng.normal(size=(A, F)) * 0.1).astype(dtype)
     Y = rng.normal(size=(B, F)).astype(dtype)
@@ -81,7 +79,7 @@ def main() -> None:
     engine = Engine(xla=True, xla_after=1, xla_max_shapes=len(cases))
     for case in cases:
         op, dtype, A, F, B, path = case["op"], case["dtype"], case["A"], case["F"], case["B"], case["path"]
-        rows = inputs(op, dtype, A, F, B) if op != "crash" else ()
+        rows = inputs(op, dtype, A, F, B, case["K"]) if op != "crash" else ()
         print("start", case["id"], flush=True)
         if op == "crash":  # the harness's own test: a native fault, as the oneDNN bug raised
             import ctypes
