@@ -77,8 +77,8 @@ models/.built: $(STAMP) examples/build_models.py
 	touch $@
 
 # Two pytest processes share the tiers' modules (pytest-xdist), each module whole on one of
-# them, and the modules of one shared server together (tests/conftest.py).
-XDIST := -n 2 --dist loadgroup
+# them, and the modules of one shared server together (tests/conftest.py: SHARED_SERVERS).
+XDIST := -n 2
 
 # `make check`, after every change: lint, the unit tests (alone first: in a process without
 # TensorFlow, which their conftest keeps out) and the app with its engine in this process.

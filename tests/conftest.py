@@ -25,17 +25,39 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 SCOPES = ("unit", "app", "served", "canary", "artifacts")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test is marked with its folder's scope, so `-m unit` and `-m "not artifacts"` select.
-    Under `pytest -n 2 --dist loadgroup` a module runs whole on one worker (its module fixtures
-    start once), unless it names a group of its own: the modules sharing a session server."""
+    """Each test is marked with its folder's scope, so `-m unit` and `-m "not artifacts"` select."""
     for item in items:
         scope = next((s for s in SCOPES if f"tests/{s}/" in item.path.as_posix()), None)
         if scope is not None:
             item.add_marker(scope)
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.as_posix()))
+
+
+# The modules that share a session server, each group run by one pytest-xdist worker (which starts
+# the server once); every other module runs whole on one worker, so its module fixtures start once.
+SHARED_SERVERS = {
+    "repository_app": ["tests/app/test_model_operations.py", "tests/app/test_model_catalog.py"],
+    "repository_server": [
+        "tests/served/test_client_jax.py",
+        "tests/served/test_client_tensorflow.py",
+        "tests/served/test_model_catalog.py",
+    ],
+}
+_GROUP = {path: group for group, paths in SHARED_SERVERS.items() for path in paths}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`pytest -n 2`: work handed out a module (or a group of `SHARED_SERVERS`) at a time. (xdist's
+    own `--dist loadgroup` does not group under pytest 9, whose node ids it can no longer suffix.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModuleAndServer(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return _GROUP.get(path, path)
+
+    return ByModuleAndServer(config, log)
 
 
 @pytest.fixture
@@ -73,7 +95,7 @@ def _session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server
 def repository_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[servers.LiveServer, Path]]:
     """A server of the example model repository and a broken model (two HTTP workers, which list
     the engine's cards), shared by the tests that need one: the server and the repository's
-    folder. Its modules are one xdist group, so one worker of the run starts it."""
+    folder. Its modules are one group of `SHARED_SERVERS`, so one worker of the run starts it."""
     from examples import build_models
 
     root = tmp_path_factory.mktemp("repo")

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
-
-pytestmark = pytest.mark.xdist_group("repository_app")  # one worker loads it (tests/app/conftest.py)
 
 
 def test_every_model_is_listed_with_its_signature(repo_client: TestClient, repo: Path) -> None:

@@ -21,8 +21,6 @@ from app.config import Settings
 from tests.support.clients import started_client
 from tests.support.model_oracles import Oracle
 
-pytestmark = pytest.mark.xdist_group("repository_app")  # one worker loads it (tests/app/conftest.py)
-
 NPZ = "application/x-npz"
 
 

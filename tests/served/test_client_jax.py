@@ -17,8 +17,6 @@ from jacobian_client import Client, JacobianServiceError
 from tests.support import model_oracles
 from tests.support.wrappers import close, readme_example, requests
 
-pytestmark = pytest.mark.xdist_group("repository_server")  # one worker starts it (tests/conftest.py)
-
 jax.config.update("jax_enable_x64", True)
 
 

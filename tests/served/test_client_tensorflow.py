@@ -17,8 +17,6 @@ from jacobian_client import Client, JacobianServiceError
 
 from tests.support.wrappers import close, readme_example, requests
 
-pytestmark = pytest.mark.xdist_group("repository_server")  # one worker starts it (tests/conftest.py)
-
 
 class Local:
     """A repository model's `serving_default`, loaded here: the object `load` returns is held, as a

@@ -9,14 +9,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 
 from tests.support import servers
 
 NPZ = "application/x-npz"
-
-
-pytestmark = pytest.mark.xdist_group("repository_server")
 
 
 def test_the_engine_processes_models_are_listed_by_the_workers(
