@@ -93,13 +93,16 @@ def _session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[server
 
 @pytest.fixture(scope="session")
 def repository_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[servers.LiveServer, Path]]:
-    """A server of the example model repository and a broken model (two HTTP workers, which list
+    """A server of the example model repository, a model with a 0-d variable and a broken model
+    (two HTTP workers, which list
     the engine's cards), shared by the tests that need one: the server and the repository's
     folder. Its modules are one group of `SHARED_SERVERS`, so one worker of the run starts it."""
     from examples import build_models
+    from tests.support import edge_models
 
     root = tmp_path_factory.mktemp("repo")
     build_models.build(root)
+    edge_models.save_scalar_variable(root)
     (root / "broken" / "1").mkdir(parents=True)
     (root / "broken" / "1" / "saved_model.pb").write_bytes(b"truncated")
     env = {"JACOBIAN_MODEL_REPOSITORY": str(root), "JACOBIAN_WORKERS": "2"}

@@ -37,7 +37,7 @@ class Graph:
 
     graph_def: Any
     arguments: dict[str, str]  # input name -> placeholder
-    captured: list[tuple[str, Any]]  # placeholder -> the eager tensor it captures (variable handles)
+    captured: list[tuple[str, Any]]  # placeholder -> the eager tensor it captures (variable handles, constants)
     outputs: dict[str, str]  # output name -> tensor
     variables: dict[int, str]  # id of a trainable variable's handle -> its name on the card
 
@@ -273,8 +273,9 @@ def probe(card: Card, graph: Graph) -> dict[str, dict[str, str]]:
 
 
 def _imported(graph: Graph, xs: Tensors) -> tuple[Tensors, Tensors]:
-    """`graph(xs)` in a v1 graph, with placeholders for what it captures."""
-    stand_ins = {p: tf.compat.v1.placeholder(tf.resource, [], name="captured") for p, _ in graph.captured}
+    """`graph(xs)` in a v1 graph, with placeholders for what it captures: variable handles, and
+    any constant a module holds (`self.idx = tf.constant(...)`), each of its own dtype."""
+    stand_ins = {p: tf.compat.v1.placeholder(h.dtype, h.shape, name="captured") for p, h in graph.captured}
     found = tf.graph_util.import_graph_def(
         graph.graph_def,
         input_map={graph.arguments[n]: x for n, x in xs.items()} | stand_ins,

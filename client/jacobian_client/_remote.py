@@ -130,7 +130,7 @@ class Remote:
             found = {o: np.concatenate([blocks[o, i].reshape(specs[o].size, -1).T for i in flat], axis=0) for o in outs}
         else:
             found = self._jvp(xs, flat)
-        return [found[o].reshape(*lead, *specs[o].shape) for o in outs]
+        return [found[o].reshape((*lead, *specs[o].shape)) for o in outs]
 
     def vjp(
         self, xs: list[np.ndarray], us: Mapping[int, np.ndarray], lead: Lead, wrt: Sequence[int]
@@ -147,7 +147,7 @@ class Remote:
             }
         else:
             found = self._vjp(xs, flat, wrt)
-        return [found[i].reshape(*lead, *xs[i].shape) for i in wrt]
+        return [found[i].reshape((*lead, *xs[i].shape)) for i in wrt]
 
     def vhp(
         self, xs: list[np.ndarray], w: int, us: Mapping[int, np.ndarray], s: np.ndarray, lu: Lead, ls: Lead
@@ -159,7 +159,7 @@ class Remote:
         for o, u in us.items():
             _, examples, n_out, _ = hs[o].shape
             total = total + np.einsum("ueo,seoi->usei", u.reshape(Ku, examples, n_out), hs[o])
-        return np.asarray(total).reshape(*lu, *ls, *xs[w].shape)
+        return np.asarray(total).reshape((*lu, *ls, *xs[w].shape))
 
     def hvp2(
         self, xs: list[np.ndarray], w: int, t: np.ndarray, s: np.ndarray, lt: Lead, ls: Lead, outs: Sequence[int]
@@ -172,7 +172,7 @@ class Remote:
         for o in outs:
             _, examples, _, n_in = hs[o].shape
             both = np.einsum("tei,seoi->tseo", t.reshape(Kt, examples, n_in), hs[o])
-            found.append(both.reshape(*lt, *ls, *specs[o].shape))
+            found.append(both.reshape((*lt, *ls, *specs[o].shape)))
         return found
 
 

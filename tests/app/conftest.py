@@ -22,12 +22,14 @@ from tests.support.clients import REPOSITORY_READY_S, started_client
 
 @pytest.fixture(scope="session")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example repository, the edge models, a model whose output size is open, the float64
-    model with dependent examples (`whole`), a broken model and one under the built-in's name."""
+    """The example repository, the edge models (tests/support/edge_models.py), a model whose
+    output size is open, the float64 model with dependent examples (`whole`), a broken model and
+    one under the built-in's name."""
     root = tmp_path_factory.mktemp("repo")
     build_models.build(root)
     edge_models.save_logm(root)
     edge_models.save_rounded(root)
+    edge_models.save_captured_constants(root)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float64, name="x")])
     def open_size(x: tf.Tensor) -> dict[str, tf.Tensor]:  # an output size the signature leaves open

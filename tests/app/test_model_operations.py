@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -464,3 +465,45 @@ def test_an_output_size_the_signature_leaves_open_is_counted_before_the_derivati
     wide = np.ones((1, 1500))  # J: 1·3000·1500 = 4.5 M numbers, past the JSON limit (2²²); 1500² if counted as 1
     r = client.post("/models/open/jacobian", json={"inputs": {"x": wide.tolist()}})
     assert r.status_code == 413 and "4,500,000" in r.json()["message"], r.text
+
+
+def test_a_model_capturing_constants_beside_its_variable_is_served(client: TestClient, repo: Path, rng: Any) -> None:
+    """`self.idx = tf.constant(...)` in a tf.Module: its signature captures tensors that are not
+    variable handles. Every derivative equals a local GradientTape on the loaded SavedModel."""
+    assert client.get("/models/captured").json()["state"] == "ready"
+    loaded = tf.saved_model.load(str(repo / "captured" / "1"))
+    f = loaded.signatures["serving_default"]
+    x = tf.constant(rng.normal(size=(4, 3)))
+    u = rng.normal(size=(4, 2))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = f(x=x)["y"]
+        s = tf.reduce_sum(y * u)
+    per_example = tape.batch_jacobian(y, x).numpy()
+    (w,) = f.trainable_variables
+    close(post(client, "captured", "predict", inputs={"x": x.numpy()})["outputs"]["y"], y.numpy(), "float64")
+    close(post(client, "captured", "jacobian", inputs={"x": x.numpy()})["jacobian"]["y"]["x"], per_example, "float64")
+    body = post(
+        client, "captured", "vjp", inputs={"x": x.numpy()}, cotangents={"y": u}, wrt=["variables"], sum_batch=True
+    )
+    close(body["vjp"][w.name.removesuffix(":0")], tape.gradient(s, w).numpy(), "float64")
+
+
+def test_v2_says_a_model_that_did_not_load_is_not_ready_and_why(client: TestClient) -> None:
+    for name in ("broken", "broken.jacobian"):
+        r = client.get(f"/v2/models/{name}/ready")
+        assert r.status_code == 503 and r.json() == {"name": name, "ready": False}
+        meta = client.get(f"/v2/models/{name}")
+        assert meta.status_code == 503 and "did not load" in meta.json()["error"], meta.text
+    assert client.get("/v2/models/mlp/ready").json() == {"name": "mlp", "ready": True}
+
+
+@pytest.mark.parametrize("name,tensor", [("x", [[0.5] * 64]), ("cotangents/y", [[1.0] * 16])])
+def test_v2_refuses_data_in_another_datatype_than_the_inputs(client: TestClient, name: str, tensor: Any) -> None:
+    """As Triton does: FP64 data for an FP32 input is refused, not cast."""
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [1, 64], "data": [[0.5] * 64]}]
+    inputs = [i for i in inputs if i["name"] != name]
+    inputs.append({"name": name, "datatype": "FP64", "shape": list(np.shape(tensor)), "data": tensor})
+    r = client.post("/v2/models/mlp.vjp/infer", json={"inputs": inputs})
+    assert r.status_code == 400, r.text
+    assert f"Input {name} has datatype FP64; model 'mlp' takes it as FP32" in r.json()["error"]

@@ -126,6 +126,18 @@ def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(repository_
         close(got[k], want[k], 1e-9)
 
 
+def test_a_0_d_variable_gets_its_gradient(repository_client: tuple[Client, Path]) -> None:
+    """y = s·x + s² with s a 0-d variable (tests/support/edge_models.py): ∂/∂s Σ y² = Σ 2y(x + 2s)."""
+    client, _ = repository_client
+    remote = client.model("scalar").as_jax(variables=True)
+    x = np.random.default_rng(4).normal(size=(5, 3))
+    variables = remote.zero_variables()
+    assert {k: np.shape(v) for k, v in variables.items()} == {"s": ()}
+    got = jax.grad(lambda v: jnp.sum(remote(v, {"x": x})["y"] ** 2))(variables)["s"]
+    s = 1.5  # the server's own value
+    close(np.asarray(got), np.sum(2 * (s * x + s * s) * (x + 2 * s)), 1e-9)
+
+
 def test_service_errors_surface_inside_the_users_program(repository_client: tuple[Client, Path]) -> None:
     client, _ = repository_client
     wide = client.model("wide").as_jax()

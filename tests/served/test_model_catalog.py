@@ -30,6 +30,7 @@ def test_the_engine_processes_models_are_listed_by_the_workers(
             "pair": "ready",
             "policy_mlp": "ready",
             "wide": "ready",
+            "scalar": "ready",
         }
     mlp = httpx.get(server.url + "/models/mlp", timeout=30).json()
     assert mlp["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 64]}]
@@ -134,6 +135,7 @@ def _through_tritonclient(url: str, root: Path) -> None:
     from tests.support.model_oracles import Oracle
 
     client = triton.InferenceServerClient(url.removeprefix("http://"))
+    assert client.is_model_ready("actions") and not client.is_model_ready("broken")
     meta = client.get_model_metadata("actions")
     assert meta["versions"] == ["1"]
     assert meta["inputs"] == [

@@ -1,5 +1,6 @@
 """SavedModels at the edges of differentiation, for the repository tests: one with an op
-TensorFlow defines no gradient for on one output's path, one whose path goes through tf.round."""
+TensorFlow defines no gradient for on one output's path, one whose path goes through tf.round,
+one capturing constants beside its variable, one with a 0-d variable."""
 
 from __future__ import annotations
 
@@ -32,3 +33,40 @@ def save_rounded(root: Path) -> None:
         return {"r": tf.round(x) * 3.0, "both": tf.round(x) + x * x}
 
     _save(root, "rounded", rounded)
+
+
+class _Captured(tf.Module):
+    """Constants the signature captures beside its variable, as `self.idx = tf.constant(...)` does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = tf.Variable([[0.5, -1.0], [2.0, 0.25], [-0.75, 1.5]], dtype=tf.float64, name="w")
+        self.idx = tf.constant([2, 0, 1])
+        self.scale = tf.constant(1.5, tf.float64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float64, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.tanh(tf.gather(x, self.idx, axis=1) * self.scale) @ self.w}
+
+
+def save_captured_constants(root: Path) -> None:
+    """x (B, 3) float64 -> y = tanh(x[:, [2, 0, 1]]·1.5)·w (B, 2): captured int and float
+    constants beside a variable w (3, 2)."""
+    module = _Captured()
+    tf.saved_model.save(module, str(root / "captured" / "1"), signatures={"serving_default": module.serve})
+
+
+class _Scalar(tf.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = tf.Variable(1.5, dtype=tf.float64, name="s")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float64, name="x")])
+    def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": self.s * x + self.s * self.s}
+
+
+def save_scalar_variable(root: Path) -> None:
+    """x (B, 3) float64 -> y = s·x + s² with one 0-d variable s = 1.5."""
+    module = _Scalar()
+    tf.saved_model.save(module, str(root / "scalar" / "1"), signatures={"serving_default": module.serve})

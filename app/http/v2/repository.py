@@ -23,7 +23,7 @@ from app.errors import InvalidInput, UnknownModel
 from app.http.v2 import protocol as oip
 from app.http.v2.documents import ModelMetadata, TensorMetadata
 from app.service import npz
-from app.service.models import ModelProblem, problem
+from app.service.models import ModelProblem, problem, ready
 
 DATATYPES = {
     "FP16": "float16",
@@ -73,11 +73,11 @@ def _dims(shape: tuple[int | None, ...]) -> list[int]:
 
 def metadata(m: RepositoryModel) -> ModelMetadata:
     """The signature's inputs and outputs, and a derivative model's products and derivatives
-    (for its default wrt and of)."""
-    card = m.card
+    (for its default wrt and of). A model that did not load has none: `ModelUnavailable`, with why."""
+    card = ready(m.card)
     inputs = [TensorMetadata(name=t.name, datatype=V2_DATATYPE[t.dtype], shape=_dims(t.shape)) for t in card.inputs]
     outputs = [TensorMetadata(name=t.name, datatype=V2_DATATYPE[t.dtype], shape=_dims(t.shape)) for t in card.outputs]
-    if m.op != calls.PREDICT and card.state == "ready":
+    if m.op != calls.PREDICT:
         inputs += _product_inputs(m)
         outputs += _derivative_outputs(m)
     return ModelMetadata(name=m.name, versions=[m.version], platform=oip.PLATFORM, inputs=inputs, outputs=outputs)
@@ -127,8 +127,24 @@ class Inference:
         return self.binary if self.outputs is None else any(self.outputs.values())
 
 
+def _check_datatypes(card: Card, inputs: list[Any]) -> None:
+    """Each tensor in its own datatype, as Triton asks (FP64 data for an FP32 input is refused,
+    not cast); a name the model does not have is the problem's to refuse."""
+    tensors = {t.name: t for t in card.inputs}
+    tensors |= {f"cotangents{SEP}{t.name}": t for t in card.outputs}
+    tensors |= {f"tangents{SEP}{t.name}": t for t in card.inputs}
+    for given in inputs:
+        t = tensors.get(given.name)
+        if t is not None and given.datatype != V2_DATATYPE.get(t.dtype):
+            raise InvalidInput(
+                f"Input {given.name} has datatype {given.datatype}; model {card.name!r} takes it as "
+                f"{V2_DATATYPE.get(t.dtype, t.dtype)}"
+            )
+
+
 def parse(m: RepositoryModel, body: bytes, header_length: str | None) -> Inference:
     request, binary = oip.read_request(body, header_length)
+    _check_datatypes(m.card, request.inputs)
     arrays = oip.read_inputs(request.inputs, binary, DATATYPES, one_datatype=False)
     groups: dict[str, dict[str, np.ndarray]] = {"inputs": {}, **{g: {} for g in GROUPS}}
     for name, a in arrays.items():

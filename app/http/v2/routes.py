@@ -111,7 +111,8 @@ async def ready(request: Request) -> Response:
 
 async def _model_ready(request: Request) -> Response:
     m = _model_from(request)
-    ok = _ready(request)
+    loaded = not isinstance(m, repo.RepositoryModel) or m.card.state == "ready"
+    ok = _ready(request) and loaded
     return Response(orjson.dumps({"name": m.name, "ready": ok}), 200 if ok else 503, media_type=codec.JSON)
 
 
