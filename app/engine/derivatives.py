@@ -87,6 +87,8 @@ class Engine:
         xla_after: int = _DEFAULTS["xla_after"].default,
         xla_max_shapes: int = _DEFAULTS["xla_max_shapes"].default,
         model_repository: str | None = None,
+        max_output_elements: int = _DEFAULTS["max_output_elements"].default,
+        memory_budget_bytes: int | None = None,
     ) -> None:
         if onednn_enabled():
             # See app/tensorflow_env.py: oneDNN's AVX-512 matmul segfaults on our Jacobians.
@@ -95,6 +97,10 @@ class Engine:
                 "Jacobians; import the app package before TensorFlow (or set TF_ENABLE_ONEDNN_OPTS=0)"
             )
         self.xla = xla
+        # What calibration may ask for: no answer a request's limits would refuse, no more memory
+        # than the budget (unset: the machine's, as the service computes it).
+        self._max_output_elements = max_output_elements
+        self._memory_budget = memory_budget_bytes if memory_budget_bytes is not None else Settings().memory_budget_bytes
         self._xla_after = xla_after
         self._xla_max_shapes = xla_max_shapes
         self._traces: Counter[str] = Counter()
@@ -178,9 +184,13 @@ class Engine:
                 call = calls.example_call(card, op)
             except InvalidInput:  # nothing to differentiate
                 continue
+            n = self._calibration_rows(card, call)
+            if n == 0:  # no request can ask for it: neither traced nor run
+                log.info("model %s: %s not calibrated: one example's answer is over the limits", name, op)
+                continue
             try:
-                self.run_call(name, call, _example_rows(card, call, 2))
-                rows = _example_rows(card, call, CALIBRATION_ROWS)
+                self.run_call(name, call, _example_rows(card, call, min(2, n)))
+                rows = _example_rows(card, call, n)
                 peak, result = self._peak(name, call, rows)
             except ModelRefused as err:  # its example inputs are not valid for it: traced, at least
                 log.info("warming up %s %s on example inputs: %s", name, op, err.message)
@@ -189,6 +199,24 @@ class Engine:
             factors[op] = round(peak / max(moved, 1), 3)
         self.repository[name].card = dataclasses.replace(card, peak_factors=factors)
         log.info("model %s: TensorFlow's peak per operation, a multiple of inputs and outputs: %s", name, factors)
+
+    def _calibration_rows(self, card: Card, call: calls.Call) -> int:
+        """The most rows, up to CALIBRATION_ROWS (one for a model without a batch axis), whose
+        answer the output limit admits and whose inputs and answer fit the memory budget
+        CALIBRATION_HEADROOM times over; 0 when one row's answer is already over the limit."""
+        one = _example_rows(card, call, 1)
+        n_in = len(card.inputs)
+        inputs = {t.name: r.shape[1:] for t, r in zip(card.inputs, one[:n_in], strict=True)}
+        outputs = {t.name: tuple(1 if d is None else d for d in calls.row_shape(card, t)) for t in card.outputs}
+        shapes = calls.output_shapes(card, call, 1, 1, inputs, outputs)
+        elements = sum(int(np.prod(s)) for s in shapes.values())
+        row_bytes = sum(r.nbytes for r in one) + 8 * elements
+        n = CALIBRATION_ROWS if card.batch else 1
+        while n > 0 and (
+            n * elements > self._max_output_elements or CALIBRATION_HEADROOM * n * row_bytes > self._memory_budget
+        ):
+            n //= 2
+        return n
 
     def _peak(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]) -> tuple[int, Result]:
         """The allocator's peak above what it held before, for one call (its BFC statistics)."""
@@ -306,7 +334,8 @@ def _reason(message: str) -> str:
     return (found[-1] if found else "an invalid argument").split(" [Op:")[0][:300]
 
 
-CALIBRATION_ROWS = 32  # rows of a batch model the peaks are measured on
+CALIBRATION_ROWS = 32  # rows of a batch model the peaks are measured on, at most
+CALIBRATION_HEADROOM = 8  # TensorFlow's peak, a multiple of inputs and answer, assumed before it is measured
 
 
 def _example_rows(card: Card, call: calls.Call, rows: int) -> tuple[np.ndarray, ...]:
