@@ -177,8 +177,8 @@ class Kernel:
         Rows (N, K) for a batch model, (K,) otherwise; summed over the rows with sum_batch."""
         lead = 2 if self.batch else 1
         s = tf.add_n([_contract(u, tf.expand_dims(ys[o], lead - 1), lead) for o, u in cotangents.items()])
-        if self.call.single:  # one cotangent: plain reverse passes, no vectorized loop
-            found = {w: self._single_vjp(s, x, w) for w, x in wrt.items()}
+        if self.call.single:  # one cotangent: one plain reverse pass, no vectorized loop
+            found = self._single_vjp(s, wrt)
         elif self.call.sum_batch:
             total = tf.reduce_sum(s, axis=0)  # (K,)
             found = {w: jacobian(total, x) for w, x in wrt.items()}
@@ -187,16 +187,20 @@ class Kernel:
             found = {w: self._jac(s, x, w) for w, x in wrt.items()}  # (N, K, ...) or (K, ...)
         return {calls.name(calls.VJP, w): g for w, g in found.items()}
 
-    def _single_vjp(self, s: tf.Tensor, x: tf.Tensor, name: str) -> tf.Tensor:
-        """K = 1: the gradient of Σ s is each row's own in a batch model's inputs (rows are
-        independent), the sum over the rows in the variables or with sum_batch; the K axis added."""
-        per_row = self.batch and name in self.graph.arguments
-        if not per_row and self.batch and not self.call.sum_batch:  # per-example in a variable
-            return self._jac(s, x, name)
-        (g,) = _grads(tf.reduce_sum(s), [x])
-        if per_row and self.call.sum_batch:
-            g = tf.reduce_sum(g, axis=0)
-        return tf.expand_dims(g, 1 if per_row and not self.call.sum_batch else 0)
+    def _single_vjp(self, s: tf.Tensor, wrt: Tensors) -> Tensors:
+        """K = 1: the gradient of Σ s in everything at once (one reverse pass, however many
+        variables): each row's own in a batch model's inputs (rows are independent), the sum over
+        the rows in the variables or with sum_batch; the K axis added. A variable per example
+        (a batch model without sum_batch) is a vectorized Jacobian instead."""
+        per_example = {w for w in wrt if self.batch and not self.call.sum_batch and w not in self.graph.arguments}
+        summed = [w for w in wrt if w not in per_example]
+        found = {w: self._jac(s, wrt[w], w) for w in per_example}
+        for w, g in zip(summed, _grads(tf.reduce_sum(s), [wrt[w] for w in summed]), strict=True):
+            per_row = self.batch and w in self.graph.arguments
+            if per_row and self.call.sum_batch:
+                g = tf.reduce_sum(g, axis=0)
+            found[w] = tf.expand_dims(g, 1 if per_row and not self.call.sum_batch else 0)
+        return {w: found[w] for w in wrt}
 
     def _along(self, ys: list[tf.Tensor], xs: list[tf.Tensor], tangents: list[tf.Tensor]) -> list[tf.Tensor]:
         """J·t for each y, K tangents each (K first), by reverse over reverse: g(u) = uᵀJ is linear

@@ -142,3 +142,21 @@ def test_start_up_computes_nothing_a_requests_limits_would_refuse(tmp_path: Path
     two_rows = CALIBRATION_HEADROOM * 2 * 8 * (5 + 2 + 50)  # float64: x, and y with its Hessian
     tight = Engine(xla=False, model_repository=str(tmp_path), memory_budget_bytes=two_rows)
     assert tight._calibration_rows(card, calls.example_call(card, calls.HESSIAN)) == 2
+
+
+def test_a_gradient_in_every_variable_is_one_reverse_pass(tmp_path: Path) -> None:
+    """The policy gradient in all of a model's variables costs one backward pass, as a local tape's
+    does, not one per variable: its graph is about the size of the gradient in the input alone
+    (MobileNetV2's once had 2,738 Conv2DBackpropFilter ops for its 52 convolutions)."""
+    from app.engine.derivatives import Engine
+
+    build_models.build(tmp_path)
+    engine = Engine(xla=False, model_repository=str(tmp_path))
+    card = engine.repository["mlp"].card  # 64 -> 256 -> 256 -> 16: six variables
+    assert len(card.variables) == 6
+
+    def nodes(wrt: str) -> int:
+        call = calls.Call(calls.VJP, (wrt,), ("y",), sum_batch=True, stack=True, single=True)
+        return len(engine.call_function("mlp", call).concrete.graph.as_graph_def().node)
+
+    assert nodes(VARIABLES) < 1.5 * nodes("x"), (nodes(VARIABLES), nodes("x"))
