@@ -24,10 +24,9 @@ import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
 from app import calls
-from app.catalog import Card
 from app.config import Settings
-from app.engine import kernels, models, repository, signatures
-from app.errors import InvalidInput, ModelRefused
+from app.engine import calibration, kernels, models, repository, signatures
+from app.errors import ModelRefused
 from app.ops import BUILTIN, OPERATIONS, XLA_MAX_OUTPUT_BYTES, rows_output_bytes
 
 log = logging.getLogger("app.engine")
@@ -114,6 +113,18 @@ class Engine:
         self.repository = repository.load_repository(model_repository) if model_repository else {}
         self._calls: dict[tuple[Any, ...], Callable[..., dict[str, tf.Tensor]]] = {}
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """The engine the service runs: XLA, the repository, and what calibration may ask for."""
+        return cls(
+            settings.xla,
+            settings.xla_after,
+            settings.xla_max_shapes,
+            settings.model_repository,
+            settings.max_output_elements,
+            settings.memory_budget_bytes,
+        )
+
     def function(self, model: str, op: str, dtype_name: str, jit_compile: bool = False) -> Callable[..., Any]:
         """The traced function of a built-in (model, operation, dtype), plain or XLA, traced on first use."""
         key = (model, op, dtype_name, jit_compile)
@@ -171,60 +182,13 @@ class Engine:
         28 of them (14 more with XLA) doubled the start-up, for operations most runs never ask for."""
         for name, loaded in self.repository.items():
             if loaded.card.state == "ready":
-                self._warm_up_model(name, loaded.card)
-
-    def _warm_up_model(self, name: str, card: Card) -> None:
-        """Trace and run each operation's example call (every differentiable input, every output
-        with a defined gradient; one input for second derivatives) on example inputs, then
-        measure TensorFlow's peak for it on more rows: the memory budget's factor for that
-        operation of that model (`Card.peak_factors`)."""
-        factors = {}
-        for op in calls.OPERATIONS:
-            try:
-                call = calls.example_call(card, op)
-            except InvalidInput:  # nothing to differentiate
-                continue
-            n = self._calibration_rows(card, call)
-            if n == 0:  # no request can ask for it: neither traced nor run
-                log.info("model %s: %s not calibrated: one example's answer is over the limits", name, op)
-                continue
-            try:
-                self.run_call(name, call, _example_rows(card, call, min(2, n)))
-                rows = _example_rows(card, call, n)
-                peak, result = self._peak(name, call, rows)
-            except ModelRefused as err:  # its example inputs are not valid for it: traced, at least
-                log.info("warming up %s %s on example inputs: %s", name, op, err.message)
-                continue
-            moved = sum(r.nbytes for r in rows) + sum(a.nbytes for a in result.arrays.values())
-            factors[op] = round(peak / max(moved, 1), 3)
-        self.repository[name].card = dataclasses.replace(card, peak_factors=factors)
-        log.info("model %s: TensorFlow's peak per operation, a multiple of inputs and outputs: %s", name, factors)
-
-    def _calibration_rows(self, card: Card, call: calls.Call) -> int:
-        """The most rows, up to CALIBRATION_ROWS (one for a model without a batch axis), whose
-        answer the output limit admits and whose inputs and answer fit the memory budget
-        CALIBRATION_HEADROOM times over; 0 when one row's answer is already over the limit."""
-        one = _example_rows(card, call, 1)
-        n_in = len(card.inputs)
-        inputs = {t.name: r.shape[1:] for t, r in zip(card.inputs, one[:n_in], strict=True)}
-        outputs = {t.name: tuple(1 if d is None else d for d in calls.row_shape(card, t)) for t in card.outputs}
-        shapes = calls.output_shapes(card, call, 1, 1, inputs, outputs)
-        elements = sum(int(np.prod(s)) for s in shapes.values())
-        row_bytes = sum(r.nbytes for r in one) + 8 * elements
-        n = CALIBRATION_ROWS if card.batch else 1
-        while n > 0 and (
-            n * elements > self._max_output_elements or CALIBRATION_HEADROOM * n * row_bytes > self._memory_budget
-        ):
-            n //= 2
-        return n
-
-    def _peak(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]) -> tuple[int, Result]:
-        """The allocator's peak above what it held before, for one call (its BFC statistics)."""
-        device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
-        tf.config.experimental.reset_memory_stats(device)
-        before = tf.config.experimental.get_memory_info(device)["current"]
-        result = self.run_call(model, call, rows)
-        return tf.config.experimental.get_memory_info(device)["peak"] - before, result
+                factors = calibration.calibrate(
+                    self.run_call, name, loaded.card, self._max_output_elements, self._memory_budget
+                )
+                loaded.card = dataclasses.replace(loaded.card, peak_factors=factors)
+                log.info(
+                    "model %s: TensorFlow's peak per operation, a multiple of inputs and outputs: %s", name, factors
+                )
 
     def run_rows(self, op: str, *rows: np.ndarray, model: str = BUILTIN) -> Result:
         """Run operation `op` of `model` on rows Xr: (N, A, F), Yr: (N, F) and the op's other
@@ -332,28 +296,6 @@ def _reason(message: str) -> str:
     lines = [line.strip() for line in message.splitlines()]
     found = [line for line in lines if line and not line.startswith(_NOT_REASONS)]
     return (found[-1] if found else "an invalid argument").split(" [Op:")[0][:300]
-
-
-CALIBRATION_ROWS = 32  # rows of a batch model the peaks are measured on, at most
-CALIBRATION_HEADROOM = 8  # TensorFlow's peak, a multiple of inputs and answer, assumed before it is measured
-
-
-def _example_rows(card: Card, call: calls.Call, rows: int) -> tuple[np.ndarray, ...]:
-    """Example inputs (`repository.example_inputs`) as a call's rows, with one product each."""
-    inputs = repository.example_inputs(card, batch=rows if card.batch else 1)
-    given = [np.asarray(x) if card.batch else np.asarray(x)[None] for x in inputs.values()]
-    products = [np.zeros((len(given[0]), 1, *shape), dtype) for shape, dtype in _product_rows(card, call)]
-    return tuple(given + products)
-
-
-def _product_rows(card: Card, call: calls.Call) -> list[tuple[tuple[int, ...], str]]:
-    """Per-row shapes (unknown sizes as 1) and dtypes of a call's cotangents or tangents."""
-    tensors = {t.name: t for t in card.inputs + card.outputs}
-    found = []
-    for n in call.product_names():
-        t = tensors[n]
-        found.append((tuple(1 if d is None else d for d in calls.row_shape(card, t)), t.dtype))
-    return found
 
 
 def _flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:

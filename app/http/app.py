@@ -49,14 +49,7 @@ def _load_engine(settings: Settings) -> Engine:
     from app.engine import derivatives as engine  # the TensorFlow import happens here, off the event loop
 
     engine.enable_gpu_memory_growth()
-    eng = engine.Engine(
-        settings.xla,
-        settings.xla_after,
-        settings.xla_max_shapes,
-        settings.model_repository,
-        settings.max_output_elements,
-        settings.memory_budget_bytes,
-    )
+    eng = engine.Engine.from_settings(settings)
     eng.warm_up()
     return eng
 

@@ -207,14 +207,7 @@ def serve(index: int, settings: Settings) -> None:
     from app.http.observability import EngineMetrics
 
     engine_module.enable_gpu_memory_growth()
-    engine = engine_module.Engine(
-        settings.xla,
-        settings.xla_after,
-        settings.xla_max_shapes,
-        settings.model_repository,
-        settings.max_output_elements,
-        settings.memory_budget_bytes,
-    )
+    engine = engine_module.Engine.from_settings(settings)
     engine.warm_up()
     info = {"index": index, "pid": os.getpid()}
     assert settings.runtime_dir is not None

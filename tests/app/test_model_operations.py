@@ -390,6 +390,7 @@ def test_the_memory_estimate_is_never_below_the_measured_peak(client: TestClient
     rows) against TensorFlow's peak measured now, at other sizes and with K products."""
     from app import calls
     from app.catalog import card_from_dict
+    from app.engine import calibration
     from app.service import models as service_models
 
     engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
@@ -409,7 +410,7 @@ def test_the_memory_estimate_is_never_below_the_measured_peak(client: TestClient
             products["tangents"] = {w: rng.normal(size=(3, *inputs[w].shape)) for w in call.inputs_wrt()}
         p = service_models.problem(card, op, inputs, wrt=list(call.wrt) or None, of=list(call.of) or None, **products)
         claim = service_models.estimate(p, npz=True)
-        peak, _ = engine._peak(name, p.call, p.rows)
+        peak, _ = calibration.peak(engine.run_call, name, p.call, p.rows)
         assert peak <= claim, (name, op, rows, peak, claim)
 
 

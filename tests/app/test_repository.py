@@ -126,22 +126,27 @@ def test_start_up_computes_nothing_a_requests_limits_would_refuse(tmp_path: Path
     """`wide` (B, 5) -> (B, 2): one example's Hessian is 2·5·5 = 50 numbers, its Jacobian 10. Under
     an output limit of 40 the Hessian is neither traced nor run at start-up, and the others are
     calibrated on as many rows as the limit admits; under a budget that fits two rows, two."""
-    from app.engine.derivatives import CALIBRATION_HEADROOM, CALIBRATION_ROWS, Engine
+    from app.engine import calibration
+    from app.engine.derivatives import Engine
 
     build_models.wide(tmp_path, np.random.default_rng(0))
     engine = Engine(xla=False, model_repository=str(tmp_path), max_output_elements=40)
     card = engine.repository["wide"].card
-    rows = {op: engine._calibration_rows(card, calls.example_call(card, op)) for op in calls.OPERATIONS}
+    budget = Engine(xla=False)._memory_budget
+
+    def rows(op: str, limit: int = 40, budget: int = budget) -> int:
+        return calibration.rows_for(card, calls.example_call(card, op), limit, budget)
+
     # per row: predict 2; jacobian 2 + 10; vjp 2 + 5; jvp 2 + 2; hessian 2 + 50; hvp 2 + 10
-    assert rows == {"predict": 16, "jacobian": 2, "vjp": 4, "jvp": 8, "hessian": 0, "hvp": 2}
+    assert {op: rows(op) for op in calls.OPERATIONS} == {
+        "predict": 16, "jacobian": 2, "vjp": 4, "jvp": 8, "hessian": 0, "hvp": 2,
+    }  # fmt: skip
     engine.warm_up()
     assert set(engine.repository["wide"].card.peak_factors) == {"predict", "jacobian", "vjp", "jvp", "hvp"}
     assert not [k for k in engine._calls if k[0] == "wide" and k[1] == calls.HESSIAN]  # never traced
-    roomy = Engine(xla=False, model_repository=str(tmp_path))
-    assert roomy._calibration_rows(card, calls.example_call(card, calls.HESSIAN)) == CALIBRATION_ROWS
-    two_rows = CALIBRATION_HEADROOM * 2 * 8 * (5 + 2 + 50)  # float64: x, and y with its Hessian
-    tight = Engine(xla=False, model_repository=str(tmp_path), memory_budget_bytes=two_rows)
-    assert tight._calibration_rows(card, calls.example_call(card, calls.HESSIAN)) == 2
+    assert rows(calls.HESSIAN, limit=2**26) == calibration.ROWS
+    two_rows = calibration.HEADROOM * 2 * 8 * (5 + 2 + 50)  # float64: x, and y with its Hessian
+    assert rows(calls.HESSIAN, limit=2**26, budget=two_rows) == 2
 
 
 def test_a_gradient_in_every_variable_is_one_reverse_pass(tmp_path: Path) -> None:
