@@ -178,8 +178,9 @@ class Engine:
 
     def warm_up(self) -> None:
         """Calibrate each repository model's operations (its memory claims need them before its
-        first request). The built-in functions are traced on first use instead: tracing all
-        28 of them (14 more with XLA) doubled the start-up, for operations most runs never ask for."""
+        first request). The built-in functions are traced on first use instead: tracing every
+        operation × dtype (and its XLA twin) at start cost each start-up as much as TensorFlow's
+        import, for operations most runs never ask for."""
         for name, loaded in self.repository.items():
             if loaded.card.state == "ready":
                 factors = calibration.calibrate(
