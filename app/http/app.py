@@ -65,6 +65,9 @@ class InProcessEngine:
     async def stop(self) -> None:
         await self.batcher.stop()
 
+    async def first_contact(self) -> None:
+        """In this process: nothing to contact."""
+
     def cards(self) -> list[dict[str, Any]] | None:
         models: list[dict[str, Any]] = self.engine.describe()["models"]
         return models

@@ -128,6 +128,7 @@ async def ready(request: Request) -> Response:
     if state.engines is None:
         fields = {"status": state.status, "reason": "loading TensorFlow and warming up"}
     else:
+        await state.engines.first_contact()
         fields = state.engines.readiness()
     settings = state.settings
     body = Readiness(**fields, xla=settings.xla, shm=state.shm, memory_budget_bytes=settings.memory_budget_bytes)

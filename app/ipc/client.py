@@ -82,6 +82,14 @@ class EngineClient:
             self._writer.close()
         self.arena.close()
 
+    async def first_contact(self) -> None:
+        """Wait briefly for an engine that is listening but that this worker has not heard from
+        yet (it connects within WATCH_S): a request waits for it too, so readiness does, rather
+        than say 503 from this worker while another one, in contact already, says 200."""
+        if self.state == "starting" and os.path.exists(self.path):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
+
     async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = ops.BUILTIN) -> Computed:
         if self.state == "starting":  # this worker has not heard from the engine yet: briefly wait
             with contextlib.suppress(TimeoutError):
@@ -240,6 +248,9 @@ class Engines:
     async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = ops.BUILTIN) -> Computed:
         ready = [c for c in self.clients if c.state == "ready"] or self.clients
         return await min(ready, key=lambda c: c.in_flight).submit(op, *rows, claim=claim, model=model)
+
+    async def first_contact(self) -> None:
+        await asyncio.gather(*(c.first_contact() for c in self.clients))
 
     def cards(self) -> list[dict[str, Any]] | None:
         """The repository's models, as the engines loaded them (each loads the same repository);

@@ -189,3 +189,30 @@ def test_the_models_are_unknown_until_an_engine_has_said(run, tmp_path: Path, sh
         assert engines.cards() == []  # this fake engine loads no repository
 
     run(_answer_w, scenario)
+
+
+def test_readiness_waits_for_first_contact_with_a_listening_engine(run) -> None:
+    """A worker just started beside a live engine says ready once it has heard from it, not 503
+    while another worker, in contact already, says 200 (`Engines.first_contact` before readiness)."""
+
+    async def scenario(client: EngineClient, engine: FakeEngine) -> str:
+        assert client.state == "starting"  # started this instant: not connected yet
+        await client.first_contact()
+        return client.state
+
+    assert run(_answer_w, scenario) == "ready"
+
+
+def test_first_contact_does_not_wait_for_an_engine_that_is_not_listening(tmp_path: Path, shm_dir: Path) -> None:
+    async def main() -> tuple[str, float]:
+        client = EngineClient(0, _settings(tmp_path, shm_dir))
+        client.start()
+        try:
+            start = asyncio.get_running_loop().time()
+            await client.first_contact()
+            return client.state, asyncio.get_running_loop().time() - start
+        finally:
+            await client.stop()
+
+    state, waited = asyncio.run(main())
+    assert state == "starting" and waited < 0.5  # still loading: readiness says so at once

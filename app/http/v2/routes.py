@@ -83,9 +83,12 @@ async def server_metadata(request: Request) -> docs.ServerMetadata:
     return docs.ServerMetadata(name="jacobian-service", version=request.app.version, extensions=oip.EXTENSIONS)
 
 
-def _ready(request: Request) -> bool:
+async def _ready(request: Request) -> bool:
     state = runtime.runtime(request)
-    return state.engines is not None and state.engines.readiness()["status"] == "ready"
+    if state.engines is None:
+        return False
+    await state.engines.first_contact()
+    return bool(state.engines.readiness()["status"] == "ready")
 
 
 @router.get(
@@ -105,14 +108,14 @@ async def live() -> dict[str, bool]:
     responses={404: ERRORS[404], 405: ERRORS[405], 503: {"description": "Not ready."}},
 )
 async def ready(request: Request) -> Response:
-    ok = _ready(request)
+    ok = await _ready(request)
     return Response(b'{"ready":true}' if ok else b'{"ready":false}', 200 if ok else 503, media_type=codec.JSON)
 
 
 async def _model_ready(request: Request) -> Response:
     m = _model_from(request)
     loaded = not isinstance(m, repo.RepositoryModel) or m.card.state == "ready"
-    ok = _ready(request) and loaded
+    ok = await _ready(request) and loaded
     return Response(orjson.dumps({"name": m.name, "ready": ok}), 200 if ok else 503, media_type=codec.JSON)
 
 
