@@ -53,7 +53,7 @@ engine/ (TensorFlow alone)
     kernels         the derivative kernels by autodiff, over any model.
     derivatives     the Engine: traced functions per (model, operation, dtype) and the XLA policy.
     repository      a model repository's SavedModels loaded, described and probed for gradients.
-    calibration     a repository model's memory peak per operation, measured at load within the limits.
+    calibration     a repository model's memory peak per operation, measured on first use within the limits.
 
 Shared by every layer (they import none of it)
     config          settings from JACOBIAN_* environment variables.

@@ -38,7 +38,7 @@ class Card:
     # output -> input (or VARIABLES) -> None when its gradient is defined, else the op without one.
     undefined: dict[str, dict[str, str]] = field(default_factory=dict)
     # operation -> TensorFlow's measured peak while it runs, a multiple of its inputs and outputs
-    # (calibrated at load: `app.engine.derivatives.Engine`), what the memory budget charges.
+    # (calibrated on first use: `app.engine.derivatives.Engine.calibrate`), what the memory budget charges.
     peak_factors: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -1,8 +1,9 @@
-"""A repository model's memory calibration at load: TensorFlow's peak for each operation's example
-call, as a multiple of the call's inputs and answer (`Card.peak_factors`, from which a request's
-memory claim is made). It asks for nothing a request's limits would refuse: an operation whose
-answer for one example is over the output limit is neither traced nor run, and the rows are halved
-from ROWS until inputs and answer fit the memory budget HEADROOM times over.
+"""A repository model's memory calibration, per operation on its first use: TensorFlow's peak for
+the operation's example call, as a multiple of the call's inputs and answer (`Card.peak_factors`,
+from which later requests' memory claims are made). It asks for nothing a request's limits would
+refuse: an operation whose answer for one example is over the output limit is neither traced nor
+run, and the rows are halved from ROWS until inputs and answer fit the memory budget HEADROOM
+times over. Start-up calibrates nothing: tracing every operation of an image model took minutes.
 """
 
 from __future__ import annotations
@@ -27,30 +28,27 @@ HEADROOM = 8  # TensorFlow's peak, a multiple of inputs and answer, assumed befo
 RunCall = Callable[[str, calls.Call, tuple[np.ndarray, ...]], Any]  # Engine.run_call -> Result
 
 
-def calibrate(run_call: RunCall, name: str, card: Card, max_output_elements: int, budget: int) -> dict[str, float]:
-    """Each operation's example call (every differentiable input, every output with a defined
+def calibrate(run_call: RunCall, name: str, card: Card, op: str, max_output_elements: int, budget: int) -> float | None:
+    """The operation's example call (every differentiable input, every output with a defined
     gradient; one input for second derivatives) traced and run on example inputs, then its peak
-    measured on more rows: {operation: peak / (inputs + answer)}."""
-    factors = {}
-    for op in calls.OPERATIONS:
-        try:
-            call = calls.example_call(card, op)
-        except InvalidInput:  # nothing to differentiate
-            continue
-        n = rows_for(card, call, max_output_elements, budget)
-        if n == 0:  # no request can ask for it: neither traced nor run
-            log.info("model %s: %s not calibrated: one example's answer is over the limits", name, op)
-            continue
-        try:
-            run_call(name, call, example_rows(card, call, min(2, n)))
-            rows = example_rows(card, call, n)
-            found, result = peak(run_call, name, call, rows)
-        except ModelRefused as err:  # its example inputs are not valid for it: traced, at least
-            log.info("warming up %s %s on example inputs: %s", name, op, err.message)
-            continue
-        moved = sum(r.nbytes for r in rows) + sum(a.nbytes for a in result.arrays.values())
-        factors[op] = round(found / max(moved, 1), 3)
-    return factors
+    measured on more rows: peak / (inputs + answer). None when it cannot be measured."""
+    try:
+        call = calls.example_call(card, op)
+    except InvalidInput:  # nothing to differentiate
+        return None
+    n = rows_for(card, call, max_output_elements, budget)
+    if n == 0:  # no request can ask for it: neither traced nor run
+        log.info("model %s: %s not calibrated: one example's answer is over the limits", name, op)
+        return None
+    try:
+        run_call(name, call, example_rows(card, call, min(2, n)))
+        rows = example_rows(card, call, n)
+        found, result = peak(run_call, name, call, rows)
+    except ModelRefused as err:  # its example inputs are not valid for it
+        log.info("calibrating %s %s on example inputs: %s", name, op, err.message)
+        return None
+    moved: int = sum(r.nbytes for r in rows) + sum(a.nbytes for a in result.arrays.values())
+    return round(found / max(moved, 1), 3)
 
 
 def rows_for(card: Card, call: calls.Call, max_output_elements: int, budget: int) -> int:

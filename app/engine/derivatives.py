@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,8 +26,8 @@ from tensorflow.python.util import _pywrap_util_port
 
 from app import calls
 from app.config import Settings
-from app.engine import calibration, kernels, models, repository, signatures
-from app.errors import ModelRefused
+from app.engine import calibration, costs, kernels, models, repository, signatures
+from app.errors import DeadlineExceeded, ModelRefused
 from app.ops import BUILTIN, OPERATIONS, XLA_MAX_OUTPUT_BYTES, rows_output_bytes
 
 log = logging.getLogger("app.engine")
@@ -112,6 +113,8 @@ class Engine:
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xla-compile") if xla else None
         self.repository = repository.load_repository(model_repository) if model_repository else {}
         self._calls: dict[tuple[Any, ...], Callable[..., dict[str, tf.Tensor]]] = {}
+        self._calibrated: set[tuple[str, str]] = set()
+        self._costs = costs.Costs()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -176,27 +179,27 @@ class Engine:
         """(model, operation, dtype, *input shapes) of each XLA-compiled shape, rows padded."""
         return frozenset(self._compiled)
 
-    def warm_up(self) -> None:
-        """Calibrate each repository model's operations (its memory claims need them before its
-        first request). The built-in functions are traced on first use instead: tracing every
-        operation × dtype (and its XLA twin) at start cost each start-up as much as TensorFlow's
-        import, for operations most runs never ask for."""
-        for name, loaded in self.repository.items():
-            if loaded.card.state == "ready":
-                factors = calibration.calibrate(
-                    self.run_call, name, loaded.card, self._max_output_elements, self._memory_budget
-                )
-                loaded.card = dataclasses.replace(loaded.card, peak_factors=factors)
-                log.info(
-                    "model %s: TensorFlow's peak per operation, a multiple of inputs and outputs: %s", name, factors
-                )
+    def calibrate(self, model: str, op: str) -> None:
+        """Measure the peak of a repository model's operation once, before its first call runs
+        (`app.engine.calibration`): later requests' memory claims use it."""
+        key = (model, op)
+        if key in self._calibrated:
+            return
+        self._calibrated.add(key)  # first: calibration's own calls come back through run_call
+        loaded = self.repository[model]
+        factor = calibration.calibrate(
+            self.run_call, model, loaded.card, op, self._max_output_elements, self._memory_budget
+        )
+        if factor is not None:
+            loaded.card = dataclasses.replace(loaded.card, peak_factors={**loaded.card.peak_factors, op: factor})
+            log.info("model %s: TensorFlow's peak for %s is %g times its inputs and answer", model, op, factor)
 
-    def run_rows(self, op: str, *rows: np.ndarray, model: str = BUILTIN) -> Result:
+    def run_rows(self, op: str, *rows: np.ndarray, model: str = BUILTIN, deadline: float | None = None) -> Result:
         """Run operation `op` of `model` on rows Xr: (N, A, F), Yr: (N, F) and the op's other
         inputs, all of one float dtype; returns the op's engine outputs (app.ops). For a
         repository model, `op` is an encoded `app.calls.Call` and the rows are its arrays."""
         if calls.is_call(op):
-            return self.run_call(model, calls.Call.decode(op), rows)
+            return self.run_call(model, calls.Call.decode(op), rows, deadline)
         fn_key = (model, op, rows[0].dtype.name)
         args = rows
         if self.xla:
@@ -210,15 +213,59 @@ class Engine:
         out = self.function(*fn_key)(*args)
         return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(out["W"]))
 
-    def run_call(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]) -> Result:
+    def run_call(
+        self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...], deadline: float | None = None
+    ) -> Result:
         """One call of a repository model on its row arrays (`app.calls`). What its graph refuses
-        (an index out of range, a failed assertion) is the request's fault: `ModelRefused`."""
+        (an index out of range, a failed assertion) is the request's fault: `ModelRefused`.
+
+        With a `deadline` (`time.monotonic()`), a call that cannot finish by then is refused before
+        it starts, and one of independent rows runs in pieces and stops once it has passed
+        (`app.engine.costs`): `DeadlineExceeded`."""
+        self.calibrate(model, call.op)
+        key = (model, call.key, *((r.dtype.str, r.shape[1:]) for r in rows))
+        n = len(rows[0])
+        pieces = deadline is not None and call.stack and not call.sum_batch
+        piece = self._costs.piece(key, n) if pieces else n
+        done: list[dict[str, np.ndarray]] = []
+        start, device = 0, ""
+        while start < n:
+            if deadline is not None:
+                self._refuse_late(model, key, n, start, piece, deadline)
+            part, device = self._timed_call(model, call, key, tuple(r[start : start + piece] for r in rows))
+            done.append(part)
+            start += piece
+            piece = self._costs.piece(key, n - start) if pieces else n
+        arrays = done[0] if len(done) == 1 else {k: np.concatenate([d[k] for d in done]) for k in done[0]}
+        return Result(arrays, device)
+
+    def _refuse_late(self, model: str, key: Any, n: int, start: int, piece: int, deadline: float) -> None:
+        """Refused before it starts, or stopped between pieces, once the deadline has passed or the
+        rows left cannot be done before it (as timed on earlier calls)."""
+        left = deadline - time.monotonic()
+        needed = self._costs.at_least(key, n - start, piece)
+        if left > 0 and (needed is None or needed <= left):
+            return
+        if needed is None or left <= 0:
+            why = "the deadline passed"
+        else:
+            rows = "these rows" if start == 0 else "the other rows"
+            why = f"{rows} need at least {needed:.1f} s, more than the {left:.1f} s left"
+        done = "was refused before it started" if start == 0 else f"was stopped after {start} of its {n} rows"
+        raise DeadlineExceeded(f"Model {model!r} {done}: {why} (JACOBIAN_DEADLINE_S); send fewer rows")
+
+    def _timed_call(
+        self, model: str, call: calls.Call, key: Any, rows: tuple[np.ndarray, ...]
+    ) -> tuple[dict[str, np.ndarray], str]:
+        traces, start = self.trace_count, time.perf_counter()
         try:
             out = self.call_function(model, call)(*rows)
         except tf.errors.InvalidArgumentError as err:
             raise ModelRefused(f"Model {model!r} refused these inputs: {_reason(err.message)}") from None
+        if self.trace_count == traces:  # a call that traced says nothing of the next one's time
+            self._costs.observe(key, len(rows[0]), time.perf_counter() - start)
         first = next(iter(out.values()))
-        return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(first))
+        return {k: _to_numpy(t) for k, t in out.items()}, device_name(first)
 
     def call_function(self, model: str, call: calls.Call) -> Callable[..., dict[str, tf.Tensor]]:
         """The traced function of a call, traced on first use: one per (model, operation, wrt,

@@ -49,9 +49,7 @@ def _load_engine(settings: Settings) -> Engine:
     from app.engine import derivatives as engine  # the TensorFlow import happens here, off the event loop
 
     engine.enable_gpu_memory_growth()
-    eng = engine.Engine.from_settings(settings)
-    eng.warm_up()
-    return eng
+    return engine.Engine.from_settings(settings)
 
 
 class InProcessEngine:
@@ -104,6 +102,7 @@ async def _start_in_process(app: FastAPI) -> None:
         on_batch=observe,
         memory_budget=settings.memory_budget_bytes,
         memory_wait_s=settings.memory_wait_s,
+        deadline_s=settings.deadline_s,
     )
     batcher.start()
     state.engine = eng
@@ -163,7 +162,7 @@ def _cards(app: FastAPI) -> list[Card] | None:
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """The app, serving every model registered by then (`app.engine.models.register`). With
-    `engine`, one already loaded (its repository's models calibrated) is served in this process
+    `engine`, one already loaded is served in this process
     instead of loading another: the settings' limits and budget with the same models."""
     app = FastAPIOffline(
         title="Jacobian service",

@@ -227,7 +227,7 @@ class ModelCard(BaseModel):
     )
     peak_factors: dict[str, float] = Field(
         default_factory=dict,
-        description="operation → TensorFlow's peak memory measured at load, a multiple of a call's inputs and "
+        description="operation → TensorFlow's peak memory measured on its first use, a multiple of a call's inputs and "
         "outputs (what the memory budget charges, with a margin).",
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from app.errors import MemoryBusy, ModelRefused, Overloaded
+from app.errors import DeadlineExceeded, MemoryBusy, ModelRefused, Overloaded
 
 ArraySpec = tuple[str, list[int]]  # dtype, shape
 Entry = tuple[str, str, list[int], int]  # name, dtype, shape, offset in a segment (`app.ipc.shm.Layout`)
@@ -163,7 +163,20 @@ class InputRefused(Refusal):
         return ModelRefused(self.message)
 
 
-Refused = MemoryRefused | OverloadedRefused | EngineFailed | InputRefused
+@dataclass(frozen=True)
+class DeadlineRefused(Refusal):
+    """The request could not finish before its deadline: refused before it started, or stopped
+    (`DeadlineExceeded`, a 504)."""
+
+    id: int
+    message: str
+    kind: Literal["deadline"] = "deadline"
+
+    def exception(self) -> Exception:
+        return DeadlineExceeded(self.message)
+
+
+Refused = MemoryRefused | OverloadedRefused | EngineFailed | InputRefused | DeadlineRefused
 Message = (
     Compute
     | Release
@@ -175,6 +188,7 @@ Message = (
     | OverloadedRefused
     | EngineFailed
     | InputRefused
+    | DeadlineRefused
 )
 _TYPES: tuple[type[Message], ...] = (
     Compute,
@@ -187,6 +201,7 @@ _TYPES: tuple[type[Message], ...] = (
     OverloadedRefused,
     EngineFailed,
     InputRefused,
+    DeadlineRefused,
 )
 _KINDS: dict[str, Any] = {cls.kind: cls for cls in _TYPES}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from app import calls
-from app.errors import ModelRefused
+from app.errors import DeadlineExceeded, ModelRefused
 from app.ops import BUILTIN, Computed
 from app.scheduling.ledger import Ledger
-from app.scheduling.policy import BatchStats, Job, Scheduler, split_rows, stack_rows
+from app.scheduling.policy import BatchStats, Job, Scheduler, run_options, split_rows, stack_rows
 
 __all__ = ["BatchStats", "Batcher", "RunRows"]
 
@@ -47,7 +48,9 @@ class Batcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         memory_budget: int = 1 << 62,
         memory_wait_s: float = 10.0,
+        deadline_s: float = math.inf,
     ) -> None:
+        self.deadline_s = deadline_s
         self._run_rows = run_rows
         self._on_batch = on_batch
         self.scheduler: Scheduler[_Job] = Scheduler(memory_budget, max_batch_rows, max_pending, memory_wait_s)
@@ -80,7 +83,7 @@ class Batcher:
         """Queue rows (each with a leading row axis) for `op` of `model`, once `claim` bytes fit the
         budget; returns their outputs, holding the claim until `release` is called."""
         loop = asyncio.get_running_loop()
-        job = _Job(op, rows, model, loop.create_future())
+        job = _Job(op, rows, model, loop.create_future(), deadline=time.monotonic() + self.deadline_s)
         self.scheduler.offer(job, claim)  # Overloaded at the cap
         self._wakeup.set()
         if not self.scheduler.admitted(job):
@@ -115,16 +118,16 @@ class Batcher:
                 finally:
                     self.scheduler.finished(batch)
 
-    def _timed(self, job: Job, rows: tuple[np.ndarray, ...]) -> tuple[Any, float]:
+    def _timed(self, batch: list[_Job], rows: tuple[np.ndarray, ...]) -> tuple[Any, float]:
         start = time.perf_counter()
-        return self._run_rows(job.op, *rows, model=job.model), time.perf_counter() - start
+        return self._run_rows(batch[0].op, *rows, **run_options(batch)), time.perf_counter() - start
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
         try:
-            result, seconds = await loop.run_in_executor(self._executor, self._timed, batch[0], stack_rows(batch))
+            result, seconds = await loop.run_in_executor(self._executor, self._timed, batch, stack_rows(batch))
             answers = list(split_rows(batch, result.arrays))
         except Exception as err:  # delivered to each waiting request, mapped to a status there
-            if isinstance(err, ModelRefused) and len(batch) > 1:  # a model refused someone's inputs: whose?
+            if isinstance(err, ModelRefused | DeadlineExceeded) and len(batch) > 1:  # someone's inputs or time: whose?
                 for job in batch:
                     await self._run(loop, [job])
                 return

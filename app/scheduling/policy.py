@@ -8,10 +8,11 @@ neither TensorFlow, nor sockets, nor an event loop."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -30,6 +31,7 @@ class Job:
     op: str
     rows: tuple[np.ndarray, ...]
     model: str
+    deadline: float = field(default=math.inf, kw_only=True)  # time.monotonic() by which it is answered
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -77,6 +79,14 @@ def stack_rows(batch: list[J]) -> tuple[np.ndarray, ...]:
     if len(batch) == 1:
         return batch[0].rows
     return tuple(np.concatenate(parts) for parts in zip(*(j.rows for j in batch), strict=True))
+
+
+def run_options(batch: list[J]) -> dict[str, Any]:
+    """The engine's keywords for a batch: a repository model's call gets the earliest deadline, by
+    which it stops (the built-in's calls are bounded by its size limits)."""
+    if not calls.is_call(batch[0].op):
+        return {"model": batch[0].model}
+    return {"model": batch[0].model, "deadline": min(j.deadline for j in batch)}
 
 
 def split_rows(batch: list[J], arrays: dict[str, np.ndarray]) -> Iterator[tuple[J, dict[str, np.ndarray]]]:

@@ -33,11 +33,12 @@ import numpy as np
 
 from app import calls, lifeline
 from app.config import Settings, get_settings
-from app.errors import ModelRefused, Overloaded
+from app.errors import DeadlineExceeded, ModelRefused, Overloaded
 from app.ipc import shm, wire
 from app.ipc.messages import (
     Answer,
     Compute,
+    DeadlineRefused,
     EngineFailed,
     InputRefused,
     MemoryRefused,
@@ -50,7 +51,7 @@ from app.ipc.messages import (
     StatusQuery,
 )
 from app.scheduling.ledger import Ledger
-from app.scheduling.policy import BatchStats, Job, Scheduler, split_rows, stack_rows
+from app.scheduling.policy import BatchStats, Job, Scheduler, run_options, split_rows, stack_rows
 from app.serve import logs
 
 log = logging.getLogger("app.engine")
@@ -134,7 +135,8 @@ class EngineLoop:
             self.reply(peer, EngineFailed(request.id, "inputs gone"))
             return
         r = request
-        job = _Job(r.op, rows, r.model, peer, r.id, r.shm, r.shm_size, r.worker)
+        deadline = time.monotonic() + self.settings.deadline_s  # when its worker gives up on it
+        job = _Job(r.op, rows, r.model, peer, r.id, r.shm, r.shm_size, r.worker, deadline=deadline)
         try:
             self.scheduler.offer(job, r.claim)
         except Overloaded:
@@ -162,14 +164,16 @@ class EngineLoop:
     def run_batch(self, batch: list[_Job]) -> None:
         start = time.perf_counter()
         try:
-            result = self.engine.run_rows(batch[0].op, *stack_rows(batch), model=batch[0].model)
+            result = self.engine.run_rows(batch[0].op, *stack_rows(batch), **run_options(batch))
             answers = list(split_rows(batch, result.arrays))
-        except ModelRefused as err:  # a repository model refused some request's inputs: find whose
+        except (ModelRefused, DeadlineExceeded) as err:  # some request's inputs, or time: find whose
             if len(batch) > 1:
                 for job in batch:
                     self.run_batch([job])
-            else:
+            elif isinstance(err, ModelRefused):
                 self.fail(batch[0], InputRefused(batch[0].id, err.message))
+            else:
+                self.fail(batch[0], DeadlineRefused(batch[0].id, err.message))
             return
         except Exception as err:  # the workers map it to a status; the engine keeps serving
             log.exception("engine call failed")
@@ -208,7 +212,6 @@ def serve(index: int, settings: Settings) -> None:
 
     engine_module.enable_gpu_memory_growth()
     engine = engine_module.Engine.from_settings(settings)
-    engine.warm_up()
     info = {"index": index, "pid": os.getpid()}
     assert settings.runtime_dir is not None
     server = wire.Server(wire.endpoint(settings.runtime_dir, index))

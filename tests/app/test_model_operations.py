@@ -254,8 +254,10 @@ def test_npz_in_and_out_equals_json(client: TestClient, rng: Any) -> None:
     assert sorted(got) == ["device", "dtype", "model", "outputs/d", "outputs/s", "version", "vjp/a", "vjp/scale"]
     assert got["vjp/a"].dtype == np.float32 and got["vjp/a"].shape == (2, 3, 3)
     body = post(client, "pair", "vjp", inputs=inputs, cotangents={"s": cot}, wrt=["a", "variables"])
-    np.testing.assert_array_equal(got["vjp/a"], np.asarray(body["vjp"]["a"], np.float32))
-    np.testing.assert_array_equal(got["vjp/scale"], np.asarray(body["vjp"]["scale"], np.float32))
+    # The same numbers to float32's precision: a request's rows may run stacked with others' or in
+    # pieces (app.engine.costs), which changes float32 rounding in the last bits.
+    np.testing.assert_allclose(got["vjp/a"], np.asarray(body["vjp"]["a"], np.float32), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["vjp/scale"], np.asarray(body["vjp"]["scale"], np.float32), rtol=1e-5, atol=1e-6)
 
 
 def test_an_op_without_a_gradient_is_refused_for_its_pair_only(client: TestClient, rng: Any) -> None:
@@ -389,9 +391,9 @@ def test_the_docs_page_has_each_models_routes_with_examples_that_run(client: Tes
 def test_the_memory_estimate_is_never_below_the_measured_peak(
     client: TestClient, name: str, rows: int, calibrated_on: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each operation's claim (app.service.models.estimate, from the factor measured at load on 32
-    rows, or on 2 as a tight budget would leave it) against TensorFlow's peak measured now, at
-    other sizes and with K products."""
+    """Each operation's claim (app.service.models.estimate, from the factor measured on its first
+    use on 32 rows, or on 2 as a tight budget would leave it) against TensorFlow's peak measured
+    now, at other sizes and with K products."""
     import dataclasses
 
     from app import calls
@@ -400,11 +402,13 @@ def test_the_memory_estimate_is_never_below_the_measured_peak(
     from app.service import models as service_models
 
     engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    for op in calls.OPERATIONS:
+        engine.calibrate(name, op)
     card = card_from_dict(next(c for c in engine.describe()["models"] if c["name"] == name))
     if calibrated_on != calibration.ROWS:
         monkeypatch.setattr(calibration, "ROWS", calibrated_on)
-        factors = calibration.calibrate(engine.run_call, name, card, 2**26, 2**40)
-        card = dataclasses.replace(card, peak_factors=factors)
+        factors = {op: calibration.calibrate(engine.run_call, name, card, op, 2**26, 2**40) for op in calls.OPERATIONS}
+        card = dataclasses.replace(card, peak_factors={op: f for op, f in factors.items() if f is not None})
     assert set(card.peak_factors) >= {"predict", "jacobian", "vjp", "jvp"}
     rng = np.random.default_rng(rows)
     inputs = example_inputs(name, rng, batch=rows)
@@ -518,3 +522,25 @@ def test_v2_refuses_data_in_another_datatype_than_the_inputs(client: TestClient,
     r = client.post("/v2/models/mlp.vjp/infer", json={"inputs": inputs})
     assert r.status_code == 400, r.text
     assert f"Input {name} has datatype FP64; model 'mlp' takes it as FP32" in r.json()["error"]
+
+
+def test_an_operations_first_request_runs_alone_until_it_is_measured(repo: Path) -> None:
+    """Before an operation's first use has measured its peak, a request of it claims the whole
+    budget (it runs alone); after, its estimate. The 413 is decided by the estimate either way."""
+    import dataclasses
+
+    from app import calls
+    from app.engine.derivatives import Engine
+    from app.service import models as service_models
+
+    engine = Engine(xla=False, model_repository=str(repo))
+    card = engine.repository["mlp"].card
+    assert card.peak_factors == {}
+    p = service_models.problem(card, calls.VJP, {"x": np.ones((4, 64))}, cotangents={"y": np.ones((4, 16))})
+    estimated = service_models.estimate(p, npz=True)
+    assert service_models.claim(p, estimated, 1 << 30) == 1 << 30
+    engine.calibrate("mlp", calls.VJP)
+    measured = engine.repository["mlp"].card
+    assert set(measured.peak_factors) == {calls.VJP}
+    p = dataclasses.replace(p, card=measured)
+    assert service_models.claim(p, service_models.estimate(p, npz=True), 1 << 30) < 1 << 30

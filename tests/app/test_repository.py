@@ -125,7 +125,8 @@ def test_the_probe_names_the_op_without_a_gradient_and_counts_round_as_zero(
 def test_start_up_computes_nothing_a_requests_limits_would_refuse(tmp_path: Path) -> None:
     """`wide` (B, 5) -> (B, 2): one example's Hessian is 2·5·5 = 50 numbers, its Jacobian 10. Under
     an output limit of 40 the Hessian is neither traced nor run at start-up, and the others are
-    calibrated on as many rows as the limit admits; under a budget that fits two rows, two."""
+    calibrated on as many rows as the limit admits; under a budget that fits two rows, two. Nothing
+    is traced until an operation's first use, which calibrates it."""
     from app.engine import calibration
     from app.engine.derivatives import Engine
 
@@ -141,7 +142,9 @@ def test_start_up_computes_nothing_a_requests_limits_would_refuse(tmp_path: Path
     assert {op: rows(op) for op in calls.OPERATIONS} == {
         "predict": 16, "jacobian": 2, "vjp": 4, "jvp": 8, "hessian": 0, "hvp": 2,
     }  # fmt: skip
-    engine.warm_up()
+    assert not engine._calls and engine.trace_count == 0  # loading traced nothing
+    for op in calls.OPERATIONS:
+        engine.calibrate("wide", op)
     assert set(engine.repository["wide"].card.peak_factors) == {"predict", "jacobian", "vjp", "jvp", "hvp"}
     assert not [k for k in engine._calls if k[0] == "wide" and k[1] == calls.HESSIAN]  # never traced
     assert rows(calls.HESSIAN, limit=2**26) == calibration.ROWS

@@ -70,3 +70,19 @@ def save_scalar_variable(root: Path) -> None:
     """x (B, 3) float64 -> y = s·x + s² with one 0-d variable s = 1.5."""
     module = _Scalar()
     tf.saved_model.save(module, str(root / "scalar" / "1"), signatures={"serving_default": module.serve})
+
+
+def save_slow(root: Path, steps: int = 100, width: int = 256) -> None:
+    """x (B, any) float32 -> y (B, 4): each row's mean spread over a width × width matrix, through
+    `steps` layers of that width: a tenth of a second per row or so here, as much for 16 rows as 16
+    times one row's. A model whose long requests the deadline must stop."""
+    w = tf.constant(tf.random.stateless_normal([width, width], [1, 2]) / width**0.5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="x")])
+    def slow(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        h = tf.reduce_mean(x, axis=1)[:, None, None] * tf.ones([1, width, width])
+        for _ in range(steps):
+            h = tf.tanh(h @ w + 0.1)
+        return {"y": h[:, 0, :4]}
+
+    _save(root, "slow", slow)

@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.errors import MemoryBusy, Overloaded
+from app.errors import DeadlineExceeded, MemoryBusy, Overloaded
 from app.ipc import messages as m
 from app.ipc import wire
 
@@ -33,6 +33,8 @@ EXAMPLES: list[m.Message] = [
     m.MemoryRefused(5, 1000, 900, 2.5),
     m.OverloadedRefused(6, 256),
     m.EngineFailed(7, "inputs gone"),
+    m.InputRefused(8, "indices[0] = 7 is not in [0, 3)"),
+    m.DeadlineRefused(9, "stopped after 2 of 200 rows"),
 ]
 
 
@@ -65,6 +67,8 @@ def test_refusals_become_the_domain_exceptions() -> None:
     assert isinstance(memory, MemoryBusy) and memory.status == 503 and "900" in memory.message
     overloaded = m.OverloadedRefused(2, capacity=256).exception()
     assert type(overloaded) is Overloaded and "256 requests" in overloaded.message
+    late = m.DeadlineRefused(4, "stopped after 2 of 200 rows").exception()
+    assert isinstance(late, DeadlineExceeded) and late.status == 504 and late.message == "stopped after 2 of 200 rows"
     failed = m.EngineFailed(3, "boom").exception()
     assert not isinstance(failed, Overloaded) and "boom" in str(failed)  # a logged 500
 
