@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml $(CLIENT)
 	# Both TensorFlow builds install the same files: switching means removing both first.
 	if $(PY) -m pip show -q $(TF_OTHER_DIST) 2>/dev/null; then $(PY) -m pip uninstall -q -y $(TF_OTHER_DIST) $(TF_DIST); fi
 	$(PY) -m pip install -q -e '.[dev,$(TF)]'
+	# TensorFlow Probability imports tf-keras, which requires `tensorflow` by name: tensorflow-cpu
+	# (or the CUDA build) provides the same package, so without its dependencies.
+	$(PY) -m pip install -q --no-deps 'tf-keras==2.21.*'
 	# The Python client, installed as its users install it (not editable): the tests use that copy.
 	$(PY) -m pip install -q ./client
 	rm -rf client/build
@@ -89,7 +92,7 @@ check: lint
 # Everything: lint, the unit tests, then the app, served, canary and artifacts tiers in one run.
 test: lint system-deps
 	$(PY) -m pytest tests/unit -q
-	$(PY) -m pytest $(XDIST) tests/app tests/served tests/canary tests/artifacts
+	$(PY) -m pytest $(XDIST) tests/zoo tests/app tests/served tests/canary tests/artifacts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

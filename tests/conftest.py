@@ -22,7 +22,7 @@ hypothesis_settings.register_profile("deep", max_examples=1500, deadline=None, p
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-SCOPES = ("unit", "app", "served", "canary", "artifacts")
+SCOPES = ("unit", "app", "served", "canary", "zoo", "artifacts")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
