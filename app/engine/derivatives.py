@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -90,11 +91,11 @@ class Engine:
         max_output_elements: int = _DEFAULTS["max_output_elements"].default,
         memory_budget_bytes: int | None = None,
     ) -> None:
-        if onednn_enabled():
+        if onednn_enabled() and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2":
             # See app/tensorflow_env.py: oneDNN's AVX-512 matmul segfaults on our Jacobians.
             raise RuntimeError(
-                "TensorFlow was imported with oneDNN on, whose AVX-512 matmul kernel crashes on these "
-                "Jacobians; import the app package before TensorFlow (or set TF_ENABLE_ONEDNN_OPTS=0)"
+                "TensorFlow was imported with oneDNN's AVX-512 kernels allowed, whose matmul crashes on "
+                "these Jacobians; import the app package before TensorFlow (or set ONEDNN_MAX_CPU_ISA=AVX2)"
             )
         self.xla = xla
         # What calibration may ask for: no answer a request's limits would refuse, no more memory

@@ -1,8 +1,9 @@
 """The app tier's shared repository: one test repository, built and loaded once for the run, and
-the app serving it in this process (its models loaded once: the slowest start-up of the
-tier; each operation traced and calibrated on its first use). Tests that read from it share it; a test that needs other settings with the
-same models starts an app around its engine (`started_client(settings, engine=...)`). Its modules
-are one group of `tests/conftest.py`'s `SHARED_SERVERS`, run by one pytest-xdist worker."""
+the app serving it in this process (its models loaded once: the slowest start-up of the tier;
+each operation traced and calibrated on its first use). Tests that read from it share it; a test
+that needs other settings with the same models starts an app around its engine
+(`started_client(settings, engine=...)`). Its modules are one group of `tests/conftest.py`'s
+`SHARED_SERVERS`, run by one pytest-xdist worker."""
 
 from __future__ import annotations
 
