@@ -102,6 +102,7 @@ bench: $(STAMP) system-deps
 	$(PY) -m pip install -q -e '.[dev,bench,$(TF)]'
 	$(PY) -m bench.run
 	$(PY) -m bench.models --out bench/models.md
+	$(PY) -m bench.zoo --out bench/zoo.md
 	$(PY) -m bench.client_wrappers --out bench/client_wrappers.md
 
 # The images, built with podman (tests/support/containers.py; the CPU one is built and run by

@@ -59,7 +59,7 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
     x4096 = rng.normal(size=(4096, 64)).astype(np.float32)
     u4096 = rng.normal(size=(4096, 16)).astype(np.float32)
     env = {"JACOBIAN_MODEL_REPOSITORY": str(repo), "JACOBIAN_WORKERS": "1"}
-    floor_env = {"JACOBIAN_FLOOR_MODEL": str(repo / "mlp" / "1")}
+    floor_env = {"JACOBIAN_FLOOR_REPOSITORY": str(repo)}
     floor = [sys.executable, "-m", "uvicorn", "bench.model_floor:app", "--log-level", "warning", "--no-access-log"]
     p, f = free_port(), free_port()
     rows = []
@@ -72,12 +72,12 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
         headers = {"content-type": NPZ, "accept": NPZ}
         jac_body, floor_jac = _npz(**{"inputs/x": x256}), _npz(x=x256)
         pg_body = _npz(**{"inputs/x": x4096, "cotangents/y": u4096})
-        floor_pg = _npz(x=x4096, u=u4096)
+        floor_pg = _npz(**{"x": x4096, "u/y": u4096})
         cases = [
             (
-                "mlp Jacobian, B=256, float32 (npz; floor: orjson)",
+                "mlp Jacobian, B=256, float32 (npz)",
                 lambda: _timed(lambda: http.post(mine_url + "/models/mlp/jacobian", content=jac_body, headers=headers)),
-                lambda: _timed(lambda: http.post(floor_url + "/jacobian", content=floor_jac)),
+                lambda: _timed(lambda: http.post(floor_url + "/mlp/jacobian", content=floor_jac)),
                 "≤ 1.3",
             ),
             (
@@ -87,7 +87,7 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
                         mine_url + "/models/mlp/vjp?wrt=variables&sum_batch=true", content=pg_body, headers=headers
                     )
                 ),
-                lambda: _timed(lambda: http.post(floor_url + "/policy_gradient", content=floor_pg)),
+                lambda: _timed(lambda: http.post(floor_url + "/mlp/pg", content=floor_pg)),
                 "≤ 1.3",
             ),
         ]

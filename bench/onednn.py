@@ -1,7 +1,7 @@
-"""What turning oneDNN off costs or saves: the engine's Jacobian at 2×4, 64×512 and 256×1024 in
+"""What oneDNN's settings cost or save: the engine's Jacobian at 2×4, 64×512 and 256×1024 in
 both dtypes, under TensorFlow's default (oneDNN on, every ISA), oneDNN on but held to AVX2,
-oneDNN off with the default allocator, and as served (oneDNN off, BFC CPU allocator; plain graph
-and XLA). Each case runs in a child
+oneDNN off with either allocator, and as served (oneDNN held to AVX2, BFC CPU allocator; plain
+graph and XLA). Each case runs in a child
 process, since these settings are read once when TensorFlow is imported, and a case that kills
 its child (the oneDNN AVX-512 segfault) is reported as such.
 
@@ -33,7 +33,12 @@ CONFIGS = {
         "TF_CPU_ALLOCATOR_USE_BFC": "false",
     },
     "oneDNN off, default allocator": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "false"},
-    "oneDNN off, BFC allocator (served)": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "true"},
+    "oneDNN off, BFC allocator": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CPU_ALLOCATOR_USE_BFC": "true"},
+    "oneDNN on, ISA capped at AVX2, BFC allocator (served)": {
+        "TF_ENABLE_ONEDNN_OPTS": "1",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "TF_CPU_ALLOCATOR_USE_BFC": "true",
+    },
 }
 
 
@@ -81,7 +86,7 @@ DTYPES = ("float32", "float64")
 def table(shapes: list[tuple[int, int]] = SHAPES, dtypes: tuple[str, ...] = DTYPES) -> str:
     """One process per cell: each configuration × dtype × shape."""
     runs = [(name, cfg, "graph") for name, cfg in CONFIGS.items()]
-    runs.append(("oneDNN off, BFC allocator, XLA (served for hot shapes)", CONFIGS[list(CONFIGS)[-1]], "xla"))
+    runs.append(("oneDNN ≤ AVX2, BFC allocator, XLA (served for hot shapes)", CONFIGS[list(CONFIGS)[-1]], "xla"))
     heads = [f"{A}×{F} {dtype}" for dtype in dtypes for A, F in shapes]
     lines = ["| engine Jacobian, median per call | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
     for name, cfg, path in runs:

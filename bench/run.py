@@ -468,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         + "the service's processes, shared memory counted once.\n\n"
         + memory.table(memory.run(free_port(), memory.QUICK if args.quick else memory.SIZES))
         + "\n\n"
-        + "## oneDNN off: what it costs or saves (`python -m bench.onednn`)\n\n"
-        + "TensorFlow's oneDNN kernels segfault on AVX-512 CPUs for float32 Jacobians (README, Troubleshooting); "
-        + "the service turns them off and uses TensorFlow's BFC CPU allocator. Each cell is its own process.\n\n"
+        + "## oneDNN's settings: what they cost or save (`python -m bench.onednn`)\n\n"
+        + "TensorFlow's oneDNN AVX-512 matmul segfaults on float32 Jacobians (README, Troubleshooting); "
+        + "the service holds oneDNN to AVX2 and uses TensorFlow's BFC CPU allocator. Each cell is its own process.\n\n"
         + (onednn.table(onednn.SHAPES[:1], ("float64",)) if args.quick else onednn.table())
         + "\n"
     )

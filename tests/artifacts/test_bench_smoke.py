@@ -14,7 +14,7 @@ def test_bench_quick_pass_writes_table_and_plot(tmp_path: Path) -> None:
     assert "2×4 throughput, 8 connections" in table and "| ratio |" in table
     assert "engine 4×16 Jacobian vs NumPy closed form" in table
     assert "V2 binary vs native npz" in table and "through Client vs a bare httpx npz post" in table
-    assert "| oneDNN off, BFC allocator (served) | " in table and "2×4 float64" in table
+    assert "| oneDNN on, ISA capped at AVX2, BFC allocator (served) | " in table and "2×4 float64" in table
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -33,3 +33,11 @@ def test_the_client_wrappers_benchmark_runs_and_prints_its_goals(tmp_path: Path)
     assert client_wrappers.main(["--rounds", "1", "--out", str(tmp_path / "client_wrappers.md")]) == 0
     table = (tmp_path / "client_wrappers.md").read_text()
     assert "jit(jacrev) of the remote policy" in table and "vmap of a remote VJP over 64 cotangents" in table
+
+
+def test_the_zoo_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None:
+    from bench import zoo
+
+    assert zoo.main(["--quick", "--out", str(tmp_path / "zoo.md")]) == 0
+    table = (tmp_path / "zoo.md").read_text()
+    assert "| bn_dropout | jacobian | 1 |" in table and "| density | pg | 2 |" in table and "within the goal" in table
