@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.servers import PROJECT, server
+from bench.servers import PROJECT, TENSORFLOW_DEFAULTS, server
 from tests.support.servers import free_port
 
 NPZ = "application/x-npz"
@@ -59,7 +59,7 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
     x4096 = rng.normal(size=(4096, 64)).astype(np.float32)
     u4096 = rng.normal(size=(4096, 16)).astype(np.float32)
     env = {"JACOBIAN_MODEL_REPOSITORY": str(repo), "JACOBIAN_WORKERS": "1"}
-    floor_env = {"JACOBIAN_FLOOR_REPOSITORY": str(repo)}
+    floor_env = TENSORFLOW_DEFAULTS | {"JACOBIAN_FLOOR_REPOSITORY": str(repo)}
     floor = [sys.executable, "-m", "uvicorn", "bench.model_floor:app", "--log-level", "warning", "--no-access-log"]
     p, f = free_port(), free_port()
     rows = []

@@ -70,6 +70,10 @@ def server(name: str, cmd: list[str], port: int, env: dict[str, str] | None = No
 
 PROJECT = [sys.executable, "-m", "app"]  # the supervisor, as served
 
+# What a process that imported `app` has changed of TensorFlow's start-up environment
+# (app/tensorflow_env.py), set back: the model floors run with TensorFlow's defaults.
+TENSORFLOW_DEFAULTS = {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "ALL", "TF_CPU_ALLOCATOR_USE_BFC": "false"}
+
 
 def floor_cmd(port: int, workers: int = 1) -> list[str]:
     return [

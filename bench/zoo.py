@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 
 from bench.models import alternate
-from bench.servers import PROJECT, server
+from bench.servers import PROJECT, TENSORFLOW_DEFAULTS, server
 from tests.support.servers import free_port
 
 NPZ = "application/x-npz"
@@ -117,7 +117,7 @@ def measure(root: Path, rounds: int, sizes: list[int]) -> list[tuple[str, str, i
     rng = np.random.default_rng(0)
     with (
         server("service", PROJECT, p, env),
-        server("floor", floor_cmd, f, {"JACOBIAN_FLOOR_REPOSITORY": str(root)}),
+        server("floor", floor_cmd, f, TENSORFLOW_DEFAULTS | {"JACOBIAN_FLOOR_REPOSITORY": str(root)}),
         httpx.Client(timeout=600) as http,
     ):
         mine_url, floor_url = f"http://127.0.0.1:{p}", f"http://127.0.0.1:{f}"

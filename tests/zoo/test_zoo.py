@@ -204,3 +204,24 @@ def test_an_output_through_an_op_without_a_gradient_leaves_the_other_served(clie
     _close(np.einsum("bij,bijkl->bkl", u, hvp["hvp/cube/m"]), 6 * m * t * u, "u·H·t")
     r = client.post("/models/no_gradient/jacobian", json={"inputs": {"m": m.tolist()}, "of": ["log"]})
     assert r.status_code == 422 and "MatrixLogarithm" in r.json()["message"], r.text
+
+
+@pytest.mark.parametrize("name", [n for n in TAPED if n not in IMAGES])
+def test_the_hessian_equals_nested_local_tapes(client: TestClient, root: Path, name: str) -> None:
+    """Per example, each output's Hessian in the first float input: the local batch Jacobian of
+    the batch Jacobian. (An image's is refused by the limits: the test below.)"""
+    local, xs = _case(root, name)
+    ts = _tensors(xs)
+    w = local.floating()[0]
+    got = _post(client, name, "hessian", {f"inputs/{k}": v for k, v in xs.items()}, wrt=[w])
+    b = len(xs[w])
+    for out in local(ts):
+        with tf.GradientTape(persistent=True) as outer:
+            outer.watch(ts[w])
+            with tf.GradientTape() as inner:
+                inner.watch(ts[w])
+                y = local(ts)[out]
+                y = y if y.shape.rank > 1 else y[:, None]
+            g = inner.batch_jacobian(y, ts[w])
+        want = outer.batch_jacobian(g, ts[w], experimental_use_pfor=False).numpy()
+        _close(got[f"hessian/{out}/{w}"].reshape(b, -1), want.reshape(b, -1), f"{name} hessian {out}")
