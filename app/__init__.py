@@ -52,8 +52,12 @@ engine/ (TensorFlow alone)
     models          the models, by name: a TensorFlow function each; `register` adds one.
     kernels         the derivative kernels by autodiff, over any model.
     derivatives     the Engine: traced functions per (model, operation, dtype) and the XLA policy.
+    tensors         arrays into TensorFlow (in place from shared memory) and NumPy views out.
     repository      a model repository's SavedModels loaded, described and probed for gradients.
+    signatures      a repository model's derivatives, on its inlined graph.
+    model_calls     a repository model's calls: traced on first use, timed, run in pieces to a deadline.
     calibration     a repository model's memory peak per operation, measured on first use within the limits.
+    costs           how long a repository model's calls take: refusals and pieces against the deadline.
 
 Shared by every layer (they import none of it)
     config          settings from JACOBIAN_* environment variables.
@@ -63,7 +67,7 @@ Shared by every layer (they import none of it)
     catalog         a repository model's card: signature, variables, state, undefined gradients.
     errors          domain exceptions, each with its status.
     lifeline        child processes that die with their parent (PR_SET_PDEATHSIG).
-    tensorflow_env  the environment TensorFlow must start with (oneDNN off on AVX-512).
+    tensorflow_env  the environment TensorFlow must start with (oneDNN held to AVX2).
 
 A request's path, under `python -m app`: http/connection (deadline) → http/routes (or v2/routes)
 → http/reading (body, Problem from service/problems and service/codec) → service/dataplane

@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from threading import Lock
 from typing import Any
 
@@ -27,8 +25,9 @@ from tensorflow.python.util import _pywrap_util_port
 
 from app import calls
 from app.config import Settings
-from app.engine import calibration, costs, kernels, models, repository, signatures
-from app.errors import DeadlineExceeded, ModelRefused
+from app.engine import kernels, models, repository
+from app.engine.model_calls import ModelCalls
+from app.engine.tensors import Result, device_name, flat_caller, to_numpy
 from app.ops import BUILTIN, OPERATIONS, XLA_MAX_OUTPUT_BYTES, rows_output_bytes
 
 log = logging.getLogger("app.engine")
@@ -42,33 +41,6 @@ DTYPES: dict[str, tf.DType] = {"float32": tf.float32, "float64": tf.float64}
 def onednn_enabled() -> bool:
     """Whether TensorFlow runs its oneDNN kernels (decided once, at TensorFlow's import)."""
     return bool(_pywrap_util_port.IsMklEnabled())
-
-
-def device_name(tensor: tf.Tensor) -> str:
-    """'/job:localhost/replica:0/task:0/device:CPU:0' -> '/device:CPU:0'."""
-    full: str = tensor.device
-    return "/device:" + full.rsplit("/device:", 1)[-1] if "/device:" in full else full
-
-
-def _to_numpy(tensor: tf.Tensor) -> np.ndarray:
-    """A zero-copy, read-only view of a host tensor (`.numpy()` would copy it)."""
-    try:
-        return np.from_dlpack(tensor)
-    except (RuntimeError, BufferError, TypeError, ValueError):  # device memory: copy to host
-        host: np.ndarray = tensor.numpy()
-        return host
-
-
-@dataclass(frozen=True)
-class Result:
-    """NumPy outputs of one engine call, and the TensorFlow device that computed them."""
-
-    arrays: dict[str, np.ndarray]
-    device: str
-
-    def slice(self, start: int, stop: int) -> Result:
-        """Rows start:stop of every array (views, no copy)."""
-        return Result({k: a[start:stop] for k, a in self.arrays.items()}, self.device)
 
 
 class Engine:
@@ -100,7 +72,6 @@ class Engine:
         self.xla = xla
         # What calibration may ask for: no answer a request's limits would refuse, no more memory
         # than the budget (unset: the machine's, as the service computes it).
-        self._max_output_elements = max_output_elements
         self._memory_budget = memory_budget_bytes if memory_budget_bytes is not None else Settings().memory_budget_bytes
         self._xla_after = xla_after
         self._xla_max_shapes = xla_max_shapes
@@ -113,9 +84,7 @@ class Engine:
         self._pending: set[Future[None]] = set()  # compiles queued or running
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xla-compile") if xla else None
         self.repository = repository.load_repository(model_repository) if model_repository else {}
-        self._calls: dict[tuple[Any, ...], Callable[..., dict[str, tf.Tensor]]] = {}
-        self._calibrated: set[tuple[str, str]] = set()
-        self._costs = costs.Costs()
+        self.model_calls = ModelCalls(self.repository, self._traces, max_output_elements, self._memory_budget)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -150,7 +119,7 @@ class Engine:
             return body(*args)
 
         fn = tf.function(counted, input_signature=kernels.signature(op, DTYPES[dtype_name]), jit_compile=jit_compile)
-        return _flat_caller(fn.get_concrete_function())
+        return flat_caller(fn.get_concrete_function())
 
     @property
     def trace_count(self) -> int:
@@ -181,19 +150,17 @@ class Engine:
         return frozenset(self._compiled)
 
     def calibrate(self, model: str, op: str) -> None:
-        """Measure the peak of a repository model's operation once, before its first call runs
-        (`app.engine.calibration`): later requests' memory claims use it."""
-        key = (model, op)
-        if key in self._calibrated:
-            return
-        self._calibrated.add(key)  # first: calibration's own calls come back through run_call
-        loaded = self.repository[model]
-        factor = calibration.calibrate(
-            self.run_call, model, loaded.card, op, self._max_output_elements, self._memory_budget
-        )
-        if factor is not None:
-            loaded.card = dataclasses.replace(loaded.card, peak_factors={**loaded.card.peak_factors, op: factor})
-            log.info("model %s: TensorFlow's peak for %s is %g times its inputs and answer", model, op, factor)
+        """A repository model's operation measured for memory, once (`ModelCalls.calibrate`)."""
+        self.model_calls.calibrate(model, op)
+
+    def run_call(
+        self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...], deadline: float | None = None
+    ) -> Result:
+        """One call of a repository model on its row arrays (`ModelCalls.run`)."""
+        return self.model_calls.run(model, call, rows, deadline)
+
+    def call_function(self, model: str, call: calls.Call) -> Callable[..., dict[str, tf.Tensor]]:
+        return self.model_calls.function(model, call)
 
     def run_rows(self, op: str, *rows: np.ndarray, model: str = BUILTIN, deadline: float | None = None) -> Result:
         """Run operation `op` of `model` on rows Xr: (N, A, F), Yr: (N, F) and the op's other
@@ -209,83 +176,10 @@ class Engine:
             shape_key = (*fn_key, *(a.shape for a in padded))
             if shape_key in self._compiled:
                 out = self.function(*fn_key, jit_compile=True)(*padded)
-                return Result({k: _to_numpy(t)[:n] for k, t in out.items()}, device_name(out["W"]))
+                return Result({k: to_numpy(t)[:n] for k, t in out.items()}, device_name(out["W"]))
             self._maybe_compile(fn_key, shape_key, padded)
         out = self.function(*fn_key)(*args)
-        return Result({k: _to_numpy(t) for k, t in out.items()}, device_name(out["W"]))
-
-    def run_call(
-        self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...], deadline: float | None = None
-    ) -> Result:
-        """One call of a repository model on its row arrays (`app.calls`). What its graph refuses
-        (an index out of range, a failed assertion) is the request's fault: `ModelRefused`.
-
-        With a `deadline` (`time.monotonic()`), a call that cannot finish by then is refused before
-        it starts, and one of independent rows runs in pieces and stops once it has passed
-        (`app.engine.costs`): `DeadlineExceeded`."""
-        self.calibrate(model, call.op)
-        key = (model, call.key, *((r.dtype.str, r.shape[1:]) for r in rows))
-        n = len(rows[0])
-        pieces = deadline is not None and call.stack and not call.sum_batch
-        piece = self._costs.piece(key, n) if pieces else n
-        done: list[dict[str, np.ndarray]] = []
-        start, device = 0, ""
-        while start < n:
-            if deadline is not None:
-                self._refuse_late(model, key, n, start, piece, deadline)
-            part, device = self._timed_call(model, call, key, tuple(r[start : start + piece] for r in rows))
-            done.append(part)
-            start += piece
-            piece = self._costs.piece(key, n - start) if pieces else n
-        arrays = done[0] if len(done) == 1 else {k: np.concatenate([d[k] for d in done]) for k in done[0]}
-        return Result(arrays, device)
-
-    def _refuse_late(self, model: str, key: Any, n: int, start: int, piece: int, deadline: float) -> None:
-        """Refused before it starts, or stopped between pieces, once the deadline has passed or the
-        rows left cannot be done before it (as timed on earlier calls)."""
-        left = deadline - time.monotonic()
-        needed = self._costs.at_least(key, n - start, piece)
-        if left > 0 and (needed is None or needed <= left):
-            return
-        if needed is None or left <= 0:
-            why = "the deadline passed"
-        else:
-            rows = "these rows" if start == 0 else "the other rows"
-            why = f"{rows} need at least {needed:.1f} s, more than the {left:.1f} s left"
-        done = "was refused before it started" if start == 0 else f"was stopped after {start} of its {n} rows"
-        raise DeadlineExceeded(f"Model {model!r} {done}: {why} (JACOBIAN_DEADLINE_S); send fewer rows")
-
-    def _timed_call(
-        self, model: str, call: calls.Call, key: Any, rows: tuple[np.ndarray, ...]
-    ) -> tuple[dict[str, np.ndarray], str]:
-        traces, start = self.trace_count, time.perf_counter()
-        try:
-            out = self.call_function(model, call)(*rows)
-        except tf.errors.InvalidArgumentError as err:
-            raise ModelRefused(f"Model {model!r} refused these inputs: {_reason(err.message)}") from None
-        if self.trace_count == traces:  # a call that traced says nothing of the next one's time
-            self._costs.observe(key, len(rows[0]), time.perf_counter() - start)
-        first = next(iter(out.values()))
-        return {k: _to_numpy(t) for k, t in out.items()}, device_name(first)
-
-    def call_function(self, model: str, call: calls.Call) -> Callable[..., dict[str, tf.Tensor]]:
-        """The traced function of a call, traced on first use: one per (model, operation, wrt,
-        of), however the shapes vary."""
-        key = (model, *call.key)
-        fn = self._calls.get(key)
-        if fn is None:
-            loaded = self.repository[model]
-            assert loaded.graph is not None, f"model {model} is not loaded"
-            kernel = signatures.Kernel(loaded.card, loaded.graph, call)
-            trace_key = f"{model}/{'/'.join(map(str, call.key))}"
-
-            def counted(*rows: tf.Tensor) -> dict[str, tf.Tensor]:
-                self._traces[trace_key] += 1
-                return kernel(*rows)
-
-            traced = tf.function(counted, input_signature=kernel.signature())
-            fn = self._calls[key] = _flat_caller(traced.get_concrete_function())
-        return fn
+        return Result({k: to_numpy(t) for k, t in out.items()}, device_name(out["W"]))
 
     def _maybe_compile(
         self, fn_key: tuple[str, str, str], shape_key: tuple[Any, ...], padded: tuple[np.ndarray, ...]
@@ -315,57 +209,6 @@ class Engine:
         """Block until queued XLA compilations finish (tests and benchmarks)."""
         if self._compiler is not None:
             self._compiler.submit(lambda: None).result()
-
-
-DLPACK_MIN_BYTES = 1 << 20
-TF_ALIGN = 64  # Eigen's largest alignment (AVX-512); TensorFlow aborts on a less aligned buffer
-
-
-def as_tensor(a: np.ndarray) -> tf.Tensor:
-    """`a` as a tensor. A big input in a worker's shared-memory segment (64-byte aligned by
-    `app.ipc.shm.Layout`) is wrapped in place through DLPack: `tf.constant` copies, 0.8 ms per 4 MB
-    here. Anything else is copied: TensorFlow does not check a DLPack buffer's alignment until
-    a kernel aborts the process on it, so only arrays that pass every condition are wrapped."""
-    if (
-        a.nbytes >= DLPACK_MIN_BYTES
-        and a.flags.c_contiguous
-        and a.flags.writeable  # numpy exports no read-only array through DLPack
-        and a.ctypes.data % TF_ALIGN == 0
-    ):
-        return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
-    return tf.constant(a)
-
-
-_NOT_REASONS = ("Graph execution error", "Detected at node", "<stack traces", "[[")
-
-
-def _reason(message: str) -> str:
-    """What TensorFlow says was wrong ('indices[0] = 7 is not in [0, 3)'): the line before its
-    node names, without the stack it may quote before it."""
-    lines = [line.strip() for line in message.splitlines()]
-    found = [line for line in lines if line and not line.startswith(_NOT_REASONS)]
-    return (found[-1] if found else "an invalid argument").split(" [Op:")[0][:300]
-
-
-def _flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
-    """Call a concrete function with positional arrays, below its structured signature.
-
-    Calling the concrete function skips tf.function's dispatch; calling its flat entry also skips
-    binding and checking the arguments against the signature in Python, which is most of a small
-    call (bench/measurements.md). The engine's callers pass arrays of the traced
-    dtype and rank, so nothing is lost. `_call_flat` is private to TensorFlow: without it, the
-    public call (`tests/app/test_engine.py` checks that both agree).
-    """
-    call_flat = getattr(concrete, "_call_flat", None)
-    if call_flat is None:
-        return concrete  # type: ignore[no-any-return]
-    captured = concrete.captured_inputs
-
-    def call(*arrays: np.ndarray) -> dict[str, tf.Tensor]:
-        return call_flat([as_tensor(a) for a in arrays], captured)  # type: ignore[no-any-return]
-
-    call.concrete = concrete  # type: ignore[attr-defined]
-    return call
 
 
 def _next_power_of_two(n: int) -> int:

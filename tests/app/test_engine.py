@@ -273,7 +273,7 @@ import json, mmap, sys
 import numpy as np
 import app  # before TensorFlow: its oneDNN setting
 import tensorflow as tf
-from app.engine import derivatives as E
+from app.engine import tensors as E
 
 rng = np.random.default_rng(0)
 mm = mmap.mmap(-1, 64 << 20)

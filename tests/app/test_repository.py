@@ -142,11 +142,11 @@ def test_start_up_computes_nothing_a_requests_limits_would_refuse(tmp_path: Path
     assert {op: rows(op) for op in calls.OPERATIONS} == {
         "predict": 16, "jacobian": 2, "vjp": 4, "jvp": 8, "hessian": 0, "hvp": 2,
     }  # fmt: skip
-    assert not engine._calls and engine.trace_count == 0  # loading traced nothing
+    assert not engine.model_calls.functions and engine.trace_count == 0  # loading traced nothing
     for op in calls.OPERATIONS:
         engine.calibrate("wide", op)
     assert set(engine.repository["wide"].card.peak_factors) == {"predict", "jacobian", "vjp", "jvp", "hvp"}
-    assert not [k for k in engine._calls if k[0] == "wide" and k[1] == calls.HESSIAN]  # never traced
+    assert not [k for k in engine.model_calls.functions if k[0] == "wide" and k[1] == calls.HESSIAN]  # never traced
     assert rows(calls.HESSIAN, limit=2**26) == calibration.ROWS
     two_rows = calibration.HEADROOM * 2 * 8 * (5 + 2 + 50)  # float64: x, and y with its Hessian
     assert rows(calls.HESSIAN, limit=2**26, budget=two_rows) == 2

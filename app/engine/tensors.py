@@ -1,0 +1,91 @@
+"""Arrays into and out of TensorFlow for the engine: NumPy rows in (`as_tensor`, in place from
+shared memory where it is safe), a traced function called below its structured signature
+(`flat_caller`), NumPy views out (`Result`), and what TensorFlow says was wrong (`reason`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+def device_name(tensor: tf.Tensor) -> str:
+    """'/job:localhost/replica:0/task:0/device:CPU:0' -> '/device:CPU:0'."""
+    full: str = tensor.device
+    return "/device:" + full.rsplit("/device:", 1)[-1] if "/device:" in full else full
+
+
+def to_numpy(tensor: tf.Tensor) -> np.ndarray:
+    """A zero-copy, read-only view of a host tensor (`.numpy()` would copy it)."""
+    try:
+        return np.from_dlpack(tensor)
+    except (RuntimeError, BufferError, TypeError, ValueError):  # device memory: copy to host
+        host: np.ndarray = tensor.numpy()
+        return host
+
+
+@dataclass(frozen=True)
+class Result:
+    """NumPy outputs of one engine call, and the TensorFlow device that computed them."""
+
+    arrays: dict[str, np.ndarray]
+    device: str
+
+    def slice(self, start: int, stop: int) -> Result:
+        """Rows start:stop of every array (views, no copy)."""
+        return Result({k: a[start:stop] for k, a in self.arrays.items()}, self.device)
+
+
+DLPACK_MIN_BYTES = 1 << 20
+TF_ALIGN = 64  # Eigen's largest alignment (AVX-512); TensorFlow aborts on a less aligned buffer
+
+
+def as_tensor(a: np.ndarray) -> tf.Tensor:
+    """`a` as a tensor. A big input in a worker's shared-memory segment (64-byte aligned by
+    `app.ipc.shm.Layout`) is wrapped in place through DLPack: `tf.constant` copies, 0.8 ms per 4 MB
+    here. Anything else is copied: TensorFlow does not check a DLPack buffer's alignment until
+    a kernel aborts the process on it, so only arrays that pass every condition are wrapped."""
+    if (
+        a.nbytes >= DLPACK_MIN_BYTES
+        and a.flags.c_contiguous
+        and a.flags.writeable  # numpy exports no read-only array through DLPack
+        and a.ctypes.data % TF_ALIGN == 0
+    ):
+        return tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+    return tf.constant(a)
+
+
+_NOT_REASONS = ("Graph execution error", "Detected at node", "<stack traces", "[[")
+
+
+def reason(message: str) -> str:
+    """What TensorFlow says was wrong ('indices[0] = 7 is not in [0, 3)'): the line before its
+    node names, without the stack it may quote before it."""
+    lines = [line.strip() for line in message.splitlines()]
+    found = [line for line in lines if line and not line.startswith(_NOT_REASONS)]
+    return (found[-1] if found else "an invalid argument").split(" [Op:")[0][:300]
+
+
+def flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
+    """Call a concrete function with positional arrays, below its structured signature.
+
+    Calling the concrete function skips tf.function's dispatch; calling its flat entry also skips
+    binding and checking the arguments against the signature in Python, which is most of a small
+    call (bench/measurements.md). The engine's callers pass arrays of the traced
+    dtype and rank, so nothing is lost. `_call_flat` is private to TensorFlow: without it, the
+    public call (`tests/app/test_engine.py` checks that both agree).
+    """
+    call_flat = getattr(concrete, "_call_flat", None)
+    if call_flat is None:
+        return concrete  # type: ignore[no-any-return]
+    captured = concrete.captured_inputs
+
+    def call(*arrays: np.ndarray) -> dict[str, tf.Tensor]:
+        return call_flat([as_tensor(a) for a in arrays], captured)  # type: ignore[no-any-return]
+
+    call.concrete = concrete  # type: ignore[attr-defined]
+    return call
