@@ -1,7 +1,6 @@
-"""The zoo (examples/zoo.py): models nobody here wrote, saved the ways users save them, served
-through the app and compared with the same computation done locally with `tf.GradientTape` on the
-loaded SavedModel (float32 to 1e-4 relative, float64 to 1e-9). Every model loads; every operation
-that makes sense for it is served; one example's Hessian of an image is refused by the limits."""
+"""The zoo's checks (examples/zoo.py; tests/zoo/test_small.py and test_images.py run them): a
+model's answers through the app against the same computation done locally with `tf.GradientTape`
+on the loaded SavedModel (float32 to 1e-4 relative, float64 to 1e-9)."""
 
 from __future__ import annotations
 
@@ -17,25 +16,14 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.engine.repository import variable_names
-from examples import zoo
 from tests.support.clients import REPOSITORY_READY_S, started_client
 
 NPZ = "application/x-npz"
 IMAGES = ["mobilenet_export", "mobilenet_saved", "resnet_export", "resnet_saved"]
-# A local tape cannot differentiate no_gradient's signature at all (its call's gradient needs
-# logm's); the service serves the other output: closed forms check it.
-TAPED = ["bn_dropout", "embedding", "linalg", "density", *IMAGES]
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("zoo")
-    zoo.build(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def client(root: Path) -> Iterator[TestClient]:
+def serve(root: Path) -> Iterator[TestClient]:
+    """The app serving the zoo's folder (a module fixture of each zoo module)."""
     yield from started_client(Settings(model_repository=str(root)), REPOSITORY_READY_S)
 
 
@@ -101,8 +89,7 @@ def _case(root: Path, name: str) -> tuple[Local, dict[str, np.ndarray]]:
     return local, local.inputs(np.random.default_rng(7), 1 if name in IMAGES else 3)
 
 
-@pytest.mark.parametrize("name", TAPED)
-def test_predict_and_the_jacobian_equal_a_local_tape(client: TestClient, root: Path, name: str) -> None:
+def predict_and_jacobian(client: TestClient, root: Path, name: str) -> None:
     local, xs = _case(root, name)
     got = _post(client, name, "predict", {f"inputs/{k}": v for k, v in xs.items()})
     ts = _tensors(xs)
@@ -121,10 +108,7 @@ def test_predict_and_the_jacobian_equal_a_local_tape(client: TestClient, root: P
             _close(got[f"jacobian/{out}/{w}"], want, f"{name} d{out}/d{w}")
 
 
-@pytest.mark.parametrize("name", TAPED)
-def test_the_vjp_in_the_inputs_and_the_summed_gradient_in_the_variables_equal_a_local_tape(
-    client: TestClient, root: Path, name: str
-) -> None:
+def vjp_and_policy_gradient(client: TestClient, root: Path, name: str) -> None:
     local, xs = _case(root, name)
     ts = _tensors(xs)
     ys = local(ts)
@@ -146,8 +130,7 @@ def test_the_vjp_in_the_inputs_and_the_summed_gradient_in_the_variables_equal_a_
         _close(got[f"vjp/{w}"], want, f"{name} vjp {w}")
 
 
-@pytest.mark.parametrize("name", TAPED)
-def test_the_jvp_and_the_hvp_equal_a_local_tape(client: TestClient, root: Path, name: str) -> None:
+def jvp_and_hvp(client: TestClient, root: Path, name: str) -> None:
     """Both contracted with a random u per row (a random projection of y's space, which a wrong
     entry would not survive): u·(J·t) against the local (uᵀJ)·t, one reverse pass, and u·(H·t)
     (the HVP: the Jacobian of J·t in x) against the gradient of (uᵀJ)·t by nested local tapes."""
@@ -179,7 +162,7 @@ def test_the_jvp_and_the_hvp_equal_a_local_tape(client: TestClient, root: Path, 
         _close(contracted, want, f"{name} u·H·t {out}")
 
 
-def test_one_examples_hessian_of_an_image_is_refused_by_the_limits(client: TestClient, root: Path) -> None:
+def image_hessian_refused(client: TestClient, root: Path) -> None:
     _, xs = _case(root, "mobilenet_export")
     buf = io.BytesIO()
     np.savez(buf, **{f"inputs/{k}": v for k, v in xs.items()})
@@ -188,7 +171,7 @@ def test_one_examples_hessian_of_an_image_is_refused_by_the_limits(client: TestC
     assert "limit" in r.json()["message"].lower()
 
 
-def test_an_output_through_an_op_without_a_gradient_leaves_the_other_served(client: TestClient, root: Path) -> None:
+def no_gradient_output(client: TestClient, root: Path) -> None:
     """no_gradient: log = logm(I + m/10) has no gradient, cube = m³ (elementwise) does. Its
     derivatives by the closed forms: ∂cube/∂m = 3m² on the diagonal, u·H·t = 6·m·t·u."""
     rng = np.random.default_rng(17)
@@ -206,8 +189,7 @@ def test_an_output_through_an_op_without_a_gradient_leaves_the_other_served(clie
     assert r.status_code == 422 and "MatrixLogarithm" in r.json()["message"], r.text
 
 
-@pytest.mark.parametrize("name", [n for n in TAPED if n not in IMAGES])
-def test_the_hessian_equals_nested_local_tapes(client: TestClient, root: Path, name: str) -> None:
+def hessian(client: TestClient, root: Path, name: str) -> None:
     """Per example, each output's Hessian in the first float input: the local batch Jacobian of
     the batch Jacobian. (An image's is refused by the limits: the test below.)"""
     local, xs = _case(root, name)
