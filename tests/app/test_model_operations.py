@@ -361,8 +361,8 @@ def test_concurrent_requests_answer_as_they_would_alone(client: TestClient, rng:
     alone = [post(client, "mlp", "jacobian", inputs=x) for x in requests]
     with ThreadPoolExecutor(6) as pool:
         together = list(pool.map(lambda x: post(client, "mlp", "jacobian", inputs=x), requests))
-    for a, b in zip(alone, together, strict=True):
-        np.testing.assert_allclose(b["jacobian"]["y"]["x"], a["jacobian"]["y"]["x"], rtol=1e-6, atol=1e-7)
+    for a, b in zip(alone, together, strict=True):  # float32's 1e-5: stacked rows change oneDNN's GEMM blocking
+        np.testing.assert_allclose(b["jacobian"]["y"]["x"], a["jacobian"]["y"]["x"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_docs_page_has_each_models_routes_with_examples_that_run(client: TestClient) -> None:
