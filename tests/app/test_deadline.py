@@ -33,7 +33,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         engine.run_rows(
             _predict(engine, name), np.ones((1, width), np.float32 if name == "slow" else np.float64), model=name
         )
-    yield from started_client(Settings(model_repository=str(root), deadline_s=DEADLINE_S), engine=engine)
+    # A budget that admits 2000 rows at once (the slow model's layers are 256 KB a row), so that the
+    # deadline, not the memory claim, is what refuses them.
+    settings = Settings(model_repository=str(root), deadline_s=DEADLINE_S, memory_budget_bytes=1 << 36)
+    yield from started_client(settings, engine=engine)
 
 
 def _predict(engine: object, name: str) -> str:
@@ -52,11 +55,11 @@ def _slow(client: TestClient, rows: int, width: int) -> tuple[int, str, float]:
 def test_a_request_that_cannot_finish_is_stopped_and_the_same_one_refused_before_it_starts(
     client: TestClient,
 ) -> None:
-    # 400 rows of about 0.1 s each: its first timed pieces show it cannot finish in 3 s.
-    status, message, seconds = _slow(client, 400, 16)
-    assert status == 504 and "was stopped after" in message and "of its 400 rows" in message, message
+    # 2000 rows of 10-20 ms each here: its first timed pieces show it cannot finish in 3 s.
+    status, message, seconds = _slow(client, 2000, 16)
+    assert status == 504 and "was stopped after" in message and "of its 2000 rows" in message, message
     assert seconds < DEADLINE_S, seconds  # it did not wait for the deadline, let alone 40 s
-    status, message, seconds = _slow(client, 400, 16)
+    status, message, seconds = _slow(client, 2000, 16)
     assert status == 504 and "refused before it started: these rows need at least" in message, message
     assert seconds < 0.5, seconds  # refused before any work
     status, message, _ = _slow(client, 4, 16)
@@ -66,7 +69,7 @@ def test_a_request_that_cannot_finish_is_stopped_and_the_same_one_refused_before
 def test_a_request_for_another_model_behind_a_slow_one_answers_in_time(client: TestClient) -> None:
     x = np.random.default_rng(1).normal(size=(3, 5))
     with ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(_slow, client, 400, 24)  # a row shape not timed yet: one row at a time first
+        slow = pool.submit(_slow, client, 2000, 24)  # a row shape not timed yet: one row at a time first
         time.sleep(0.05)
         start = time.monotonic()
         fast = client.post("/models/wide/predict", json={"inputs": {"x": x.tolist()}})

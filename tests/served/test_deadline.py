@@ -25,7 +25,13 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("slow")
     edge_models.save_slow(root)
     build_models.wide(root, np.random.default_rng(0))
-    env = {"JACOBIAN_MODEL_REPOSITORY": str(root), "JACOBIAN_DEADLINE_S": str(DEADLINE_S)}
+    # A budget that admits 2000 rows at once (the slow model's layers are 256 KB a row), so that the
+    # deadline, not the memory claim, is what refuses them.
+    env = {
+        "JACOBIAN_MODEL_REPOSITORY": str(root),
+        "JACOBIAN_DEADLINE_S": str(DEADLINE_S),
+        "JACOBIAN_MEMORY_BUDGET_BYTES": str(1 << 36),
+    }
     with servers.running(tmp_path_factory.mktemp("server"), env) as server:
         with httpx.Client(timeout=60) as http:  # each model's predict traced and calibrated first
             http.post(f"{server.url}/models/slow/predict", json={"inputs": {"x": [[1.0] * 8]}})
@@ -42,15 +48,15 @@ def _slow(url: str, rows: int, width: int) -> tuple[int, str, float]:
 def test_a_slow_request_is_stopped_then_refused_and_another_model_answers_meanwhile(url: str, tmp_path: Path) -> None:
     x = np.random.default_rng(1).normal(size=(3, 5))
     with ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(_slow, url, 400, 16)  # about 0.1 s a row: 40 s
+        slow = pool.submit(_slow, url, 2000, 16)  # 10-20 ms a row here: 20-40 s
         time.sleep(0.05)
         start = time.monotonic()
         fast = httpx.post(f"{url}/models/wide/predict", json={"inputs": {"x": x.tolist()}}, timeout=60)
         fast_s = time.monotonic() - start
         status, message, seconds = slow.result()
-    assert status == 504 and "was stopped after" in message and "of its 400 rows" in message, message
+    assert status == 504 and "was stopped after" in message and "of its 2000 rows" in message, message
     assert seconds < DEADLINE_S, seconds
     assert fast.status_code == 200 and fast_s < DEADLINE_S, (fast.status_code, fast_s)
-    status, message, seconds = _slow(url, 400, 16)
+    status, message, seconds = _slow(url, 2000, 16)
     assert status == 504 and "refused before it started" in message, message
     assert seconds < 0.5, seconds

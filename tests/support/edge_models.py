@@ -74,7 +74,7 @@ def save_scalar_variable(root: Path) -> None:
 
 def save_slow(root: Path, steps: int = 100, width: int = 256) -> None:
     """x (B, any) float32 -> y (B, 4): each row's mean spread over a width × width matrix, through
-    `steps` layers of that width: a tenth of a second per row or so here, as much for 16 rows as 16
+    `steps` layers of that width: 10 to 20 ms per row here, about as much for 16 rows as 16
     times one row's. A model whose long requests the deadline must stop."""
     w = tf.constant(tf.random.stateless_normal([width, width], [1, 2]) / width**0.5)
 
