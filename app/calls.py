@@ -43,6 +43,7 @@ class Call:
     sum_batch: bool = False  # vjp: summed over the rows, in the engine (no per-example gradients)
     stack: bool = True  # its rows may be stacked with other requests' (examples are independent)
     single: bool = False  # vjp with one cotangent per row (K = 1): plain reverse passes, no loop
+    dtype: str = ""  # the floating dtype it computes in, for a model that offers several ("": its signature's)
     # What the engine returns: `row_bytes` per row and `fixed_bytes` whatever the rows (a sum
     # over the batch), in `arrays` arrays. Stacking and the answer's shared memory are sized by them.
     row_bytes: int = 0
@@ -53,21 +54,21 @@ class Call:
         return self.fixed_bytes + rows * self.row_bytes
 
     @property
-    def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], bool, bool]:
+    def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], bool, bool, str]:
         """What the engine traces a function for."""
-        return self.op, self.wrt, self.of, self.sum_batch, self.single
+        return self.op, self.wrt, self.of, self.sum_batch, self.single, self.dtype
 
     def encode(self) -> str:
         flags = [str(int(f)) for f in (self.sum_batch, self.stack, self.single)]
-        parts = [self.op, ",".join(self.wrt), ",".join(self.of), *flags]
+        parts = [self.op, ",".join(self.wrt), ",".join(self.of), *flags, self.dtype]
         return PREFIX + SEP.join([*parts, str(self.row_bytes), str(self.fixed_bytes), str(self.arrays)])
 
     @classmethod
     def decode(cls, text: str) -> Call:
-        op, wrt, of, sum_batch, stack, single, *sizes = text.removeprefix(PREFIX).split(SEP)
+        op, wrt, of, sum_batch, stack, single, dtype, *sizes = text.removeprefix(PREFIX).split(SEP)
         row_bytes, fixed_bytes, arrays = map(int, sizes)
         flags = (sum_batch == "1", stack == "1", single == "1")
-        return cls(op, _names(wrt), _names(of), *flags, row_bytes, fixed_bytes, arrays)
+        return cls(op, _names(wrt), _names(of), *flags, dtype, row_bytes, fixed_bytes, arrays)
 
     def inputs_wrt(self) -> tuple[str, ...]:
         return tuple(w for w in self.wrt if w != VARIABLES)
@@ -96,9 +97,34 @@ def name(*parts: str) -> str:
 
 
 def row_shape(card: Card, t: Tensor, shape: tuple[int, ...] | None = None) -> tuple[int | None, ...]:
-    """A tensor's shape per row: without the batch axis for a batch model, whole otherwise."""
+    """A tensor's shape per row: without the batch axis for a batch model (but for its shared
+    inputs, which have none), whole otherwise."""
     dims = t.shape if shape is None else shape
-    return tuple(dims[1:]) if card.batch else tuple(dims)
+    return tuple(dims[1:]) if row_axis(card, t) else tuple(dims)
+
+
+def row_axis(card: Card, t: Tensor) -> bool:
+    """Whether a request's array for `t` has the batch axis (a batch model's, but its shared inputs)."""
+    return card.batch and t.name not in card.shared
+
+
+def row_symbols(card: Card, t: Tensor) -> tuple[str, ...]:
+    """The names of a tensor's sizes per row ("" where it names none), as `row_shape`'s."""
+    symbols = t.symbols or ("",) * len(t.shape)
+    return tuple(symbols[1:]) if row_axis(card, t) else tuple(symbols)
+
+
+def as_rows(card: Card, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """A request's inputs by name as the engine's rows, in the card's order: a batch model's as
+    they are, its shared inputs repeated for every example (a view); a one-row model's with a
+    leading axis of 1."""
+    if not card.batch:
+        return [arrays[t.name][None] for t in card.inputs]
+    n = next(len(arrays[t.name]) for t in card.inputs if t.name not in card.shared)
+    return [
+        np.broadcast_to(arrays[t.name], (n, *arrays[t.name].shape)) if t.name in card.shared else arrays[t.name]
+        for t in card.inputs
+    ]
 
 
 def output_shapes(
@@ -211,7 +237,11 @@ def default_call(card: Card, op: str) -> Call:
     """The call a request naming no wrt or of makes (its products' inputs or outputs aside)."""
     wrt = choose_wrt(card, op, None) if op != PREDICT else ()
     of = choose_of(card, None, wrt) if op != PREDICT else ()
-    return Call(op, wrt, of, stack=card.batch)
+    return Call(op, wrt, of, stack=card.batch, dtype=_default_dtype(card))
+
+
+def _default_dtype(card: Card) -> str:
+    return card.dtypes[0] if card.dtypes else ""
 
 
 def example_call(card: Card, op: str) -> Call:
@@ -223,4 +253,4 @@ def example_call(card: Card, op: str) -> Call:
         if op not in SECOND_ORDER or not card.differentiable:
             raise
         wrt = (card.differentiable[0],)
-        return Call(op, wrt, choose_of(card, None, wrt), stack=card.batch)
+        return Call(op, wrt, choose_of(card, None, wrt), stack=card.batch, dtype=_default_dtype(card))

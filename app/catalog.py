@@ -17,6 +17,9 @@ class Tensor:
     name: str
     dtype: str  # NumPy's name: float32, int32, ...
     shape: tuple[int | None, ...]  # None where the size is not fixed
+    # Names of its open sizes shared with other tensors ("A", "F"; "" for none): a built-in model
+    # says them, so that the inputs are checked against each other and the outputs' sizes known.
+    symbols: tuple[str, ...] = ()
 
     @property
     def floating(self) -> bool:
@@ -35,6 +38,12 @@ class Card:
     # Examples are independent along a shared leading dimension of unknown size: Jacobians are
     # per example. False when the signature has none, or config.json says {"batch": false}.
     batch: bool = False
+    # Inputs of a batch model without the batch axis: one for every example (the built-in's X).
+    shared: tuple[str, ...] = ()
+    # A request may send one example without the batch axis, and is answered without it.
+    optional_batch: bool = False
+    # The floating dtypes it computes in, chosen per request (the built-in's); () for its signature's.
+    dtypes: tuple[str, ...] = ()
     # output -> input (or VARIABLES) -> None when its gradient is defined, else the op without one.
     undefined: dict[str, dict[str, str]] = field(default_factory=dict)
     # operation -> TensorFlow's measured peak while it runs, a multiple of its inputs and outputs
@@ -53,7 +62,15 @@ def card_from_dict(d: dict[str, Any]) -> Card:
     """A card as the engines report it (`dataclasses.asdict`, through JSON) back into a Card."""
 
     def tensors(rows: list[dict[str, Any]]) -> tuple[Tensor, ...]:
-        return tuple(Tensor(r["name"], r["dtype"], tuple(r["shape"])) for r in rows)
+        return tuple(Tensor(r["name"], r["dtype"], tuple(r["shape"]), tuple(r.get("symbols", ()))) for r in rows)
 
-    fields = {k: d[k] for k in ("name", "version", "state", "reason", "batch", "undefined", "peak_factors") if k in d}
-    return Card(**fields, inputs=tensors(d["inputs"]), outputs=tensors(d["outputs"]), variables=tensors(d["variables"]))
+    keys = ("name", "version", "state", "reason", "batch", "optional_batch", "undefined", "peak_factors")
+    fields = {k: d[k] for k in keys if k in d}
+    return Card(
+        **fields,
+        inputs=tensors(d["inputs"]),
+        outputs=tensors(d["outputs"]),
+        variables=tensors(d["variables"]),
+        shared=tuple(d.get("shared", ())),
+        dtypes=tuple(d.get("dtypes", ())),
+    )

@@ -88,17 +88,20 @@ def peak(run_call: RunCall, model: str, call: calls.Call, rows: tuple[np.ndarray
 
 def example_rows(card: Card, call: calls.Call, rows: int) -> tuple[np.ndarray, ...]:
     """Example inputs (`repository.example_inputs`) as a call's rows, with one product each."""
-    inputs = repository.example_inputs(card, batch=rows if card.batch else 1)
-    given = [np.asarray(x) if card.batch else np.asarray(x)[None] for x in inputs.values()]
-    products = [np.zeros((len(given[0]), 1, *shape), dtype) for shape, dtype in _product_rows(card, call)]
+    inputs = repository.example_inputs(card, batch=rows if card.batch else 1, dtype=call.dtype)
+    given = calls.as_rows(card, {n: np.asarray(x) for n, x in inputs.items()})
+    n = rows if card.batch else 1
+    products = [np.zeros((n, 1, *shape), dtype) for shape, dtype in _product_rows(card, call)]
     return tuple(given + products)
 
 
 def _product_rows(card: Card, call: calls.Call) -> list[tuple[tuple[int, ...], str]]:
-    """Per-row shapes (unknown sizes as 1) and dtypes of a call's cotangents or tangents."""
+    """Per-row shapes (unknown sizes as 1, named ones as 4: `repository.example_inputs`) and dtypes
+    of a call's cotangents or tangents."""
     tensors = {t.name: t for t in card.inputs + card.outputs}
     found = []
     for n in call.product_names():
         t = tensors[n]
-        found.append((tuple(1 if d is None else d for d in calls.row_shape(card, t)), t.dtype))
+        shape = tuple((4 if t.symbols else 1) if d is None else d for d in calls.row_shape(card, t))
+        found.append((shape, call.dtype if call.dtype and t.floating else t.dtype))
     return found

@@ -25,7 +25,7 @@ from tensorflow.python.util import _pywrap_util_port
 
 from app import calls
 from app.config import Settings
-from app.engine import kernels, models, repository
+from app.engine import builtin, kernels, models, repository
 from app.engine.model_calls import ModelCalls
 from app.engine.tensors import Result, device_name, flat_caller, to_numpy
 from app.ops import BUILTIN, OPERATIONS, XLA_MAX_OUTPUT_BYTES, rows_output_bytes
@@ -83,7 +83,10 @@ class Engine:
         self._compiling: set[tuple[Any, ...]] = set()
         self._pending: set[Future[None]] = set()  # compiles queued or running
         self._compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xla-compile") if xla else None
-        self.repository = repository.load_repository(model_repository) if model_repository else {}
+        # The built-in model first, then the repository's: one registry, served by the same calls.
+        found = repository.load_repository(model_repository, (builtin.NAME,)) if model_repository else {}
+        self.refused = [found.pop(builtin.NAME).card] if builtin.NAME in found else []  # listed, not served
+        self.repository = {builtin.NAME: repository.Loaded(builtin.CARD, graph=builtin.Function()), **found}
         self.model_calls = ModelCalls(self.repository, self._traces, max_output_elements, self._memory_budget)
 
     @classmethod
@@ -141,7 +144,7 @@ class Engine:
             "xla_shapes": self.xla_shapes,
             # Compiling in the background, on the cores requests use: a benchmark waits for zero.
             "xla_compiling": len(self._pending),
-            "models": [dataclasses.asdict(m.card) for m in self.repository.values()],
+            "models": [dataclasses.asdict(c) for c in [m.card for m in self.repository.values()] + self.refused],
         }
 
     @property

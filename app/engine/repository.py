@@ -17,7 +17,6 @@ from typing import Any
 
 import tensorflow as tf
 
-from app import ops
 from app.catalog import VARIABLES, Card, Tensor
 from app.engine import signatures
 
@@ -29,7 +28,7 @@ SIGNATURE = "serving_default"
 class Loaded:
     card: Card
     signature: Any = None  # the serving_default concrete function
-    graph: signatures.Graph | None = None  # its graph, inlined, for the derivatives
+    graph: signatures.ModelFunction | None = None  # its graph, inlined, for the derivatives (or a built-in's function)
     keep: Any = field(default=None, repr=False)  # what tf.saved_model.load returned
 
 
@@ -46,15 +45,16 @@ def versions(root: Path) -> dict[str, tuple[int, Path]]:
     return found
 
 
-def load_repository(root: str | Path) -> dict[str, Loaded]:
+def load_repository(root: str | Path, reserved: tuple[str, ...] = ()) -> dict[str, Loaded]:
     """Every model of the repository; a folder that is not there is logged, and the built-in models
-    serve alone (an engine that exited on it would be restarted into the same exit)."""
+    serve alone (an engine that exited on it would be restarted into the same exit). A folder
+    named as a built-in model (`reserved`) is a failed card."""
     loaded: dict[str, Loaded] = {}
     if not Path(root).is_dir():
         log.error("the model repository %s is not a readable folder: serving the built-in models only", root)
         return loaded
     for name, (version, path) in versions(Path(root)).items():
-        if name in ops.MODELS:  # its routes and V2 names are the built-in model's
+        if name in reserved:  # its routes and V2 names are the built-in model's
             loaded[name] = Loaded(
                 Card(name, version, "failed", f"{name!r} is a built-in model's name; rename the folder")
             )
@@ -127,11 +127,19 @@ def variable_names(signature: Any, taken: frozenset[str] | set[str] = frozenset(
     return names
 
 
-def example_inputs(card: Card, batch: int = 2) -> dict[str, tf.Tensor]:
-    """Inputs of the signature's dtypes and shapes (unknown sizes made `batch`): ones, which every
-    op takes, and zeros for integer inputs, which index."""
+def example_inputs(card: Card, batch: int = 2, dtype: str = "") -> dict[str, tf.Tensor]:
+    """Inputs of the signature's dtypes (floating ones `dtype`, if given) and shapes, unknown sizes
+    made `batch` (a named size other than the batch, 4; a shared input, one for every row): ones,
+    which every op takes, and zeros for integer inputs, which index."""
     out = {}
     for t in card.inputs:
-        shape = [batch if d is None else d for d in t.shape]
-        out[t.name] = tf.ones(shape, t.dtype) if t.floating else tf.zeros(shape, t.dtype)
+        shape = [d if d is not None else 4 if _named_size(card, t, axis) else batch for axis, d in enumerate(t.shape)]
+        dt = dtype if dtype and t.floating else t.dtype
+        out[t.name] = tf.ones(shape, dt) if t.floating else tf.zeros(shape, dt)
     return out
+
+
+def _named_size(card: Card, t: Tensor, axis: int) -> bool:
+    """A size the card names (A, F) that is not the batch's: every tensor having it agrees on 4."""
+    batch_axis = card.batch and t.name not in card.shared and axis == 0
+    return bool(t.symbols) and not batch_axis

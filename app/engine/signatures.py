@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
@@ -28,6 +28,18 @@ from app.catalog import VARIABLES, Card
 
 log = logging.getLogger("app.engine")
 Tensors = dict[str, tf.Tensor]
+
+
+class ModelFunction(Protocol):
+    """What a kernel differentiates: a model's outputs and variables for named inputs, built into
+    the graph being traced. A SavedModel's signature (`Graph`), or a model defined in code
+    (`app.engine.builtin.Function`)."""
+
+    @property
+    def arguments(self) -> dict[str, str]:  # the inputs' names (keys)
+        ...
+
+    def __call__(self, inputs: Tensors) -> tuple[Tensors, Tensors]: ...
 
 
 @dataclass(frozen=True)
@@ -124,18 +136,23 @@ def _contract(u: tf.Tensor, y: tf.Tensor, lead: int) -> tf.Tensor:
 class Kernel:
     """One call (`app.calls.Call`) of one model, as a function of its row arrays."""
 
-    def __init__(self, card: Card, graph: Graph, call: Call) -> None:
+    def __init__(self, card: Card, graph: ModelFunction, call: Call) -> None:
         self.card, self.graph, self.call = card, graph, call
         self.batch = card.batch
 
     def signature(self) -> list[tf.TensorSpec]:
         lead: list[int | None] = [None] if self.batch else [1]
-        specs = [tf.TensorSpec([*lead, *calls.row_shape(self.card, t)], t.dtype, name=t.name) for t in self.card.inputs]
-        tensors = {t.name: t for t in self.card.inputs + self.card.outputs}
+        card, dtype = self.card, self._dtype
+        specs = [tf.TensorSpec([*lead, *calls.row_shape(card, t)], dtype(t), name=t.name) for t in card.inputs]
+        tensors = {t.name: t for t in card.inputs + card.outputs}
         for n in self.call.product_names():
             t = tensors[n]
-            specs.append(tf.TensorSpec([*lead, None, *calls.row_shape(self.card, t)], t.dtype, name=f"d_{n}"))
+            specs.append(tf.TensorSpec([*lead, None, *calls.row_shape(card, t)], dtype(t), name=f"d_{n}"))
         return specs
+
+    def _dtype(self, t: Any) -> str:
+        """A floating tensor's dtype is the call's, for a model that computes in several."""
+        return self.call.dtype if self.call.dtype and t.floating else str(t.dtype)
 
     def __call__(self, *rows: tf.Tensor) -> Tensors:
         n_in = len(self.card.inputs)

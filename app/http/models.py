@@ -18,7 +18,7 @@ from app.errors import InvalidInput, NotReady, UnknownModel, UnsupportedMediaTyp
 from app.http import runtime
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
-from app.http.reading import media_type, query_flag, read_body, wants_npz
+from app.http.reading import media_type, query_dtype, query_flag, read_body, wants_npz
 from app.http.responses import respond
 from app.http.routes import PlainRoute
 from app.http.schemas import ModelRequest
@@ -56,7 +56,7 @@ async def model_operation(request: Request) -> Response:
         )
     body = await read_body(request, settings.max_request_bytes)
     fields = _npz_fields(request, body, settings.max_request_bytes) if media == codec.NPZ else _json_fields(body)
-    problem = service_models.problem(card, operation, **fields)
+    problem = service_models.problem(card, operation, **fields, default_dtype=settings.default_dtype)
     as_npz = wants_npz(request.headers.get("accept"))
     s = settings
     out = Encoding.chosen(as_npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
@@ -98,6 +98,7 @@ def _npz_fields(request: Request, body: bytes, limit: int) -> dict[str, Any]:
         "wrt": _listed(query.getlist("wrt")),
         "of": _listed(query.getlist("of")),
         "sum_batch": query_flag(request, "sum_batch"),
+        "dtype": query_dtype(request),
     }
 
 

@@ -208,6 +208,9 @@ class TensorCard(BaseModel):
     name: str
     dtype: str = Field(description="float32, float64, int32, ...; the built-in models take float32 or float64")
     shape: list[int | None] = Field(description="null where the size is not fixed")
+    symbols: list[str] = Field(
+        default_factory=list, description="Names of its sizes shared with other tensors (A, F, B), where given."
+    )
 
 
 class ModelCard(BaseModel):
@@ -222,6 +225,14 @@ class ModelCard(BaseModel):
     differentiable: list[str] = Field(description="Inputs derivatives may be taken in (floating dtypes).")
     variables: list[TensorCard] = Field(description='Its trainable variables; `wrt: ["variables"]` takes them.')
     batch: bool = Field(description="Whether Jacobians are per example along a shared leading batch dimension.")
+    shared: list[str] = Field(
+        default_factory=list, description="Inputs without the batch dimension: one for every example."
+    )
+    optional_batch: bool = Field(False, description="Whether one example may be sent without the batch dimension.")
+    dtypes: list[str] = Field(
+        default_factory=list,
+        description="The floating dtypes it computes in, chosen by the request's `dtype`; empty: its signature's.",
+    )
     undefined: dict[str, dict[str, str]] = Field(
         description="output → input (or 'variables') → the op TensorFlow defines no gradient for, on that path."
     )
@@ -258,3 +269,8 @@ class ModelRequest(BaseModel):
         None, description="jvp and hvp: {input: array shaped like it}, with an optional leading K axis."
     )
     sum_batch: bool = Field(False, description="vjp: sum over the batch (a batch model's examples).")
+    dtype: DType | None = Field(
+        None,
+        description="For a model that computes in several dtypes (its card's `dtypes`: the built-in policy's float32 "
+        "or float64): which; default the service's. Other models compute in their signature's.",
+    )

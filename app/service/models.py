@@ -48,6 +48,7 @@ class ModelProblem:
     K: int | None  # products per row; None when the client sent no K axis
     input_rows: dict[str, tuple[int, ...]]  # each input's shape per row
     output_rows: dict[str, tuple[int, ...]]  # each output's shape per row (unknown sizes as 1)
+    one: bool = False  # one example sent without the batch axis: answered without it
 
     @property
     def k(self) -> int:
@@ -98,19 +99,55 @@ def array_for(t: Tensor, value: Any, loc: Sequence[str | int]) -> np.ndarray:
     return a.astype(t.dtype, copy=False)
 
 
-def _check_shape(t: Tensor, a: np.ndarray, loc: Sequence[str | int], lead: int = 0) -> None:
-    """`a` shaped as `t` says (after `lead` axes of the client's, such as K)."""
-    shape = a.shape[lead:]
-    ok = len(shape) == len(t.shape) and all(d is None or d == s for d, s in zip(t.shape, shape, strict=True))
+def _check_shape(t: Tensor, a: np.ndarray, loc: Sequence[str | int], lead: int = 0, one: bool = False) -> None:
+    """`a` shaped as `t` says (after `lead` axes of the client's, such as K; without the batch
+    axis for `one` example)."""
+    shape, want = a.shape[lead:], t.shape[1:] if one else t.shape
+    ok = len(shape) == len(want) and all(d is None or d == s for d, s in zip(want, shape, strict=True))
     if not ok:
         raise _fail(
             loc,
             f"{'.'.join(map(str, loc))} has shape {list(a.shape)} but {t.name} must be shaped "
-            f"{_shape_text(t.shape)}" + (" with a leading K axis" if lead else ""),
+            f"{_shape_text(want)}" + (" with a leading K axis" if lead else ""),
         )
 
 
-def read_inputs(card: Card, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+class Sizes:
+    """The sizes a card names (A, F, B), bound from the first array having each and checked
+    against every other: the built-in's X and Y agree on F, its cotangents on A."""
+
+    def __init__(self) -> None:
+        self.bound: dict[str, tuple[int, str]] = {}
+
+    def bind(self, t: Tensor, a: np.ndarray, loc: Sequence[str | int], lead: int = 0, one: bool = False) -> None:
+        symbols = t.symbols[1:] if one else t.symbols
+        for axis, (symbol, size) in enumerate(zip(symbols, a.shape[lead:], strict=False)):
+            if not symbol:
+                continue
+            seen = self.bound.setdefault(symbol, (size, ".".join(map(str, loc))))
+            if seen[0] != size:
+                raise _fail(
+                    loc,
+                    f"{'.'.join(map(str, loc))} has shape {list(a.shape)}: its size {symbol} (axis {axis + lead}) "
+                    f"is {size} but {seen[1]}'s is {seen[0]}",
+                )
+
+
+def _batched(card: Card, t: Tensor) -> bool:
+    return card.batch and t.name not in card.shared
+
+
+def _one_example(card: Card, arrays: Mapping[str, np.ndarray]) -> bool:
+    """Whether a model that takes it was sent one example without the batch axis."""
+    batched = [t for t in card.inputs if _batched(card, t)]
+    return card.optional_batch and bool(batched) and all(arrays[t.name].ndim == len(t.shape) - 1 for t in batched)
+
+
+def read_inputs(
+    card: Card, given: Mapping[str, Any], dtype: str = "", sizes: Sizes | None = None
+) -> tuple[dict[str, np.ndarray], bool]:
+    """The inputs as arrays of the computation's dtypes, checked against the card's shapes and
+    each other's sizes; and whether they are one example sent without the batch axis (given it)."""
     names = [t.name for t in card.inputs]
     missing = [n for n in names if n not in given]
     unknown = sorted(set(given) - set(names))
@@ -120,38 +157,65 @@ def read_inputs(card: Card, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
             [f"unknown {', '.join(unknown)}"] if unknown else []
         )
         raise _fail(["inputs"], f"Model {card.name!r} takes inputs {signature}; {'; '.join(parts)}")
-    arrays = {}
+    arrays = {t.name: array_for(_as(t, dtype), given[t.name], ["inputs", t.name]) for t in card.inputs}
+    one = _one_example(card, arrays)
+    sizes = sizes if sizes is not None else Sizes()
     for t in card.inputs:
-        a = array_for(t, given[t.name], ["inputs", t.name])
-        _check_shape(t, a, ["inputs", t.name])
+        a, loc, single = arrays[t.name], ["inputs", t.name], one and _batched(card, t)
+        _check_shape(t, a, loc, one=single)
         if a.size == 0:
-            raise _fail(["inputs", t.name], f"inputs.{t.name} is empty (shape {list(a.shape)})")
-        arrays[t.name] = a
+            raise _fail(loc, f"inputs.{t.name} is empty (shape {list(a.shape)})")
+        sizes.bind(t, a, loc, one=single)
+        if single:
+            arrays[t.name] = a[None]
     if card.batch:
-        sizes = {n: a.shape[0] for n, a in arrays.items()}
-        if len(set(sizes.values())) > 1:
-            raise _fail(["inputs"], f"the inputs' batch sizes differ: {sizes}; every input needs one row per example")
-    return arrays
+        batch = {n: a.shape[0] for n, a in arrays.items() if n not in card.shared}
+        if len(set(batch.values())) > 1:
+            raise _fail(["inputs"], f"the inputs' batch sizes differ: {batch}; every input needs one row per example")
+    return arrays, one
+
+
+def _as(t: Tensor, dtype: str) -> Tensor:
+    """The tensor in the computation's dtype (a model that computes in several)."""
+    return replace(t, dtype=dtype) if dtype and t.floating else t
 
 
 def _products(
-    card: Card, given: Mapping[str, Any], field: str, tensors: dict[str, Tensor], batch: int | None
+    card: Card,
+    given: Mapping[str, Any],
+    field: str,
+    tensors: dict[str, Tensor],
+    batch: int | None,
+    one: bool = False,
+    sizes: Sizes | None = None,
+    dtype: str = "",
 ) -> tuple[dict[str, np.ndarray], int | None]:
     """Cotangents (shaped like outputs) or tangents (like inputs), each with an optional leading
-    K axis (the same for all), as the engine's rows: (B, K, ...) or (1, K, ...)."""
+    K axis (the same for all), as the engine's rows: (B, K, ...) or (1, K, ...). A shared
+    input's tangents are the same for every example."""
     arrays, ks = {}, set()
     for name, value in given.items():
         t = tensors[name]
-        a = array_for(t, value, [field, name])
-        has_k = a.ndim == len(t.shape) + 1
-        _check_shape(t, a, [field, name], lead=int(has_k))
-        if card.batch and a.shape[int(has_k)] != batch:
-            raise _fail([field, name], f"{field}.{name} has {a.shape[int(has_k)]} examples but the inputs have {batch}")
+        a = array_for(_as(t, dtype), value, [field, name])
+        single = one and _batched(card, t)
+        has_k = a.ndim == len(t.shape) - int(single) + 1
+        _check_shape(t, a, [field, name], lead=int(has_k), one=single)
+        if sizes is not None:
+            sizes.bind(t, a, [field, name], lead=int(has_k), one=single)
+        k_first = a if has_k else a[None]
+        if single:
+            k_first = k_first[:, None]
+        elif _batched(card, t) and k_first.shape[1] != batch:
+            raise _fail([field, name], f"{field}.{name} has {k_first.shape[1]} examples but the inputs have {batch}")
         ks.add(a.shape[0] if has_k else None)
         if has_k and a.shape[0] == 0:
             raise _fail([field, name], f"{field}.{name} has K = 0; send at least one")
-        k_first = a if has_k else a[None]
-        arrays[name] = np.ascontiguousarray(np.moveaxis(k_first, 0, 1)) if card.batch else k_first[None]
+        if not card.batch:
+            arrays[name] = k_first[None]
+        elif name in card.shared:  # (K, ...) -> (B, K, ...), a view
+            arrays[name] = np.broadcast_to(k_first, (batch or 1, *k_first.shape))
+        else:
+            arrays[name] = np.ascontiguousarray(np.moveaxis(k_first, 0, 1))
     if len(ks) > 1:
         raise _fail([field], f"the {field} disagree on K (the leading axis): some have it, or it differs")
     return arrays, ks.pop() if ks else None
@@ -166,14 +230,19 @@ def problem(
     cotangents: Mapping[str, Any] | None = None,
     tangents: Mapping[str, Any] | None = None,
     sum_batch: bool = False,
+    dtype: str | None = None,
+    default_dtype: str = "float32",
 ) -> ModelProblem:
     ready(card)
-    arrays = read_inputs(card, inputs)
-    batch = next(iter(arrays.values())).shape[0] if card.batch else None
+    computed_in = _dtype(card, dtype, default_dtype)
+    sizes = Sizes()
+    arrays, one = read_inputs(card, inputs, computed_in, sizes)
+    batch = next(a.shape[0] for n, a in arrays.items() if n not in card.shared) if card.batch else None
     outputs = {t.name: t for t in card.outputs}
     products: dict[str, np.ndarray] = {}
     K = None
     _refuse_extra(op, cotangents, tangents, sum_batch, card)
+    given = (batch, one, sizes, computed_in)
     if op == calls.PREDICT:
         chosen_wrt: tuple[str, ...] = ()
         chosen_of: tuple[str, ...] = ()
@@ -192,7 +261,7 @@ def problem(
         chosen_of = calls.choose_of(card, of if of is not None else list(cotangents), chosen_wrt)
         if set(chosen_of) != set(cotangents):
             raise _fail(["cotangents"], f"cotangents must be given for exactly the outputs in of: {list(chosen_of)}")
-        products, K = _products(card, {o: cotangents[o] for o in chosen_of}, "cotangents", outputs, batch)
+        products, K = _products(card, {o: cotangents[o] for o in chosen_of}, "cotangents", outputs, *given)
     elif op in (calls.JVP, calls.HVP):
         if not tangents:
             raise _fail(["tangents"], f"{op} needs tangents: {{input: array shaped like it}}")
@@ -200,30 +269,60 @@ def problem(
         if set(tangents) != set(chosen_wrt):
             raise _fail(["tangents"], f"tangents must be given for exactly the inputs in wrt: {list(chosen_wrt)}")
         chosen_of = calls.choose_of(card, of, chosen_wrt)
-        given = {t.name: t for t in card.inputs}
-        products, K = _products(card, {w: tangents[w] for w in chosen_wrt}, "tangents", given, batch)
+        tensors = {t.name: t for t in card.inputs}
+        products, K = _products(card, {w: tangents[w] for w in chosen_wrt}, "tangents", tensors, *given)
     else:
         chosen_wrt = calls.choose_wrt(card, op, wrt)
         chosen_of = calls.choose_of(card, of, chosen_wrt)
-    rows = tuple(a if card.batch else a[None] for a in arrays.values()) + tuple(products.values())
-    input_rows = {t.name: tuple(arrays[t.name].shape[1:] if card.batch else arrays[t.name].shape) for t in card.inputs}
+    rows = tuple(calls.as_rows(card, arrays)) + tuple(products.values())
+    input_rows = {t.name: tuple(arrays[t.name].shape[1 if calls.row_axis(card, t) else 0 :]) for t in card.inputs}
     # An output size the signature leaves open counts as 1 until a forward pass has shown it (`serve`).
-    output_rows = {t.name: tuple(1 if d is None else d for d in calls.row_shape(card, t)) for t in card.outputs}
+    output_rows = {t.name: _known(card, t, sizes) for t in card.outputs}
     single = op == calls.VJP and (K or 1) == 1
-    call = Call(op, chosen_wrt, chosen_of, sum_batch, stack=card.batch and not sum_batch, single=single)
-    return _sized(ModelProblem(card, call, rows, batch, K, input_rows, output_rows))
+    stack = card.batch and not sum_batch
+    call = Call(
+        op, chosen_wrt, chosen_of, sum_batch, stack=stack, single=single, dtype=computed_in if card.dtypes else ""
+    )
+    return _sized(ModelProblem(card, call, rows, batch, K, input_rows, output_rows, one))
+
+
+def _dtype(card: Card, asked: str | None, default: str) -> str:
+    """The dtype a model that offers several computes in ("" for one that computes in its signature's)."""
+    if not card.dtypes:
+        if asked is not None:
+            raise _fail(
+                ["dtype"],
+                f"Model {card.name!r} computes in its signature's dtypes; dtype is for models that offer several",
+            )
+        return ""
+    chosen = asked or (default if default in card.dtypes else card.dtypes[0])
+    if chosen not in card.dtypes:
+        raise _fail(["dtype"], f"Model {card.name!r} computes in {' or '.join(card.dtypes)}, not {chosen}")
+    return chosen
+
+
+def _known(card: Card, t: Tensor, sizes: Sizes) -> tuple[int, ...]:
+    """An output's shape per row, its open sizes bound by the inputs' where the card names them (else 1)."""
+    dims, symbols = calls.row_shape(card, t), calls.row_symbols(card, t)
+    return tuple(d if d is not None else sizes.bound.get(s, (1, ""))[0] for d, s in zip(dims, symbols, strict=True))
 
 
 def _sized(p: ModelProblem) -> ModelProblem:
     """The call with what the engine will return: bytes per row and fixed, and how many arrays."""
     one, two = (calls.output_shapes(p.card, p.call, n, p.k, p.input_rows, p.output_rows) for n in (1, 2))
-    b1, b2 = (calls.output_bytes(shapes, _itemsizes(p.card, shapes)) for shapes in (one, two))
+    b1, b2 = (calls.output_bytes(shapes, _itemsizes(p.card, shapes, p.call.dtype)) for shapes in (one, two))
     return replace(p, call=replace(p.call, row_bytes=b2 - b1, fixed_bytes=2 * b1 - b2, arrays=len(one)))
 
 
 def open_outputs(card: Card) -> bool:
-    """Whether an output's size (beyond the batch) is left open by the signature."""
-    return any(d is None for t in card.outputs for d in calls.row_shape(card, t))
+    """Whether an output's size (beyond the batch) is left open by the signature, and not named by
+    the card as one of its inputs'."""
+    named = {s for t in card.inputs for s in t.symbols if s}
+    for t in card.outputs:
+        symbols = calls.row_symbols(card, t)
+        if any(d is None and s not in named for d, s in zip(calls.row_shape(card, t), symbols, strict=True)):
+            return True
+    return False
 
 
 def _refuse_extra(op: str, cotangents: Any, tangents: Any, sum_batch: bool, card: Card) -> None:
@@ -237,9 +336,10 @@ def _refuse_extra(op: str, cotangents: Any, tangents: Any, sum_batch: bool, card
         raise _fail(["sum_batch"], f"sum_batch needs a batch model; {card.name!r} has no batch axis")
 
 
-def _itemsizes(card: Card, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
-    """Bytes per number of each engine output: an output's dtype, a derivative in its source's."""
-    size = {t.name: np.dtype(t.dtype).itemsize for t in card.inputs + card.outputs + card.variables}
+def _itemsizes(card: Card, shapes: dict[str, tuple[int, ...]], dtype: str = "") -> dict[str, int]:
+    """Bytes per number of each engine output: an output's dtype, a derivative in its source's
+    (the call's `dtype` for every floating one, when the model offers several)."""
+    size = {t.name: np.dtype(_as(t, dtype).dtype).itemsize for t in card.inputs + card.outputs + card.variables}
     found = {}
     for key in shapes:
         parts = key.split(calls.SEP)
@@ -258,7 +358,7 @@ def estimate(p: ModelProblem, npz: bool) -> int:
     """Peak bytes while it runs: the inputs (parsed, stacked, TensorFlow's copy), TensorFlow's
     peak (the multiple measured on the operation's first use), the answer, and its encoding."""
     shapes = engine_shapes(p)
-    out = calls.output_bytes(shapes, _itemsizes(p.card, shapes))
+    out = calls.output_bytes(shapes, _itemsizes(p.card, shapes, p.call.dtype))
     given = sum(a.nbytes for a in p.rows)
     elements = sum(int(np.prod(s)) for s in shapes.values())
     encoded = 0 if npz else elements * JSON_BYTES_PER_NUMBER
@@ -318,7 +418,8 @@ async def serve(settings: Settings, batcher: Submits, p: ModelProblem, out: Enco
     except BaseException:
         computed.release()
         raise
-    dtype = ", ".join(dict.fromkeys(t.dtype for t in p.card.outputs if t.floating)) or "none"
+    floating = dict.fromkeys(p.call.dtype or t.dtype for t in p.card.outputs if t.floating)
+    dtype = ", ".join(floating) or "none"
     meta = {"model": p.card.name, "version": p.card.version, "dtype": dtype, "device": computed.device}
     return Answer(arrays, meta, computed.release)
 
@@ -349,10 +450,10 @@ def _served(p: ModelProblem, key: str, a: np.ndarray) -> np.ndarray:
         if kind == calls.VJP and p.call.sum_batch:
             return a if p.K is not None else a[0]  # (K, ...)
         a = np.moveaxis(a, 1, 0)  # (K, N, ...)
-        if not p.card.batch:
+        if not p.card.batch or p.one:
             a = a[:, 0]
         return a if p.K is not None else a[0]
-    return a if p.card.batch else a[0]
+    return a if p.card.batch and not p.one else a[0]
 
 
 def nested(arrays: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -23,14 +23,14 @@ def test_every_model_is_listed_with_its_signature(repo_client: TestClient, repo:
     actions = models["actions"]
     assert actions["state"] == "ready" and actions["batch"] is True
     assert actions["inputs"] == [
-        {"name": "action", "dtype": "int32", "shape": [None]},
-        {"name": "state", "dtype": "float32", "shape": [None, 4]},
+        {"name": "action", "dtype": "int32", "shape": [None], "symbols": []},
+        {"name": "state", "dtype": "float32", "shape": [None, 4], "symbols": []},
     ]
     assert actions["differentiable"] == ["state"]
-    assert actions["outputs"] == [{"name": "log_prob", "dtype": "float32", "shape": [None]}]
+    assert actions["outputs"] == [{"name": "log_prob", "dtype": "float32", "shape": [None], "symbols": []}]
     assert {v["name"] for v in actions["variables"]} == {"dense/w0", "dense/b0", "dense/w1", "dense/b1"}
-    assert {"name": "dense/w1", "dtype": "float32", "shape": [16, 3]} in actions["variables"]
-    assert models["wide"]["outputs"] == [{"name": "y", "dtype": "float64", "shape": [None, 2]}]
+    assert {"name": "dense/w1", "dtype": "float32", "shape": [16, 3], "symbols": []} in actions["variables"]
+    assert models["wide"]["outputs"] == [{"name": "y", "dtype": "float64", "shape": [None, 2], "symbols": []}]
 
 
 def test_a_broken_model_is_listed_with_its_reason_and_the_others_serve(repo_client: TestClient) -> None:

@@ -473,7 +473,7 @@ def _post_npz(client: TestClient, path: str, inputs: dict[str, np.ndarray]) -> A
 
 def test_an_output_size_the_signature_leaves_open_is_counted_before_the_derivative(client: TestClient) -> None:
     card = client.get("/models/open").json()
-    assert card["outputs"] == [{"name": "y", "dtype": "float64", "shape": [None, None]}]
+    assert card["outputs"] == [{"name": "y", "dtype": "float64", "shape": [None, None], "symbols": []}]
     x = np.array([[0.5, -1.0, 2.0]])
     body = post(client, "open", "jacobian", inputs={"x": x})
     close(body["jacobian"]["y"]["x"], np.concatenate([np.eye(3), np.diag(2 * x[0])])[None], "float64")

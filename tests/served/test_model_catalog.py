@@ -33,7 +33,7 @@ def test_the_engine_processes_models_are_listed_by_the_workers(
             "scalar": "ready",
         }
     mlp = httpx.get(server.url + "/models/mlp", timeout=30).json()
-    assert mlp["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 64]}]
+    assert mlp["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 64], "symbols": []}]
     assert [v["shape"] for v in mlp["variables"]] == [[64, 256], [256], [256, 256], [256], [256, 16], [16]]
     assert httpx.get(server.url + "/models/broken", timeout=30).json()["reason"]
     _operations_through_the_engine_process(server.url, root)
@@ -96,7 +96,7 @@ def _the_client(url: str, root: Path) -> None:
     for transport in ("npz", "json"):
         with Client(url, transport=transport) as client:
             wide = client.model("wide")
-            assert wide.card()["inputs"] == [{"name": "x", "dtype": "float64", "shape": [None, 5]}]
+            assert wide.card()["inputs"] == [{"name": "x", "dtype": "float64", "shape": [None, 5], "symbols": []}]
             r = wide.predict({"x": x})
             assert (r.model, r.version, r.dtype) == ("wide", 1, "float64") and r.device.startswith("/device:")
             np.testing.assert_allclose(r.outputs["y"], oracle.outputs({"x": x})["y"], rtol=1e-9)

@@ -135,6 +135,8 @@ def _check_datatypes(card: Card, inputs: list[Any]) -> None:
     tensors |= {f"tangents{SEP}{t.name}": t for t in card.inputs}
     for given in inputs:
         t = tensors.get(given.name)
+        if t is not None and t.floating and DATATYPES.get(given.datatype) in card.dtypes:
+            continue  # a model that computes in several dtypes: the inputs' says which
         if t is not None and given.datatype != V2_DATATYPE.get(t.dtype):
             raise InvalidInput(
                 f"Input {given.name} has datatype {given.datatype}; model {card.name!r} takes it as "
@@ -164,6 +166,7 @@ def parse(m: RepositoryModel, body: bytes, header_length: str | None) -> Inferen
         cotangents=groups["cotangents"] or None,
         tangents=groups["tangents"] or None,
         sum_batch=oip.flag(params, "sum_batch"),
+        dtype=_computed_in(m.card, arrays),
     )
     outputs = None
     if request.outputs is not None:
@@ -171,6 +174,12 @@ def parse(m: RepositoryModel, body: bytes, header_length: str | None) -> Inferen
             raise InvalidInput(f"The request asks for no outputs; model {m.name!r} has some (GET its metadata)")
         outputs = {o.name: oip.flag(o.parameters, "binary_data", every) for o in request.outputs}
     return Inference(m, p, outputs, every, request.id)
+
+
+def _computed_in(card: Card, arrays: dict[str, np.ndarray]) -> str | None:
+    """For a model that computes in several dtypes, its floating inputs' (the widest)."""
+    floating = [a.dtype for a in arrays.values() if a.dtype.kind == "f"]
+    return str(np.result_type(*floating)) if card.dtypes and floating else None
 
 
 def _names(params: dict[str, Any], key: str) -> list[str] | None:
