@@ -1,18 +1,19 @@
-"""One operation of one repository model as the engine runs it, TensorFlow-free: which outputs
+"""One operation of one model as the engine runs it, TensorFlow-free: which outputs
 (`of`) in which inputs or variables (`wrt`), the order of its row arrays, and the names and shapes
 of what the engine returns. The service builds a `Call` from a request and a model's card
-(`app.catalog.Card`), the IPC carries it as the operation's name (`encode`), the scheduler reads
+(`app.catalog.Card`), the IPC carries it (`app.ipc.messages.Compute`), the scheduler reads
 whether it stacks, and the engine (`app.engine.signatures`) traces one function per call.
 
 Rows: for a model whose examples are independent (`card.batch`), every array's leading axis is
 the batch, and concurrent requests stack along it. Otherwise a request is one row: every array
 gets a leading axis of 1 that the engine takes off before calling the model, and adds back.
-Products (K cotangents or tangents) sit after the row axis: (N, K, ...).
+A batch model's shared inputs (`card.shared`) are repeated for every row. Products (K cotangents
+or tangents) sit after the row axis: (N, K, ...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,6 @@ HVP = "hvp"
 OPERATIONS = (PREDICT, JACOBIAN, VJP, JVP, HESSIAN, HVP)
 WITH_K = (VJP, JVP, HVP)  # the operations with K products per row
 SECOND_ORDER = (HESSIAN, HVP)
-PREFIX = "call|"  # an encoded Call, as the IPC's operation name; the built-in operations have none
 SEP = "|"  # between the parts of an engine output's name: TensorFlow names never hold it
 
 Shape = tuple[int, ...]
@@ -58,18 +58,6 @@ class Call:
         """What the engine traces a function for."""
         return self.op, self.wrt, self.of, self.sum_batch, self.single, self.dtype
 
-    def encode(self) -> str:
-        flags = [str(int(f)) for f in (self.sum_batch, self.stack, self.single)]
-        parts = [self.op, ",".join(self.wrt), ",".join(self.of), *flags, self.dtype]
-        return PREFIX + SEP.join([*parts, str(self.row_bytes), str(self.fixed_bytes), str(self.arrays)])
-
-    @classmethod
-    def decode(cls, text: str) -> Call:
-        op, wrt, of, sum_batch, stack, single, dtype, *sizes = text.removeprefix(PREFIX).split(SEP)
-        row_bytes, fixed_bytes, arrays = map(int, sizes)
-        flags = (sum_batch == "1", stack == "1", single == "1")
-        return cls(op, _names(wrt), _names(of), *flags, dtype, row_bytes, fixed_bytes, arrays)
-
     def inputs_wrt(self) -> tuple[str, ...]:
         return tuple(w for w in self.wrt if w != VARIABLES)
 
@@ -81,14 +69,6 @@ class Call:
         if self.op in (JVP, HVP):
             return self.inputs_wrt()
         return ()
-
-
-def is_call(op: str) -> bool:
-    return op.startswith(PREFIX)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(text.split(",")) if text else ()
 
 
 def name(*parts: str) -> str:
@@ -228,9 +208,19 @@ def _undefined(card: Card, o: str, wrt: tuple[str, ...]) -> UndefinedGradient:
     return UndefinedGradient(msg, [{"loc": ["of"], "msg": msg}])
 
 
-def label(op: str, model: str) -> str:
-    """A metric's operation label: the built-in operation's name, or `<model>.<operation>`."""
-    return f"{model}.{Call.decode(op).op}" if is_call(op) else op
+def label(call: Call, model: str) -> str:
+    """A metric's operation label: `<model>.<operation>`."""
+    return f"{model}.{call.op}"
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What a submit returns: the rows' outputs, the device, and the hand-back of their memory
+    claim, to call once the answer has been sent (or dropped)."""
+
+    arrays: dict[str, np.ndarray]
+    device: str
+    release: Callable[[], None]
 
 
 def default_call(card: Card, op: str) -> Call:

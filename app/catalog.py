@@ -1,7 +1,8 @@
-"""What a model repository's models are, TensorFlow-free: each model's card (name, version, state,
-its signature's inputs and outputs, its trainable variables, which inputs are differentiable and
-which output/input pairs have a defined gradient). The engine writes the cards when it loads the
-repository (`app.engine.repository`); every other layer reads them."""
+"""What a model is, TensorFlow-free: its card (name, version, state, its signature's inputs and
+outputs, its trainable variables, which inputs are differentiable and which output/input pairs
+have a defined gradient), the built-in model's (`BUILTIN_CARD`) and the repository's alike. The
+engine writes the repository's when it loads it (`app.engine.repository`); every other layer
+reads them."""
 
 from __future__ import annotations
 
@@ -74,3 +75,20 @@ def card_from_dict(d: dict[str, Any]) -> Card:
         shared=tuple(d.get("shared", ())),
         dtypes=tuple(d.get("dtypes", ())),
     )
+
+
+BUILTIN = "policy"  # the seed's model, W = log_softmax(X·y) per state (`app.engine.builtin`)
+FORMULA = "log_softmax(X·Y)"
+# X is shared by the states (the batch is the states, Y: B×F), a request may send one state
+# (Y: F), and it computes in float32 or float64, as the request asks.
+BUILTIN_CARD = Card(
+    BUILTIN,
+    1,
+    "ready",
+    inputs=(Tensor("X", "float32", (None, None), ("A", "F")), Tensor("Y", "float32", (None, None), ("B", "F"))),
+    outputs=(Tensor("W", "float32", (None, None), ("B", "A")),),
+    batch=True,
+    shared=("X",),
+    optional_batch=True,
+    dtypes=("float32", "float64"),
+)

@@ -22,18 +22,19 @@ from typing import Any
 import numpy as np
 from jacobian_client import Client
 
-from app import ops
-from app.service import budget
+from app.catalog import card_from_dict
+from app.endpoints import BUILTIN, ENDPOINTS
+from app.service import budget, front, seed
 
 SIZES = {
-    "/jacobian": (ops.JACOBIAN, [(64, 512), (128, 1024), (256, 1024)]),
-    "/hessian": (ops.HESSIAN, [(8, 32), (12, 48), (16, 64)]),
-    "/hvp": (ops.HVP, [(64, 512), (128, 1024), (256, 1024)]),
-    "/vjp": (ops.VJP, [(256, 1024), (512, 1024), (512, 2048)]),  # with K = PRODUCTS_K cotangents
-    "/jvp": (ops.JVP, [(256, 512), (512, 512), (512, 1024)]),  # with K = PRODUCTS_K tangents
+    "/jacobian": ("jacobian", [(64, 512), (128, 1024), (256, 1024)]),
+    "/hessian": ("hessian", [(8, 32), (12, 48), (16, 64)]),
+    "/hvp": ("hvp", [(64, 512), (128, 1024), (256, 1024)]),
+    "/vjp": ("vjp", [(256, 1024), (512, 1024), (512, 2048)]),  # with K = PRODUCTS_K cotangents
+    "/jvp": ("jvp", [(256, 512), (512, 512), (512, 1024)]),  # with K = PRODUCTS_K tangents
 }
 PRODUCTS_K = 2
-QUICK = {"/jacobian": (ops.JACOBIAN, [(8, 16)])}  # the smoke test's
+QUICK = {"/jacobian": ("jacobian", [(8, 16)])}  # the smoke test's
 
 
 def _status_bytes(pid: int, fields: tuple[str, ...]) -> int:
@@ -99,12 +100,21 @@ class PeakSampler:
 
 
 def arrays_for(op: str, A: int, F: int, K: int = PRODUCTS_K, seed: int = 0) -> dict[str, np.ndarray]:
-    """One state of an A×F problem for `op`, with its other inputs (U or V) as the contract has them."""
+    """One state of an A×F problem for `op`, with its other inputs (U or V) as its endpoint has them."""
     rng = np.random.default_rng(seed)
-    shapes = ops.OPERATIONS[op].input_shapes(1, A, F, K)
-    arrays = {name: rng.normal(size=shape[1:]) for name, shape in shapes.items()}
+    size = {"A": A, "F": F, "K": K}
+    shapes = {name: tuple(size[d] for d in shape[1:]) for name, shape in ENDPOINTS[op].inputs.items()}
+    arrays = {name: rng.normal(size=shape) for name, shape in shapes.items()}
     arrays["Y"] /= np.sqrt(F)
     return arrays
+
+
+def estimate(card: dict[str, Any], op: str, arrays: dict[str, np.ndarray]) -> int:
+    """The service's own estimate of this request (`app.service.budget`), from the built-in
+    model's card as the service reports it (its peak factors measured on first use)."""
+    e = ENDPOINTS[op]
+    request = seed.from_named(arrays, "float64", e.products)
+    return budget.estimate(front.problem(card_from_dict(card), e, request), npz=True)
 
 
 def measure(url: str, root_pid: int, path: str, op: str, sizes: list[tuple[int, int]]) -> list[Any]:
@@ -117,8 +127,8 @@ def measure(url: str, root_pid: int, path: str, op: str, sizes: list[tuple[int, 
             idle = service_bytes(root_pid)
             with PeakSampler(root_pid) as sampler:
                 getattr(client, path.lstrip("/"))(**arrays)  # npz both ways, as the estimate assumes
-            estimate = budget.estimate(op, 1, A, F, 8, npz=True, K=PRODUCTS_K)
-            rows.append((path, f"{A}×{F}", estimate, sampler.peak - idle, idle))
+            card = client.model(BUILTIN).card()
+            rows.append((path, f"{A}×{F}", estimate(card, op, arrays), sampler.peak - idle, idle))
     return rows
 
 
@@ -139,7 +149,7 @@ def run(port: int = 8190, sizes: dict[str, tuple[str, list[tuple[int, int]]]] = 
 
     rows = []
     for path, (op, shapes) in sizes.items():
-        with server("project", PROJECT, port, {"JACOBIAN_WORKERS": "1", "JACOBIAN_XLA": "false"}) as s:
+        with server("project", PROJECT, port, {"JACOBIAN_WORKERS": "1"}) as s:
             rows += measure(f"http://127.0.0.1:{port}", s.proc.pid, path, op, shapes)
     return rows
 

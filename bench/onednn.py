@@ -47,15 +47,17 @@ def child(A: int, F: int, dtype: str, path: str) -> None:
     import numpy as np
     import tensorflow as tf  # before `app`, so the environment set by the parent holds
 
-    from app import ops
+    from app.calls import Call
     from app.engine import derivatives as engine
-    from app.engine import kernels
+    from app.engine.signatures import Kernel
 
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(1, A, F)) * 0.1).astype(dtype)
     Y = rng.normal(size=(1, F)).astype(dtype)
-    sig = kernels.signature(ops.JACOBIAN, engine.DTYPES[dtype])
-    fn = tf.function(kernels.kernel(ops.BUILTIN, ops.JACOBIAN), input_signature=sig, jit_compile=path == "xla")
+    loaded = engine.Engine().repository["policy"]
+    assert loaded.graph is not None
+    kernel = Kernel(loaded.card, loaded.graph, Call("jacobian", ("X",), ("W",), dtype=dtype))
+    fn = tf.function(kernel, input_signature=kernel.signature(), jit_compile=path == "xla")
     call = fn.get_concrete_function()
     n = 10 if A * A * F > 2**22 else 200
     times = []

@@ -318,12 +318,9 @@ def memory_rows(p: Server, quick: bool, max_elements: int) -> list[Row]:
 
 def engine_rows(quick: bool) -> list[Row]:
     sys.path.insert(0, str(ROOT))
-    from app import ops
-    from app.config import Settings
     from app.engine.derivatives import Engine
 
-    settings = Settings()
-    engine = Engine(xla=settings.xla, xla_after=1)
+    engine = Engine()
     sizes = [(4, 16)] if quick else [(64, 512), (256, 1024)]
     rows = []
     try:
@@ -335,9 +332,8 @@ def engine_rows(quick: bool) -> list[Row]:
         rng = np.random.default_rng(0)
         X, y = rng.normal(size=(A, F)).astype(np.float32), rng.normal(size=F).astype(np.float32)
         n = 3 if quick or A > 100 else 30
-        engine.run_rows(ops.JACOBIAN, X[None], y[None])  # a hot shape: compiled when XLA is on
-        engine.wait_for_compiles()
-        tf_t = best_of(lambda: engine.run_rows(ops.JACOBIAN, X[None], y[None]), n)
+        run_policy(engine, "jacobian", X[None], y[None])  # traced and calibrated
+        tf_t = best_of(lambda: run_policy(engine, "jacobian", X[None], y[None]), n)
 
         def closed() -> np.ndarray:
             z = X @ y
@@ -374,9 +370,8 @@ def engine_rows(quick: bool) -> list[Row]:
         jax.config.update("jax_enable_x64", True)
         rng = np.random.default_rng(0)
         X, y = rng.normal(size=(16, 64)), rng.normal(size=64)
-        engine.run_rows(ops.HESSIAN, X[None], y[None])
-        engine.wait_for_compiles()
-        tf_t = best_of(lambda: engine.run_rows(ops.HESSIAN, X[None], y[None]), 20)
+        run_policy(engine, "hessian", X[None], y[None])
+        tf_t = best_of(lambda: run_policy(engine, "hessian", X[None], y[None]), 20)
         hess = jax.jit(jax.hessian(lambda X_, y_: jax.nn.log_softmax(X_ @ y_)))
         Xj, yj = jnp.asarray(X), jnp.asarray(y)
         jax_t = best_of(lambda: np.asarray(hess(Xj, yj)), 20)
@@ -393,21 +388,29 @@ def engine_rows(quick: bool) -> list[Row]:
     return rows + product_scaling_rows(engine, quick)
 
 
+def run_policy(engine: Any, op: str, *rows: np.ndarray) -> Any:
+    """The built-in model's `op` in X on its rows (X (N, A, F), Y (N, F), and U or V), as the
+    service calls it (`app.service.front`)."""
+    from app.calls import Call
+
+    single = op == "vjp" and rows[2].shape[1] == 1
+    call = Call(op, ("X",), ("W",), single=single, dtype=rows[0].dtype.name)
+    return engine.run(call, *rows, model="policy")
+
+
 def product_scaling_rows(engine: Any, quick: bool) -> list[Row]:
     """The products' cost grows with A·F, not A²·F: 4× the elements, at most 6× the time."""
-    from app import ops
-
     rng = np.random.default_rng(1)
     small, big = ((16, 32), (32, 64)) if quick else ((512, 1024), (1024, 2048))
     rows = []
-    for op in (ops.VJP, ops.JVP):
+    for op in ("vjp", "jvp"):
         times = []
         for A, F in (small, big):
             X = rng.normal(size=(1, A, F)).astype(np.float32)
             Y = rng.normal(size=(1, F)).astype(np.float32)
-            other = rng.normal(size=(1, 1, A) if op == ops.VJP else (1, 1, A, F)).astype(np.float32)
-            engine.run_rows(op, X, Y, other)
-            times.append(best_of(lambda: engine.run_rows(op, X, Y, other), 3 if quick else 10))
+            other = rng.normal(size=(1, 1, A) if op == "vjp" else (1, 1, A, F)).astype(np.float32)
+            run_policy(engine, op, X, Y, other)
+            times.append(best_of(lambda: run_policy(engine, op, X, Y, other), 3 if quick else 10))
         ratio = times[1] / times[0]
         rows.append(
             Row(

@@ -1,8 +1,7 @@
 """The built-in model, `policy`: W = log_softmax(X·y) for each state y, defined in code and served
-by the same machinery as a repository's SavedModels: a card (`app.catalog.Card`) and a function of
-named inputs (`Function`), which `app.engine.signatures.Kernel` differentiates like an imported
-graph. X is shared by the states (the batch is the states, Y: B×F), a request may send one state
-(Y: F), and it computes in float32 or float64, as the request asks.
+by the same machinery as a repository's SavedModels: its card (`app.catalog.BUILTIN_CARD`) and a
+function of named inputs (`Function`), which `app.engine.signatures.Kernel` differentiates as it
+does an imported graph. Its one hook: every output has the same Hessian (`Function.same_hessian`).
 """
 
 from __future__ import annotations
@@ -11,25 +10,10 @@ from typing import ClassVar
 
 import tensorflow as tf
 
-from app.catalog import Card, Tensor
+from app.catalog import BUILTIN, BUILTIN_CARD
 
-NAME = "policy"
-FORMULA = "log_softmax(X·Y)"
-
-CARD = Card(
-    NAME,
-    1,
-    "ready",
-    inputs=(
-        Tensor("X", "float32", (None, None), ("A", "F")),
-        Tensor("Y", "float32", (None, None), ("B", "F")),
-    ),
-    outputs=(Tensor("W", "float32", (None, None), ("B", "A")),),
-    batch=True,
-    shared=("X",),
-    optional_batch=True,
-    dtypes=("float32", "float64"),
-)
+NAME = BUILTIN
+CARD = BUILTIN_CARD
 
 
 class Function:
@@ -40,3 +24,8 @@ class Function:
     def __call__(self, inputs: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         z = tf.linalg.matvec(inputs["X"], inputs["Y"])
         return {"W": tf.nn.log_softmax(z, axis=-1)}, {}  # no variables
+
+    def same_hessian(self, inputs: dict[str, tf.Tensor]) -> tf.Tensor:
+        """A scalar per row whose Hessian in X, or in Y, is every W_i's: W_i = z_i − logsumexp(z)
+        with z = X·y linear in each, so the kernel computes one Hessian per row, not A of them."""
+        return -tf.reduce_logsumexp(tf.linalg.matvec(inputs["X"], inputs["Y"]), axis=-1)

@@ -174,9 +174,9 @@ class Kernel:
         elif op == calls.JVP:
             out |= self._jvp(ys, wrt, dict(zip(self.call.inputs_wrt(), products, strict=True)))
         elif op == calls.HESSIAN:
-            out |= self._hessians(ys, wrt)
+            out |= self._hessians(ys, wrt, xs)
         elif op == calls.HVP:
-            out |= self._hvp(ys, wrt, products[0])
+            out |= self._hvp(ys, wrt, products[0], xs)
         if not self.batch:  # the row axis back
             out = {k: v[None] for k, v in out.items()}
         return out
@@ -244,8 +244,24 @@ class Kernel:
     # Jacobian of the whole (vectorized) Jacobian would take every reverse pass through every
     # entry's first derivative at once, as many times the memory as y has entries per row.
 
-    def _hessians(self, ys: Tensors, wrt: Tensors) -> Tensors:
+    def _same_hessian(self, w: str, xs: Tensors) -> tf.Tensor | None:
+        """The gradient in `w` of a scalar per row whose Hessian is every output's, for a model
+        that has one (`same_hessian`, `app.engine.builtin`): its second derivatives are computed
+        once, and broadcast over the outputs."""
+        same = getattr(self.graph, "same_hessian", None)
+        if same is None or not self.batch or w not in self.graph.arguments:
+            return None
+        return _grads(tf.reduce_sum(same(xs)), xs[w])[0]  # each row's own: rows are independent
+
+    def _hessians(self, ys: Tensors, wrt: Tensors, xs: Tensors) -> Tensors:
         ((w, x),) = wrt.items()
+        g = self._same_hessian(w, xs)
+        if g is not None:
+            H = tf.expand_dims(batch_jacobian(g, x), 1)  # (N, 1, *x, *x)
+            return {
+                calls.name(calls.HESSIAN, o, w): tf.broadcast_to(H, tf.concat([tf.shape(ys[o]), tf.shape(H)[2:]], 0))
+                for o in self.call.of
+            }
         return {calls.name(calls.HESSIAN, o, w): self._hessian(ys[o], x, w) for o in self.call.of}
 
     def _hessian(self, y: tf.Tensor, x: tf.Tensor, name: str) -> tf.Tensor:
@@ -261,9 +277,18 @@ class Kernel:
         H = tf.vectorized_map(lambda j: jacobian(_grads(tf.gather(flat, j), x)[0], x), tf.range(tf.size(flat)))
         return tf.reshape(H, tf.concat([tf.shape(y), tf.shape(x), tf.shape(x)], 0))
 
-    def _hvp(self, ys: Tensors, wrt: Tensors, tangent: tf.Tensor) -> Tensors:
+    def _hvp(self, ys: Tensors, wrt: Tensors, tangent: tf.Tensor, xs: Tensors) -> Tensors:
         """(∂/∂x)(J·t): the Jacobian of each output's J·t, for each of the K tangents."""
         ((w, x),) = wrt.items()
+        g = self._same_hessian(w, xs)
+        if g is not None:  # one product per row and tangent, broadcast over the outputs
+            HV = tf.vectorized_map(lambda t: _grads(tf.reduce_sum(g * t), x)[0], _swap01(tangent))
+            HV = tf.expand_dims(_swap01(HV), 2)  # (N, K, 1, *x)
+            lead, rest = tf.shape(HV)[:2], tf.shape(HV)[3:]
+            return {
+                calls.name(calls.HVP, o, w): tf.broadcast_to(HV, tf.concat([lead, tf.shape(ys[o])[1:], rest], 0))
+                for o in self.call.of
+            }
         out = {}
         for o in self.call.of:
 

@@ -70,6 +70,9 @@ class InProcessEngine:
         models: list[dict[str, Any]] = self.engine.describe()["models"]
         return models
 
+    def models(self) -> dict[str, Card] | None:
+        return {name: loaded.card for name, loaded in self.engine.repository.items()}
+
     def readiness(self) -> dict[str, Any]:
         return {
             "status": "ready",
@@ -96,7 +99,7 @@ async def _start_in_process(app: FastAPI) -> None:
         metrics.engine.observe(stats)
 
     batcher = Batcher(
-        eng.run_rows,
+        eng.run,
         settings.max_batch_rows,
         settings.max_pending,
         on_batch=observe,

@@ -13,7 +13,7 @@ from app import calls
 from app.catalog import VARIABLES, Card, Tensor
 from app.errors import InvalidInput
 from app.service import codec
-from app.service.models import open_outputs
+from app.service.problem import open_outputs
 
 SUMMARIES = {
     calls.PREDICT: "the forward pass: its outputs",

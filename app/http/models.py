@@ -1,7 +1,7 @@
-"""POST /models/{name}/{operation}: every derivative of every repository model, JSON or npz in
-and out. The request is read here and checked against the model's card by the service
-(`app.service.models`); the model's own routes and schemas on the docs page come from the same
-cards (`app.http.model_docs`)."""
+"""POST /models/{name}/{operation}: every derivative of every model, the built-in one's and the
+repository's, JSON or npz in and out. The request is read here, checked against the model's card
+(`app.service.problem`) and served by the one pipeline (`app.service.dataplane`); the models' own
+routes and schemas on the docs page come from the same cards (`app.http.model_docs`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app import calls
-from app.catalog import Card, card_from_dict
-from app.errors import InvalidInput, NotReady, UnknownModel, UnsupportedMediaType
+from app.errors import InvalidInput, UnknownModel, UnsupportedMediaType
 from app.http import runtime
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
@@ -23,22 +22,12 @@ from app.http.responses import respond
 from app.http.routes import PlainRoute
 from app.http.schemas import ModelRequest
 from app.service import codec, npz
-from app.service import models as service_models
+from app.service.dataplane import nested
 from app.service.outputs import Encoding
+from app.service.problem import problem
 
 router = APIRouter(route_class=PlainRoute)
 MEMBER_SEP = "/"  # npz members: inputs/x, cotangents/y; answers: outputs/y, jacobian/y/x
-
-
-def repository_card(request: Request, name: str) -> Card:
-    engines = runtime.runtime(request).engines
-    cards = None if engines is None else engines.cards()
-    if cards is None:
-        raise NotReady("The service is still loading its models; retry shortly")
-    for card in cards:
-        if card["name"] == name:
-            return card_from_dict(card)
-    raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models served")
 
 
 async def model_operation(request: Request) -> Response:
@@ -46,7 +35,7 @@ async def model_operation(request: Request) -> Response:
     service = runtime.service(request)
     settings = service.settings
     check_api_key(request, settings)
-    card = repository_card(request, name)
+    card = runtime.card(request, name)
     if operation not in calls.OPERATIONS:
         raise UnknownModel(f"Model {name!r} has no operation {operation!r}; it has {', '.join(calls.OPERATIONS)}")
     media = media_type(request)
@@ -56,15 +45,15 @@ async def model_operation(request: Request) -> Response:
         )
     body = await read_body(request, settings.max_request_bytes)
     fields = _npz_fields(request, body, settings.max_request_bytes) if media == codec.NPZ else _json_fields(body)
-    problem = service_models.problem(card, operation, **fields, default_dtype=settings.default_dtype)
+    p = problem(card, operation, **fields, default_dtype=settings.default_dtype)
     as_npz = wants_npz(request.headers.get("accept"))
     s = settings
     out = Encoding.chosen(as_npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
-    answer = await unless_disconnected(request, service_models.serve(settings, service.batcher, problem, out))
+    answer = await unless_disconnected(request, service.serve(p, out))
     if as_npz:
         members = {k.replace(calls.SEP, MEMBER_SEP): a for k, a in answer.arrays.items()}
         return await respond(answer, lambda: npz.write(members, answer.meta), codec.NPZ)
-    tree = service_models.nested({k: np.ascontiguousarray(a) for k, a in answer.arrays.items()})
+    tree = nested({k: np.ascontiguousarray(a) for k, a in answer.arrays.items()})
     return await respond(answer, lambda: _json(tree, answer.meta), codec.JSON)
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from app.http.reading import WRT_CHOICES
 from app.http.schemas import ErrorBody
 from app.service import codec
-from app.service.problems import FLOAT_DTYPES
+from app.service.arrays import FLOAT_DTYPES
 
 AUTH_DOC = (
     "Only when the server sets JACOBIAN_API_KEY: then the compute endpoints (/jacobian, /hessian, /hvp, "

@@ -1,17 +1,18 @@
-"""Reading a request: its media type, its body (counted as it streams, against the limit) and
-the Problem it describes (JSON or npz, via `app.service.codec`)."""
+"""Reading a request: its media type, its body (counted as it streams, against the limit) and,
+for the original endpoints, the request it describes (JSON or npz, via `app.service.seed`)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from app import ops
+from app.calls import VJP
 from app.config import Settings
 from app.endpoints import Endpoint
 from app.errors import InvalidInput, MalformedBody, TooLarge, UnsupportedMediaType
-from app.service import codec
-from app.service.problems import FLOAT_DTYPES, Problem
+from app.service import codec, seed
+from app.service.arrays import FLOAT_DTYPES
+from app.service.seed import PolicyRequest
 
 
 def query_dtype(request: Request) -> str | None:
@@ -80,7 +81,9 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_problem(request: Request, settings: Settings, model: type[BaseModel], endpoint: Endpoint) -> Problem:
+async def read_request(
+    request: Request, settings: Settings, model: type[BaseModel], endpoint: Endpoint
+) -> PolicyRequest:
     media = media_type(request)
     if media not in (codec.JSON, codec.NPZ):
         raise UnsupportedMediaType(
@@ -88,12 +91,12 @@ async def read_problem(request: Request, settings: Settings, model: type[BaseMod
         )
     dtype = query_dtype(request)
     products = endpoint.products
-    sum_states = query_flag(request, "sum_states") if products == ops.VJP else False  # checked for JSON too
+    sum_states = query_flag(request, "sum_states") if products == VJP else False  # checked for JSON too
     wrt = query_wrt(request) if endpoint.takes_wrt else ("X",)
     body = await read_body(request, settings.max_request_bytes)
     if media == codec.NPZ:
-        return codec.decode_npz(body, endpoint.members, dtype, settings.max_request_bytes, products, sum_states, wrt)
-    return codec.decode_json(body, model, dtype or settings.default_dtype, products)
+        return seed.from_npz(body, endpoint.members, dtype, settings.max_request_bytes, products, sum_states, wrt)
+    return seed.from_json(body, model, dtype or settings.default_dtype, products)
 
 
 def wants_npz(accept: str | None) -> bool:

@@ -1,5 +1,6 @@
-"""The routes: each compute endpoint reads its Problem (`app.http.reading`), calls the service, and
-encodes the answer (`app.http.responses`); health and metrics. OpenAPI fragments: `app.http.openapi`."""
+"""The original endpoints (`app.endpoints`): each reads its request (`app.http.reading`), has the
+built-in model's front compute it (`app.service.front`), and encodes the answer
+(`app.http.responses`); health and metrics. OpenAPI fragments: `app.http.openapi`."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ from pydantic import BaseModel
 from starlette.responses import PlainTextResponse, Response
 
 from app import endpoints
+from app.calls import VJP
 from app.http import runtime, schemas
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
 from app.http.observability import exposition
 from app.http.openapi import COMPUTE_ERRORS, NPZ_ANSWER, SUM_STATES_PARAMETER, WRT_PARAMETER, request_body
-from app.http.reading import read_problem, wants_npz
+from app.http.reading import read_request, wants_npz
 from app.http.responses import encoded
 from app.http.schemas import Liveness, Readiness
-from app.ops import BUILTIN, VJP
-from app.service import codec
+from app.service import codec, front
 from app.service.outputs import Encoding
 
 
@@ -39,40 +40,37 @@ class PlainRoute(APIRoute):
 router = APIRouter()  # health and metrics
 
 
-def _endpoint(served: endpoints.Served, request_model: type[BaseModel]) -> Callable[[Request], Awaitable[Response]]:
-    e, model = served.endpoint, served.model.name
-
+def _endpoint(e: endpoints.Endpoint, request_model: type[BaseModel]) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
-        """Decode, compute, encode: the whole request path, with no dependency injection and no
-        thread hop before the engine's own."""
+        """Decode, compute through the built-in model's front, encode: the whole request path,
+        with no dependency injection and no thread hop before the engine's own."""
         service = runtime.service(request)
-        check_api_key(request, service.settings)
-        problem = await read_problem(request, service.settings, request_model, e)
         s = service.settings
+        check_api_key(request, s)
+        read = await read_request(request, s, request_model, e)
+        card = runtime.card(request, endpoints.BUILTIN)
         npz = wants_npz(request.headers.get("accept"))
         out = Encoding.chosen(npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
-        answer = await unless_disconnected(request, service.serve(e, problem, out, model))
+        answer = await unless_disconnected(request, front.serve(service, card, e, read, out))
         elements = sum(a.size for a in answer.arrays.values())
         runtime.runtime(request).metrics.output_elements.labels(request.scope["path"]).observe(elements)
         return await encoded(answer, npz)
 
-    endpoint.__name__ = e.name if model == BUILTIN else f"{model}_{e.name}"  # the OpenAPI operationId's stem
+    endpoint.__name__ = e.name  # the OpenAPI operationId's stem
     return endpoint
 
 
 def compute_router() -> APIRouter:
-    """The operations of every registered model, from their descriptions (`app.endpoints`)."""
+    """The original endpoints, from their descriptions (`app.endpoints`)."""
     compute = APIRouter(route_class=PlainRoute)
-    for served in endpoints.served():
-        e = served.endpoint
+    for e in endpoints.ENDPOINTS.values():
         request_model, response_model = schemas.BODIES[e.name]
         extra = [WRT_PARAMETER] if e.takes_wrt else [SUM_STATES_PARAMETER] if e.products == VJP else []
-        summary = e.summary.format(formula=served.model.formula)
         compute.add_api_route(
-            e.path(served.model.name),
-            _endpoint(served, request_model),
+            f"/{e.name}",
+            _endpoint(e, request_model),
             methods=["POST"],
-            summary=summary if served.model.name == BUILTIN else f"{served.model.name}: {summary}",
+            summary=e.summary.format(formula=endpoints.FORMULA),
             description=e.description,
             response_model=response_model,
             responses={**COMPUTE_ERRORS, **NPZ_ANSWER},

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
+from app.catalog import Card
 from app.config import Settings
-from app.errors import NotReady
+from app.errors import NotReady, UnknownModel
 from app.http.observability import Metrics
 from app.service.dataplane import Service
 
@@ -26,6 +27,7 @@ class Engines(Protocol):
     async def first_contact(self) -> None: ...
 
     def cards(self) -> list[dict[str, Any]] | None: ...
+    def models(self) -> dict[str, Card] | None: ...
 
     async def stop(self) -> None: ...
 
@@ -44,6 +46,18 @@ class Runtime:
 def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+def card(request: Request, name: str) -> Card:
+    """A served model's card, as the engines last reported it."""
+    engines = runtime(request).engines
+    models = None if engines is None else engines.models()
+    if models is None:
+        raise NotReady("The service is still loading its models; retry shortly")
+    found = models.get(name)
+    if found is None:
+        raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models served")
+    return found
 
 
 def service(request: Request) -> Service:

@@ -1,5 +1,5 @@
 """Request and response models: the JSON contract, and what the OpenAPI page shows. The answers'
-shapes are read from the operations' contract (`app.ops`)."""
+shapes are read from the endpoints' descriptions (`app.endpoints`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from app import ops
 from app.config import DType
+from app.endpoints import ENDPOINTS
 
 # strict: no "1.5" strings or booleans; allow_inf_nan=False: no NaN/Infinity tokens, and
 # literals that overflow float64 (1e400) parse to inf and are refused too.
@@ -105,29 +105,31 @@ class JvpRequest(_Problem):
 
 
 Nested = list[Any]
+_JACOBIAN = ENDPOINTS["jacobian"]
 
 
 class _Answer(BaseModel):
-    W: Nested = Field(description=f"log_softmax(X·y): {ops.shape_text(ops.JACOBIAN, 'W')}.")
+    W: Nested = Field(description=f"log_softmax(X·y): {_JACOBIAN.shape_text('W')}.")
     dtype: DType
     device: str = Field(description="The TensorFlow device that computed it, e.g. /device:CPU:0.")
 
 
 class JacobianResponse(_Answer):
     J: Nested | None = Field(
-        None, description=f'With wrt "X" (the default): {ops.shape_text(ops.JACOBIAN, "J")}, J[i][j][k] = ∂W_i/∂X_jk.'
+        None,
+        description=f'With wrt "X" (the default): {ENDPOINTS["jacobian"].shape_text("J")}, J[i][j][k] = ∂W_i/∂X_jk.',
     )
     J_Y: Nested | None = Field(
-        None, description=f'With wrt "Y": {ops.shape_text(ops.JACOBIAN_Y, "J_Y")}, J_Y[i][k] = ∂W_i/∂Y_k.'
+        None, description=f'With wrt "Y": {ENDPOINTS["jacobian"].shape_text("J_Y")}, J_Y[i][k] = ∂W_i/∂Y_k.'
     )
 
 
 class HessianResponse(_Answer):
-    H: Nested = Field(description=f"{ops.shape_text(ops.HESSIAN, 'H')}, H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm.")
+    H: Nested = Field(description=f"{ENDPOINTS['hessian'].shape_text('H')}, H[i][j][k][l][m] = ∂²W_i/∂X_jk∂X_lm.")
 
 
 class HvpResponse(_Answer):
-    HV: Nested = Field(description=f"{ops.shape_text(ops.HVP, 'HV')}, HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m].")
+    HV: Nested = Field(description=f"{ENDPOINTS['hvp'].shape_text('HV')}, HV[i][j][k] = Σ_lm H[i][j][k][l][m]·V[l][m].")
 
 
 class ErrorDetail(BaseModel):
@@ -197,10 +199,10 @@ class JvpResponse(_Answer):
 # Each endpoint's JSON request and answer (`app.endpoints`), the same for every model.
 BODIES: dict[str, tuple[type[BaseModel], type[BaseModel]]] = {
     "jacobian": (JacobianRequest, JacobianResponse),
-    ops.HESSIAN: (HessianRequest, HessianResponse),
-    ops.HVP: (HvpRequest, HvpResponse),
-    ops.VJP: (VjpRequest, VjpResponse),
-    ops.JVP: (JvpRequest, JvpResponse),
+    "hessian": (HessianRequest, HessianResponse),
+    "hvp": (HvpRequest, HvpResponse),
+    "vjp": (VjpRequest, VjpResponse),
+    "jvp": (JvpRequest, JvpResponse),
 }
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from app import calls, ops
+from app.calls import Call, Computed
+from app.catalog import Card, card_from_dict
 from app.config import Settings
 from app.errors import EngineUnavailable
 from app.ipc import shm, wire
@@ -34,7 +35,6 @@ from app.ipc.messages import (
     Status,
     StatusQuery,
 )
-from app.ops import Computed
 
 WATCH_S = 0.05  # how often a lost engine is reconnected to
 STATUS_S = 1.0  # how often a live engine's status is refreshed
@@ -90,18 +90,18 @@ class EngineClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
 
-    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = ops.BUILTIN) -> Computed:
+    async def submit(self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "") -> Computed:
         if self.state == "starting":  # this worker has not heard from the engine yet: briefly wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
         if self.state != "ready" or self._writer is None:
             raise EngineUnavailable(f"The engine is {self.state}; retry shortly")
         request_id = next(self._ids)
-        segment = self._segment_for(op, model, rows)
+        segment = self._segment_for(call, rows)
         inputs = self._inputs_in_shm(rows)
         request = Compute(
             request_id,
-            op,
+            call,
             model,
             wire.specs(rows),
             Placed(inputs[0].name, inputs[0].size, inputs[1].entries, inputs[1].nbytes) if inputs else None,
@@ -152,13 +152,9 @@ class EngineClient:
             return None
         return self.arena.fill({str(i): r for i, r in enumerate(rows)})
 
-    def _segment_for(self, op: str, model: str, rows: tuple[np.ndarray, ...]) -> shm.Segment | None:
-        """A shared-memory segment for an answer too big for the socket."""
-        if calls.is_call(op):  # a repository model's call knows its sizes
-            call = calls.Call.decode(op)
-            nbytes = call.output_bytes(len(rows[0])) + shm.ALIGN * call.arrays
-        else:
-            nbytes = ops.rows_output_bytes(op, rows, model) + shm.ALIGN * len(ops.OPERATIONS[op].engine_outputs(model))
+    def _segment_for(self, call: Call, rows: tuple[np.ndarray, ...]) -> shm.Segment | None:
+        """A shared-memory segment for an answer too big for the socket (the call knows its sizes)."""
+        nbytes = call.output_bytes(len(rows[0])) + shm.ALIGN * call.arrays
         if nbytes <= shm.INLINE_MAX:
             return None
         try:
@@ -236,6 +232,8 @@ class Engines:
 
     def __init__(self, settings: Settings, observe_ipc: Any = None) -> None:
         self.clients = [EngineClient(i, settings, observe_ipc) for i in range(settings.engines)]
+        self._listed: list[dict[str, Any]] | None = None
+        self._models: dict[str, Card] = {}
 
     def start(self) -> None:
         for c in self.clients:
@@ -245,18 +243,31 @@ class Engines:
         for c in self.clients:
             await c.stop()
 
-    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = ops.BUILTIN) -> Computed:
+    async def submit(self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "") -> Computed:
         ready = [c for c in self.clients if c.state == "ready"] or self.clients
-        return await min(ready, key=lambda c: c.in_flight).submit(op, *rows, claim=claim, model=model)
+        return await min(ready, key=lambda c: c.in_flight).submit(call, *rows, claim=claim, model=model)
 
     async def first_contact(self) -> None:
         await asyncio.gather(*(c.first_contact() for c in self.clients))
 
     def cards(self) -> list[dict[str, Any]] | None:
-        """The repository's models, as the engines loaded them (each loads the same repository);
-        None until one has said."""
+        """The models, as the engines loaded them (each loads the same repository); None until
+        one has said."""
         statuses = [c.status for c in self.clients if c.status]
         return list(statuses[0].get("models", [])) if statuses else None
+
+    def models(self) -> dict[str, Card] | None:
+        """The served models' cards by name (the first of a name: the built-in's), read once per
+        status an engine reports; None until one has said."""
+        statuses = [c.status for c in self.clients if c.status]
+        if not statuses:
+            return None
+        listed = statuses[0].get("models", [])
+        if listed is not self._listed:
+            self._listed, self._models = listed, {}
+            for card in listed:
+                self._models.setdefault(card["name"], card_from_dict(card))
+        return self._models
 
     def readiness(self) -> dict[str, Any]:
         engines = [{"index": c.index, "pid": c.pid, "state": c.state} for c in self.clients]
@@ -271,7 +282,5 @@ class Engines:
             "devices": sorted({d for s in statuses for d in s["devices"]}),
             "onednn": any(s["onednn"] for s in statuses) if statuses else None,
             "trace_count": sum(s["trace_count"] for s in statuses) if statuses else None,
-            "xla_shapes": sum(s["xla_shapes"] for s in statuses) if statuses else None,
-            "xla_compiling": sum(s["xla_compiling"] for s in statuses) if statuses else None,
             "memory_claimed_bytes": sum(s["memory_claimed_bytes"] for s in statuses) if statuses else None,
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from app.calls import Call
 from app.errors import DeadlineExceeded, MemoryBusy, ModelRefused, Overloaded
 
 ArraySpec = tuple[str, list[int]]  # dtype, shape
@@ -35,10 +36,10 @@ class Placed:
 
 @dataclass(frozen=True)
 class Compute:
-    """Compute `op` of `model` over these rows, claiming `claim` bytes of the memory budget."""
+    """Compute `call` of `model` over these rows, claiming `claim` bytes of the memory budget."""
 
     id: int
-    op: str
+    call: Call
     model: str
     arrays: list[ArraySpec]  # the rows in the payload, or in `inputs`
     inputs: Placed | None  # big inputs, in the worker's segment instead of the payload
@@ -53,7 +54,9 @@ class Compute:
         placed = header.pop("inputs")
         if placed is not None:
             placed = Placed(**(placed | {"entries": _tuples(placed["entries"])}))
-        return cls(**(header | {"arrays": _tuples(header["arrays"])}), inputs=placed)
+        call = header.pop("call")
+        call = Call(**(call | {"wrt": tuple(call["wrt"]), "of": tuple(call["of"])}))
+        return cls(**(header | {"arrays": _tuples(header["arrays"])}), call=call, inputs=placed)
 
 
 @dataclass(frozen=True)

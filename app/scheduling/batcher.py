@@ -1,4 +1,4 @@
-"""Dynamic batching in process: concurrent requests with the same (operation, dtype, A, F) are
+"""Dynamic batching in process: concurrent requests with the same (model, call, dtype, shapes) are
 stacked into one TensorFlow call on one dedicated worker thread, by the policy of
 `app.scheduling.policy.Scheduler` (the engine process runs the same policy).
 
@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 
 from app import calls
+from app.calls import Call, Computed
 from app.errors import DeadlineExceeded, ModelRefused
-from app.ops import BUILTIN, Computed
 from app.scheduling.ledger import Ledger
 from app.scheduling.policy import BatchStats, Job, Scheduler, run_options, split_rows, stack_rows
 
 __all__ = ["BatchStats", "Batcher", "RunRows"]
 
-RunRows = Callable[..., Any]  # (op, *rows, model=...) -> engine.Result
+RunRows = Callable[..., Any]  # (call, *rows, model=..., deadline=...) -> engine.Result
 
 
 @dataclass(eq=False)
@@ -79,11 +79,11 @@ class Batcher:
                 await self._task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, op: str, *rows: np.ndarray, claim: int = 0, model: str = BUILTIN) -> Computed:
-        """Queue rows (each with a leading row axis) for `op` of `model`, once `claim` bytes fit the
-        budget; returns their outputs, holding the claim until `release` is called."""
+    async def submit(self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "") -> Computed:
+        """Queue rows (each with a leading row axis) for `call` of `model`, once `claim` bytes fit
+        the budget; returns their outputs, holding the claim until `release` is called."""
         loop = asyncio.get_running_loop()
-        job = _Job(op, rows, model, loop.create_future(), deadline=time.monotonic() + self.deadline_s)
+        job = _Job(call, rows, model, loop.create_future(), deadline=time.monotonic() + self.deadline_s)
         self.scheduler.offer(job, claim)  # Overloaded at the cap
         self._wakeup.set()
         if not self.scheduler.admitted(job):
@@ -120,7 +120,7 @@ class Batcher:
 
     def _timed(self, batch: list[_Job], rows: tuple[np.ndarray, ...]) -> tuple[Any, float]:
         start = time.perf_counter()
-        return self._run_rows(batch[0].op, *rows, **run_options(batch)), time.perf_counter() - start
+        return self._run_rows(batch[0].call, *rows, **run_options(batch)), time.perf_counter() - start
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
         try:
@@ -137,7 +137,7 @@ class Batcher:
             return
         if self._on_batch:
             self._on_batch(
-                BatchStats(calls.label(batch[0].op, batch[0].model), sum(j.n for j in batch), len(batch), seconds)
+                BatchStats(calls.label(batch[0].call, batch[0].model), sum(j.n for j in batch), len(batch), seconds)
             )
         for job, arrays in answers:
             if not job.future.done():

@@ -17,18 +17,16 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from app import calls
+from app.calls import Call
 from app.errors import MemoryBusy, Overloaded
-from app.ops import rows_output_bytes
 from app.scheduling.ledger import Ledger
 
 
 @dataclass(eq=False)  # compared by identity: it holds arrays
 class Job:
-    """Rows (each with a leading row axis) for one operation of one model, and what they may be
-    stacked with."""
+    """Rows (each with a leading row axis) for one call of one model, and what they may be stacked with."""
 
-    op: str
+    call: Call
     rows: tuple[np.ndarray, ...]
     model: str
     deadline: float = field(default=math.inf, kw_only=True)  # time.monotonic() by which it is answered
@@ -36,7 +34,7 @@ class Job:
     @property
     def key(self) -> tuple[Any, ...]:
         # Everything but the row count: rows stack only when every input's other axes agree (K too).
-        return (self.model, self.op, self.rows[0].dtype.name, *(r.shape[1:] for r in self.rows))
+        return (self.model, self.call.key, self.rows[0].dtype.name, *(r.shape[1:] for r in self.rows))
 
     @property
     def n(self) -> int:
@@ -52,10 +50,7 @@ def stackable(job: Job) -> bool:
     """Small enough to share a call. Big requests run alone: stacking them saves nothing that
     shows (their call is compute-bound) and would lift TensorFlow's peak past their memory
     claims (pfor's intermediates double for a stack of rows; app.service.budget)."""
-    if calls.is_call(job.op):  # a repository model's: only when its examples are independent
-        call = calls.Call.decode(job.op)
-        return call.stack and call.output_bytes(job.n) <= STACK_MAX_BYTES
-    return rows_output_bytes(job.op, job.rows, job.model) <= STACK_MAX_BYTES
+    return job.call.stack and job.call.output_bytes(job.n) <= STACK_MAX_BYTES
 
 
 def take_batch(queue: deque[J], max_rows: int) -> tuple[list[J], deque[J]]:
@@ -82,10 +77,7 @@ def stack_rows(batch: list[J]) -> tuple[np.ndarray, ...]:
 
 
 def run_options(batch: list[J]) -> dict[str, Any]:
-    """The engine's keywords for a batch: a repository model's call gets the earliest deadline, by
-    which it stops (the built-in's calls are bounded by its size limits)."""
-    if not calls.is_call(batch[0].op):
-        return {"model": batch[0].model}
+    """The engine's keywords for a batch: its model, and the earliest deadline, by which it stops."""
     return {"model": batch[0].model, "deadline": min(j.deadline for j in batch)}
 
 

@@ -5,7 +5,7 @@ messages of `app.ipc.messages`.
 
 The loop reads whatever has arrived, then runs the batch the scheduling policy takes
 (`app.scheduling.policy`, the same as in process: the oldest request together with every queued
-request of the same (operation, dtype, A, F), up to `max_batch_rows` rows), and reads again
+request of the same (model, call, dtype, shapes), up to `max_batch_rows` rows), and reads again
 before the next batch: no waiting window, and a request its worker cancelled (the client hung up
 or its deadline passed) or whose worker is gone is never computed. At most `max_pending`
 requests wait; one arriving beyond that is refused (`OverloadedRefused`).
@@ -136,7 +136,7 @@ class EngineLoop:
             return
         r = request
         deadline = time.monotonic() + self.settings.deadline_s  # when its worker gives up on it
-        job = _Job(r.op, rows, r.model, peer, r.id, r.shm, r.shm_size, r.worker, deadline=deadline)
+        job = _Job(r.call, rows, r.model, peer, r.id, r.shm, r.shm_size, r.worker, deadline=deadline)
         try:
             self.scheduler.offer(job, r.claim)
         except Overloaded:
@@ -164,7 +164,7 @@ class EngineLoop:
     def run_batch(self, batch: list[_Job]) -> None:
         start = time.perf_counter()
         try:
-            result = self.engine.run_rows(batch[0].op, *stack_rows(batch), **run_options(batch))
+            result = self.engine.run(batch[0].call, *stack_rows(batch), **run_options(batch))
             answers = list(split_rows(batch, result.arrays))
         except (ModelRefused, DeadlineExceeded) as err:  # some request's inputs, or time: find whose
             if len(batch) > 1:
@@ -183,7 +183,9 @@ class EngineLoop:
         seconds = time.perf_counter() - start
         workers = len({j.worker for j in batch})
         self.metrics.observe(
-            BatchStats(calls.label(batch[0].op, batch[0].model), sum(j.n for j in batch), len(batch), seconds, workers)
+            BatchStats(
+                calls.label(batch[0].call, batch[0].model), sum(j.n for j in batch), len(batch), seconds, workers
+            )
         )
         for job, arrays in answers:
             self.answer(job, arrays, result.device, seconds)

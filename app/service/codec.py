@@ -9,17 +9,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from app import ops
 from app.errors import InvalidInput, MalformedBody
-from app.service import npz
-from app.service.problems import (
-    Problem,
-    finite_as,
-    from_lists,
-    from_named,
-    with_cotangents,
-    with_tangents,
-)
 
 JSON = "application/json"
 NPZ = "application/x-npz"
@@ -51,41 +41,6 @@ def validated(body: bytes, model: type[M], holding: str) -> M:
             raise MalformedBody(f"The request body is not valid JSON: {details[0]['msg']}", details) from None
         summary = "; ".join(f"{'.'.join(map(str, d['loc'])) or 'body'}: {d['msg']}" for d in details[:5])
         raise InvalidInput(f"The request does not match the schema: {summary}", details) from None
-
-
-def decode_json(body: bytes, model: type[BaseModel], default_dtype: str, products: str | None = None) -> Problem:
-    """Parse and validate a JSON body into a Problem; 400 if not JSON, 422 if not a valid problem.
-    `products`: ops.VJP or ops.JVP when the body carries cotangents U or tangents V with a K axis."""
-    req = validated(body, model, "X and Y")
-    dtype = req.dtype or default_dtype  # type: ignore[attr-defined]
-    p = from_lists(
-        req.X,  # type: ignore[attr-defined]
-        req.Y,  # type: ignore[attr-defined]
-        dtype,
-        V=None if products else getattr(req, "V", None),
-        wrt=getattr(req, "wrt", ("X",)),
-    )
-    if products == ops.VJP:
-        return with_cotangents(p, finite_as(req.U, "U", dtype), req.sum_states)  # type: ignore[attr-defined]
-    if products == ops.JVP:
-        return with_tangents(p, finite_as(req.V, "V", dtype))  # type: ignore[attr-defined]
-    return p
-
-
-def decode_npz(
-    body: bytes,
-    names: tuple[str, ...],
-    dtype: str | None,
-    max_bytes: int,
-    products: str | None = None,
-    sum_states: bool = False,
-    wrt: tuple[str, ...] = ("X",),
-) -> Problem:
-    """An .npz holding `names` (X, Y[, V]) as float32/float64 arrays -> Problem.
-
-    The computation's dtype is the `dtype` argument if given, else the widest of the arrays'.
-    """
-    return from_named(npz.read(body, names, max_bytes), dtype, products, sum_states, wrt)
 
 
 def encode_json(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> bytes:

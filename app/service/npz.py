@@ -24,13 +24,13 @@ except ImportError:  # no wheel for this platform: the same checksum, slower
     from zlib import crc32
 
 from app.errors import InvalidInput, MalformedBody, TooLarge
-from app.service.problems import FLOAT_DTYPES
+from app.service.arrays import FLOAT_DTYPES
 
 
 def read(body: bytes, names: tuple[str, ...] | None, max_bytes: int) -> dict[str, np.ndarray]:
     """The float arrays `names` of an .npz body, exactly those; 400/413/422 with the reason.
     With `names` None, every member, of any numeric dtype (a repository model's, checked by
-    `app.service.models` against its signature)."""
+    `app.service.problem` against its card)."""
     if not body:
         raise MalformedBody("The request body is empty; send an .npz archive holding X and Y")
     if body[:6] == b"\x93NUMPY":

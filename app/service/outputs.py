@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.errors import NonFiniteResult, TooLarge
-from app.service.problems import all_finite
+from app.service.arrays import all_finite
 
 
 @dataclass(frozen=True)

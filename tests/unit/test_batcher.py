@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
 from starlette.requests import Request
 
-from app import ops
+from app.calls import Call
 from app.errors import ClientDisconnected, Overloaded
 from app.http.hangup import unless_disconnected
 from app.scheduling.batcher import Batcher
 from tests.support import oracles
-from tests.support.fakes import FakeEngine
+from tests.support.fakes import JACOBIAN, FakeEngine
 from tests.support.oracles import assert_close
 
 
@@ -29,12 +30,12 @@ class SlowFirstCall:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, op: str, *rows: np.ndarray, model: str):
+    def __call__(self, call: Call, *rows: np.ndarray, model: str, **options: Any):
         self.calls.append(len(rows[0]))
         if len(self.calls) == 1:
             self.entered.set()
             assert self.release.wait(60), "the test never released the worker"
-        return self.engine.run_rows(op, *rows, model=model)
+        return self.engine.run(call, *rows, model=model)
 
 
 @pytest.fixture
@@ -53,7 +54,7 @@ async def busy_batcher(
     slow = SlowFirstCall(plain_engine)
     batcher = Batcher(slow, max_batch_rows=64, max_pending=max_pending)
     batcher.start()
-    first = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
+    first = asyncio.ensure_future(batcher.submit(JACOBIAN, *problem(rng)))
     assert await asyncio.to_thread(slow.entered.wait, 60)  # the first call now holds the worker
     return slow, batcher, first
 
@@ -70,7 +71,7 @@ def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng)
         queued = [problem(rng) for _ in range(6)]
-        waiting = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *p)) for p in queued]
+        waiting = [asyncio.ensure_future(batcher.submit(JACOBIAN, *p)) for p in queued]
         await until_pending(batcher, 7)
         slow.release.set()
         await first
@@ -86,7 +87,7 @@ def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(
 def test_cancelled_requests_are_never_computed(plain_engine: FakeEngine, rng: np.random.Generator) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng)
-        gone = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng))) for _ in range(5)]
+        gone = [asyncio.ensure_future(batcher.submit(JACOBIAN, *problem(rng))) for _ in range(5)]
         await until_pending(batcher, 6)
         for task in gone:
             task.cancel()  # what a deadline or a disconnect does
@@ -95,7 +96,7 @@ def test_cancelled_requests_are_never_computed(plain_engine: FakeEngine, rng: np
         await first
         # Jobs run in order, so once a later one is answered, the cancelled ones had their turn.
         X, Y = problem(rng, A=2, F=3)
-        later = await batcher.submit(ops.JACOBIAN, X, Y)
+        later = await batcher.submit(JACOBIAN, X, Y)
         assert_close(later.arrays["J"][0], oracles.jacobian(X[0], Y[0]), 1e-9)
         assert slow.calls == [1, 1]
         await batcher.stop()
@@ -106,9 +107,9 @@ def test_cancelled_requests_are_never_computed(plain_engine: FakeEngine, rng: np
 def test_pending_bound_refuses_at_once(plain_engine: FakeEngine, rng: np.random.Generator) -> None:
     async def scenario() -> None:
         slow, batcher, first = await busy_batcher(plain_engine, rng, max_pending=2)
-        second = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, *problem(rng)))
+        second = asyncio.ensure_future(batcher.submit(JACOBIAN, *problem(rng)))
         await until_pending(batcher, 2)
-        refused = batcher.submit(ops.JACOBIAN, *problem(rng))
+        refused = batcher.submit(JACOBIAN, *problem(rng))
         with pytest.raises(Overloaded):
             refused.send(None)  # at its first step: refused without ever waiting
         slow.release.set()

@@ -5,28 +5,38 @@ engine-process path under real load in tests/served/test_memory_budget.py."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from app import ops
+from app.catalog import BUILTIN_CARD
+from app.endpoints import ENDPOINTS
 from app.scheduling.batcher import Batcher
 from app.scheduling.ledger import Ledger
-from app.service import budget
+from app.service import budget, front, seed
 from tests.support import oracles
-from tests.support.fakes import FakeEngine
+from tests.support.fakes import JACOBIAN, FakeEngine
 from tests.support.oracles import assert_close
 
 GiB = 1 << 30
 
 
+def estimate(op: str, B: int, A: int, F: int, npz: bool) -> int:
+    """The estimate of a float64 request to an original endpoint, the model's peaks measured."""
+    card = replace(BUILTIN_CARD, peak_factors={"jacobian": 1.6, "hessian": 2.3, "hvp": 1.5})
+    X, Y = np.zeros((A, F)), np.zeros((B, F))
+    request = seed.from_arrays(X, Y, V=X if op == "hvp" else None)
+    return budget.estimate(front.problem(card, ENDPOINTS[op], request), npz)
+
+
 def test_estimate_grows_with_the_problem_and_json_costs_more_than_npz() -> None:
-    for op in (ops.JACOBIAN, ops.HESSIAN, ops.HVP):
-        small = budget.estimate(op, 1, 8, 32, 8, npz=True)
-        assert small < budget.estimate(op, 1, 16, 64, 8, npz=True) < budget.estimate(op, 4, 16, 64, 8, npz=True)
-        assert budget.estimate(op, 1, 16, 64, 8, npz=True) < budget.estimate(op, 1, 16, 64, 8, npz=False)
+    for op in ("jacobian", "hessian", "hvp"):
+        small = estimate(op, 1, 8, 32, npz=True)
+        assert small < estimate(op, 1, 16, 64, npz=True) < estimate(op, 4, 16, 64, npz=True)
+        assert estimate(op, 1, 16, 64, npz=True) < estimate(op, 1, 16, 64, npz=False)
     # At least the answer itself and TensorFlow's copy of it: 256×1024 float64 J is 512 MiB.
-    assert budget.estimate(ops.JACOBIAN, 1, 256, 1024, 8, npz=True) > 2 * 512 * 2**20
+    assert estimate("jacobian", 1, 256, 1024, npz=True) > 2 * 512 * 2**20
 
 
 def test_ledger_admits_anything_when_empty_and_otherwise_only_what_fits() -> None:
@@ -51,14 +61,14 @@ def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(
     async def scenario() -> None:
         batcher: Batcher
 
-        def run_rows(op: str, *rows: np.ndarray, model: str):
+        def run(call: Call, *rows: np.ndarray, model: str, **options: Any):
             calls.append((len(rows[0]), batcher.ledger.claimed))
-            return plain_engine.run_rows(op, *rows, model=model)
+            return plain_engine.run(call, *rows, model=model)
 
-        batcher = Batcher(run_rows, max_batch_rows=64, max_pending=64, memory_budget=100)
+        batcher = Batcher(run, max_batch_rows=64, max_pending=64, memory_budget=100)
         batcher.start()
         X, Y = rng.normal(size=(1, 3, 4)), rng.normal(size=(1, 4))
-        jobs = [asyncio.ensure_future(batcher.submit(ops.JACOBIAN, X, Y, claim=60)) for _ in range(3)]
+        jobs = [asyncio.ensure_future(batcher.submit(JACOBIAN, X, Y, claim=60)) for _ in range(3)]
         for job in jobs:
             done = await job
             assert_close(done.arrays["J"][0], oracles.jacobian(X[0], Y[0]), 1e-9)
@@ -74,11 +84,11 @@ def test_requests_whose_claims_do_not_fit_together_run_one_after_the_other(
 
 def test_a_cancelled_request_gives_back_its_claim(plain_engine: FakeEngine, rng: np.random.Generator) -> None:
     async def scenario() -> None:
-        batcher = Batcher(plain_engine.run_rows, max_batch_rows=64, max_pending=64, memory_budget=100)
+        batcher = Batcher(plain_engine.run, max_batch_rows=64, max_pending=64, memory_budget=100)
         batcher.start()
         X, Y = rng.normal(size=(1, 3, 4)), rng.normal(size=(1, 4))
-        first = await batcher.submit(ops.JACOBIAN, X, Y, claim=60)
-        waiting = asyncio.ensure_future(batcher.submit(ops.JACOBIAN, X, Y, claim=60))
+        first = await batcher.submit(JACOBIAN, X, Y, claim=60)
+        waiting = asyncio.ensure_future(batcher.submit(JACOBIAN, X, Y, claim=60))
         await asyncio.sleep(0.05)
         assert not waiting.done()  # no room beside the first
         waiting.cancel()

@@ -12,7 +12,7 @@ import pytest
 
 from app.errors import InvalidInput, MalformedBody, TooLarge
 from app.http.schemas import JacobianRequest
-from app.service import codec, npz
+from app.service import codec, npz, seed
 from tests.support.helpers import npz_bytes
 
 
@@ -55,8 +55,8 @@ def test_json_answer_is_orjson_of_the_arrays() -> None:
 
 def test_decode_npz_takes_the_widest_dtype_unless_told() -> None:
     body = npz_bytes(X=np.ones((2, 3), np.float32), Y=np.ones(3, np.float64))
-    assert codec.decode_npz(body, ("X", "Y"), None, 1 << 20).dtype == "float64"
-    assert codec.decode_npz(body, ("X", "Y"), "float32", 1 << 20).dtype == "float32"
+    assert seed.from_npz(body, ("X", "Y"), None, 1 << 20).dtype == "float64"
+    assert seed.from_npz(body, ("X", "Y"), "float32", 1 << 20).dtype == "float32"
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_decode_npz_takes_the_widest_dtype_unless_told() -> None:
 )
 def test_decode_npz_refuses_what_is_not_a_problem(body: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
-        codec.decode_npz(body, ("X", "Y"), None, 1 << 20)
+        seed.from_npz(body, ("X", "Y"), None, 1 << 20)
 
 
 def _savez(saver: Any, **arrays: np.ndarray) -> bytes:
@@ -94,14 +94,14 @@ def test_npz_members_read_back_exactly_however_numpy_wrote_them(
     rng: np.random.Generator, saver: Any, layout: Any
 ) -> None:
     X, Y = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
-    p = codec.decode_npz(_savez(saver, X=layout(X), Y=layout(Y)), ("X", "Y"), None, 1 << 20)
+    p = seed.from_npz(_savez(saver, X=layout(X), Y=layout(Y)), ("X", "Y"), None, 1 << 20)
     np.testing.assert_array_equal(p.X, X)
     np.testing.assert_array_equal(p.Y, Y)
 
 
 def test_stored_members_are_read_in_place_not_copied(rng: np.random.Generator) -> None:
     body = _savez(np.savez, X=rng.normal(size=(64, 32)), Y=rng.normal(size=32))
-    p = codec.decode_npz(body, ("X", "Y"), None, 1 << 20)
+    p = seed.from_npz(body, ("X", "Y"), None, 1 << 20)
     assert np.shares_memory(p.X, np.frombuffer(body, np.uint8))
 
 
@@ -110,32 +110,32 @@ def test_a_corrupt_member_is_refused_by_its_checksum(rng: np.random.Generator) -
     at = body.index(b"X.npy") + 200  # inside X's data, after its .npy header
     body[at] ^= 0x01  # one bit, still a finite float64: only the CRC-32 can tell
     with pytest.raises(MalformedBody, match="CRC-32"):
-        codec.decode_npz(bytes(body), ("X", "Y"), None, 1 << 20)
+        seed.from_npz(bytes(body), ("X", "Y"), None, 1 << 20)
 
 
 def test_a_truncated_archive_is_malformed(rng: np.random.Generator) -> None:
     body = _savez(np.savez, X=rng.normal(size=(8, 4)), Y=rng.normal(size=4))
     with pytest.raises(MalformedBody):
-        codec.decode_npz(body[: len(body) // 2], ("X", "Y"), None, 1 << 20)
+        seed.from_npz(body[: len(body) // 2], ("X", "Y"), None, 1 << 20)
 
 
 def test_a_single_npy_array_is_refused_with_advice() -> None:
     buf = io.BytesIO()
     np.save(buf, np.ones(3))
     with pytest.raises(MalformedBody, match=r"single \.npy"):
-        codec.decode_npz(buf.getvalue(), ("X", "Y"), None, 1 << 20)
+        seed.from_npz(buf.getvalue(), ("X", "Y"), None, 1 << 20)
 
 
 def test_a_compressed_member_that_expands_past_the_limit_is_refused_before_reading() -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, X=np.zeros((1000, 1000)), Y=np.zeros(1000))
     with pytest.raises(TooLarge):
-        codec.decode_npz(buf.getvalue(), ("X", "Y"), None, 1 << 20)
+        seed.from_npz(buf.getvalue(), ("X", "Y"), None, 1 << 20)
 
 
 def test_decode_json_reports_schema_errors_with_their_location() -> None:
     with pytest.raises(InvalidInput) as err:
-        codec.decode_json(b'{"X": [[1, "a"]], "Y": [1, 2]}', JacobianRequest, "float32")
+        seed.from_json(b'{"X": [[1, "a"]], "Y": [1, 2]}', JacobianRequest, "float32")
     assert err.value.details and err.value.details[0]["loc"][:2] == ["X", 0]
 
 

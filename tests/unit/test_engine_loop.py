@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from app import ops
+from app.calls import Call
 from app.config import Settings
 from app.errors import MemoryBusy, Overloaded
 from app.http.observability import EngineMetrics
@@ -24,7 +24,7 @@ from app.ipc import wire
 from app.ipc.client import EngineClient
 from app.serve.engine_process import EngineLoop
 from tests.support import oracles
-from tests.support.fakes import FakeEngine
+from tests.support.fakes import JACOBIAN, FakeEngine, jacobian_call
 from tests.support.oracles import assert_close
 
 
@@ -35,12 +35,12 @@ class HeldEngine(FakeEngine):
         self.calls: list[int] = []
         self.entered, self.go = threading.Event(), threading.Event()
 
-    def run_rows(self, op: str, Xr: np.ndarray, Yr: np.ndarray, model: str) -> Any:
+    def run(self, call: Call, Xr: np.ndarray, Yr: np.ndarray, model: str, **options: Any) -> Any:
         self.calls.append(len(Xr))
         if len(self.calls) == 1:
             self.entered.set()
             assert self.go.wait(30), "the test never let the engine go"
-        return super().run_rows(op, Xr, Yr, model)
+        return super().run(call, Xr, Yr, model)
 
     def describe(self) -> dict[str, Any]:
         return {"tensorflow": "fake", "devices": ["/device:FAKE:0"], "onednn": False}
@@ -95,9 +95,9 @@ def test_requests_queued_while_busy_run_as_one_batch_and_each_gets_its_rows(loop
     problems = [_problem(rng) for _ in range(6)]
 
     async def scenario(client: EngineClient) -> None:
-        first = asyncio.ensure_future(client.submit(ops.JACOBIAN, *problems[0]))
+        first = asyncio.ensure_future(client.submit(JACOBIAN, *problems[0]))
         assert await asyncio.to_thread(engine.entered.wait, 10)
-        rest = [asyncio.ensure_future(client.submit(ops.JACOBIAN, *p)) for p in problems[1:]]
+        rest = [asyncio.ensure_future(client.submit(JACOBIAN, *p)) for p in problems[1:]]
         await _until_sent(client, 6)  # the loop reads them all once the engine is free
         engine.go.set()
         answers = await asyncio.gather(first, *rest)
@@ -113,9 +113,9 @@ def test_the_pending_cap_refuses_what_arrives_beyond_it(loop, rng: np.random.Gen
     _, engine, settings = loop(max_pending=2)
 
     async def scenario(client: EngineClient) -> None:
-        first = asyncio.ensure_future(client.submit(ops.JACOBIAN, *_problem(rng)))
+        first = asyncio.ensure_future(client.submit(JACOBIAN, *_problem(rng)))
         assert await asyncio.to_thread(engine.entered.wait, 10)
-        later = [asyncio.ensure_future(client.submit(ops.JACOBIAN, *_problem(rng))) for _ in range(3)]
+        later = [asyncio.ensure_future(client.submit(JACOBIAN, *_problem(rng))) for _ in range(3)]
         await _until_sent(client, 4)
         engine.go.set()
         (await first).release()
@@ -133,14 +133,14 @@ def test_no_memory_within_the_wait_is_refused_and_the_claims_come_back(loop, rng
 
     async def scenario(client: EngineClient) -> None:
         # A big answer (in the worker's segment) holds its claim until the worker releases it.
-        holder = await client.submit(ops.JACOBIAN, *_problem(rng, A=64, F=64), claim=800)
+        holder = await client.submit(jacobian_call(64, 64), *_problem(rng, A=64, F=64), claim=800)
         assert engine_loop.ledger.claimed == 800
         with pytest.raises(MemoryBusy, match="800 bytes of the memory budget of 1,000"):
-            await client.submit(ops.JACOBIAN, *_problem(rng), claim=400)
+            await client.submit(JACOBIAN, *_problem(rng), claim=400)
         holder.release()
         while engine_loop.ledger.claimed:
             await asyncio.sleep(0.005)
-        (await client.submit(ops.JACOBIAN, *_problem(rng), claim=400)).release()  # room again
+        (await client.submit(JACOBIAN, *_problem(rng), claim=400)).release()  # room again
 
     _with_client(settings, scenario)
     assert engine.calls == [1, 1]  # the refused request was never computed
@@ -152,7 +152,7 @@ def test_a_big_answers_claim_is_held_until_the_worker_releases_it(loop, rng: np.
     X, Y = _problem(rng, A=64, F=64)  # J: 64·64·64 float64, past the inline limit
 
     async def scenario(client: EngineClient) -> None:
-        computed = await client.submit(ops.JACOBIAN, X, Y, claim=12345)
+        computed = await client.submit(jacobian_call(64, 64), X, Y, claim=12345)
         assert_close(computed.arrays["J"][0], oracles.jacobian(X[0], Y[0]), 1e-12)
         assert engine_loop.ledger.claimed == 12345  # in the worker's segment, not yet sent
         computed.release()

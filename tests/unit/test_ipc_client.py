@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import ops
+from app.catalog import BUILTIN
 from app.config import Settings
 from app.errors import EngineUnavailable, MemoryBusy, Overloaded
 from app.ipc import messages as m
@@ -23,6 +23,8 @@ from app.ipc.client import EngineClient, Engines
 
 Reply = Callable[[wire.Server, wire.Received], None]
 STATUS = {"pid": 4242, "tensorflow": "fake", "devices": ["/device:FAKE:0"], "onednn": False}
+
+from tests.support.fakes import JACOBIAN, jacobian_call
 
 
 class FakeEngine:
@@ -94,14 +96,14 @@ def test_status_makes_it_ready_and_an_answer_comes_back_through_the_socket(run, 
     Xr, Yr = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 4))
 
     async def scenario(client: EngineClient, engine: FakeEngine) -> None:
-        computed = await client.submit(ops.JACOBIAN, Xr, Yr, claim=123)
+        computed = await client.submit(JACOBIAN, Xr, Yr, claim=123, model=BUILTIN)
         assert client.state == "ready" and client.pid == STATUS["pid"]
         np.testing.assert_array_equal(computed.arrays["W"], Xr.sum(axis=2))
         assert computed.device == "/device:FAKE:0"
         (request,) = [s for s in engine.seen if isinstance(s, m.Compute)]
-        assert (request.op, request.model, request.claim, request.inputs, request.shm) == (
-            ops.JACOBIAN,
-            ops.BUILTIN,
+        assert (request.call, request.model, request.claim, request.inputs, request.shm) == (
+            JACOBIAN,
+            BUILTIN,
             123,
             None,  # small inputs: in the payload
             None,  # small answer: through the socket
@@ -129,7 +131,7 @@ def test_a_big_answer_arrives_in_the_workers_segment_and_its_release_is_sent(run
         )
 
     async def scenario(client: EngineClient, engine: FakeEngine) -> None:
-        computed = await client.submit(ops.JACOBIAN, Xr, Yr)
+        computed = await client.submit(jacobian_call(A, F), Xr, Yr)
         np.testing.assert_array_equal(computed.arrays["J"], J)
         assert not computed.arrays["J"].flags.owndata  # read in place from the segment
         computed.release()
@@ -158,7 +160,7 @@ def test_each_refusal_is_raised_as_its_domain_exception(run, rng, refusal, raise
 
     async def scenario(client: EngineClient, engine: FakeEngine) -> None:
         with pytest.raises(raised) as caught:
-            await client.submit(ops.JACOBIAN, rng.normal(size=(1, 2, 3)), rng.normal(size=(1, 3)))
+            await client.submit(JACOBIAN, rng.normal(size=(1, 2, 3)), rng.normal(size=(1, 3)))
         assert words in str(caught.value)
         if raised is MemoryBusy:
             assert type(caught.value) is MemoryBusy
@@ -172,10 +174,10 @@ def test_an_engine_that_dies_fails_its_requests_at_once(run, rng: np.random.Gene
 
     async def scenario(client: EngineClient, engine: FakeEngine) -> None:
         with pytest.raises(EngineUnavailable, match="not reachable"):
-            await asyncio.wait_for(client.submit(ops.JACOBIAN, rng.normal(size=(1, 2, 3)), rng.normal(size=(1, 3))), 10)
+            await asyncio.wait_for(client.submit(JACOBIAN, rng.normal(size=(1, 2, 3)), rng.normal(size=(1, 3))), 10)
         assert client.state == "down"
         with pytest.raises(EngineUnavailable, match="down"):
-            await client.submit(ops.JACOBIAN, rng.normal(size=(1, 2, 3)), rng.normal(size=(1, 3)))
+            await client.submit(JACOBIAN, rng.normal(size=(1, 2, 3)), rng.normal(size=(1, 3)))
 
     run(die, scenario)
 
@@ -185,7 +187,7 @@ def test_the_models_are_unknown_until_an_engine_has_said(run, tmp_path: Path, sh
         engines = Engines(_settings(tmp_path, shm_dir))
         assert engines.cards() is None  # no status yet: GET /models answers 503, not a short list
         engines.clients = [client]
-        await client.submit(ops.JACOBIAN, np.ones((1, 2, 3)), np.ones((1, 3)))  # it has heard a status
+        await client.submit(JACOBIAN, np.ones((1, 2, 3)), np.ones((1, 3)))  # it has heard a status
         assert engines.cards() == []  # this fake engine loads no repository
 
     run(_answer_w, scenario)

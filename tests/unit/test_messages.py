@@ -8,15 +8,26 @@ import numpy as np
 import orjson
 import pytest
 
+from app.calls import Call
 from app.errors import DeadlineExceeded, MemoryBusy, Overloaded
 from app.ipc import messages as m
 from app.ipc import wire
 
 EXAMPLES: list[m.Message] = [
-    m.Compute(3, "vjp", "policy", [("float64", [2, 3])], None, None, 0, 41, 1024),
+    m.Compute(
+        3,
+        Call("vjp", ("X",), ("W",), single=True, dtype="float64"),
+        "policy",
+        [("float64", [2, 3])],
+        None,
+        None,
+        0,
+        41,
+        1024,
+    ),
     m.Compute(
         4,
-        "jacobian",
+        Call("jacobian", ("x", "variables"), ("y",), row_bytes=24, fixed_bytes=8, arrays=3),
         "tanh",
         [("float32", [1, 2])],
         m.Placed("s-1-1", 1 << 20, [("0", "float32", [1, 2], 0)], 64),

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app import ops
+from app.catalog import BUILTIN
 from app.errors import MemoryBusy, Overloaded
 from app.scheduling.policy import Job, Scheduler, split_rows, stack_rows
+from tests.support.fakes import jacobian_call
 
 
 class Clock:
@@ -19,8 +20,8 @@ class Clock:
         return self.now
 
 
-def job(rows: int = 1, A: int = 2, F: int = 3, op: str = ops.JACOBIAN) -> Job:
-    return Job(op, (np.zeros((rows, A, F)), np.zeros((rows, F))), ops.BUILTIN)
+def job(rows: int = 1, A: int = 2, F: int = 3) -> Job:
+    return Job(jacobian_call(A, F), (np.zeros((rows, A, F)), np.zeros((rows, F))), BUILTIN)
 
 
 def scheduler(clock: Clock, budget: int = 100, max_pending: int = 4, max_rows: int = 8) -> Scheduler[Job]:

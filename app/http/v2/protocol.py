@@ -2,11 +2,13 @@
 Server speak it) in this service's terms, with Triton's binary tensor data extension both ways.
 No web imports: `app.http.v2.routes` serves it.
 
-Models are the endpoints of each registered model (`models`): inputs and outputs are named as
-in the native API, the inputs' datatype (FP32 or FP64) is the computation's dtype, and the request's `outputs` choose
-what is computed (asking for J_Y is how a Jacobian in Y is asked for). A request becomes the same
-`Problem` a native request does (`app.service.problems`), so it meets the same checks, limits, memory
-budget and batching; only the envelope differs.
+Models are the original endpoints (`models`), fronts to the built-in model: inputs and outputs
+are named as in the native API, the inputs' datatype (FP32 or FP64) is the computation's dtype,
+and the request's `outputs` choose what is computed (asking for J_Y is how a Jacobian in Y is
+asked for). A request becomes the same request a native one does (`app.service.seed`), so it
+meets the same checks, limits, memory budget and batching; only the envelope differs. The
+repository's models, and the built-in model by its own name (`policy`, `policy.jacobian`), speak
+it through `app.http.v2.repository`.
 
 Binary data: a request whose JSON part is followed by tensor bytes says so with the
 `Inference-Header-Content-Length` header, and each such input with `binary_data_size`. Inputs are
@@ -25,12 +27,12 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from app import ops
-from app.endpoints import ENDPOINTS, Endpoint, Served, served
+from app.calls import VJP
+from app.endpoints import ENDPOINTS, Endpoint
 from app.errors import InvalidInput, MalformedBody, UnknownModel
 from app.http.v2.documents import InferenceRequest, ModelMetadata, Parameters, RequestInput, TensorMetadata
 from app.service import codec, npz
-from app.service.problems import Problem, from_named
+from app.service.seed import PolicyRequest, from_named
 
 VERSION = "1"  # each model has one version
 EXTENSIONS = ["binary_tensor_data"]
@@ -44,15 +46,10 @@ PLATFORM = "tensorflow_autodiff"
 
 @dataclass(frozen=True)
 class Model:
-    """A V2 model: one endpoint of one registered model (`app.endpoints`), named `jacobian` for
-    the built-in model and `<model>.jacobian` for the others."""
+    """A V2 model: one of the original endpoints (`app.endpoints`), named as it (`jacobian`)."""
 
     name: str
-    served: Served
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return self.served.endpoint
+    endpoint: Endpoint
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -78,21 +75,18 @@ class Model:
 
 
 def models() -> dict[str, Model]:
-    """Every endpoint of every registered model, by its V2 name."""
-    named = (Model(s.endpoint.v2_name(s.model.name), s) for s in served())
-    return {m.name: m for m in named}
+    """Every original endpoint, by its V2 name."""
+    return {name: Model(name, e) for name, e in ENDPOINTS.items()}
 
 
 def model(name: str, version: str | None = None) -> Model:
-    """The V2 model `name` (`jacobian`, `<model>.jacobian`), found without listing them all: this
-    runs on every inference request."""
-    owner, _, op = name.rpartition(".")
-    m, e = ops.MODELS.get(owner or ops.BUILTIN), ENDPOINTS.get(op)
-    if m is None or e is None or e.v2_name(m.name) != name:
+    """The V2 model `name` (`jacobian`): this runs on every inference request."""
+    e = ENDPOINTS.get(name)
+    if e is None:
         raise UnknownModel(f"Unknown model {name!r}; the models are {', '.join(models())}")
     if version is not None and version != VERSION:
         raise UnknownModel(f"Model {name!r} has no version {version!r}; its only version is {VERSION!r}")
-    return Model(name, Served(e, m))
+    return Model(name, e)
 
 
 # ---- requests
@@ -103,7 +97,7 @@ class Inference:
     """A parsed request: the problem, and the outputs to send (name -> as binary)."""
 
     model: Model
-    problem: Problem
+    problem: PolicyRequest
     outputs: dict[str, bool]
     id: str | None
 
@@ -133,7 +127,7 @@ def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
     # W alone still needs a Jacobian call: the one in Y is the smallest (A·F, not A²·F).
     wrt = [w for name, w in (("J", "X"), ("J_Y", "Y")) if name in outputs] or ["Y"]
     products = m.endpoint.products
-    sum_states = flag(request.parameters, "sum_states") if products == ops.VJP else False
+    sum_states = flag(request.parameters, "sum_states") if products == VJP else False
     problem = from_named(arrays, dtype, products, sum_states, wrt)
     return Inference(m, problem, outputs, request.id)
 

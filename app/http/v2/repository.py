@@ -6,7 +6,7 @@ signature's, in its datatypes, plus `cotangents/<output>` (vjp) or `tangents/<in
 the request's parameters `wrt` and `of` (comma-separated names) and `sum_batch` choose as the
 native API's fields do; outputs are the signature's and the derivatives, named as the native
 npz answer's members (`jacobian/<output>/<input>`). The version is the model's. A request becomes
-the same `ModelProblem` a native one does (`app.service.models`): same checks, limits, batching.
+the same `Problem` a native one does (`app.service.problem`): same checks, limits, batching.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from app.errors import InvalidInput, UnknownModel
 from app.http.v2 import protocol as oip
 from app.http.v2.documents import ModelMetadata, TensorMetadata
 from app.service import npz
-from app.service.models import ModelProblem, problem, ready
+from app.service.problem import Problem, problem, ready
 
 DATATYPES = {
     "FP16": "float16",
@@ -113,7 +113,7 @@ def _derivative_outputs(m: RepositoryModel) -> list[TensorMetadata]:
 @dataclass(frozen=True)
 class Inference:
     model: RepositoryModel
-    problem: ModelProblem
+    problem: Problem
     outputs: dict[str, bool] | None  # name -> as binary; None: every output, `binary` says how
     binary: bool
     id: str | None

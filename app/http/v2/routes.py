@@ -9,8 +9,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.catalog import card_from_dict
-from app.errors import NotReady, UnknownModel
+from app.endpoints import BUILTIN
+from app.errors import NotReady
 from app.http import runtime
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
@@ -21,8 +21,7 @@ from app.http.routes import PlainRoute
 from app.http.v2 import documents as docs
 from app.http.v2 import protocol as oip
 from app.http.v2 import repository as repo
-from app.service import codec
-from app.service.models import serve as serve_model
+from app.service import codec, front
 from app.service.outputs import Encoding
 
 PREFIX = "/v2"
@@ -57,19 +56,16 @@ _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type"
 
 
 def _model_from(request: Request) -> oip.Model | repo.RepositoryModel:
-    """A built-in model's operation (`jacobian`, `<model>.jacobian`), else a repository model's
-    (`<model>`, `<model>.<operation>`)."""
+    """An original endpoint (`jacobian`), else a model's (`<model>`, `<model>.<operation>`)."""
     params = request.path_params
     name, version = params["model_name"], params.get("version")
-    try:
-        oip.model(name)
-    except UnknownModel:
-        engines = runtime.runtime(request).engines
-        cards = None if engines is None else engines.cards()
-        if cards is None:
-            raise NotReady("The service is still loading its models; retry shortly") from None
-        return repo.find(name, [card_from_dict(c) for c in cards], version)
-    return oip.model(name, version)  # a built-in model's: its version checked
+    if name in oip.models():
+        return oip.model(name, version)
+    engines = runtime.runtime(request).engines
+    models = None if engines is None else engines.models()
+    if models is None:
+        raise NotReady("The service is still loading its models; retry shortly") from None
+    return repo.find(name, list(models.values()), version)
 
 
 @router.get(
@@ -154,12 +150,12 @@ async def infer(request: Request) -> Response:
     inference = oip.parse(m, body, request.headers.get(HEADER_LENGTH))
     how = '"binary_data": true on each output, or "binary_data_output": true'
     out = Encoding.chosen(inference.all_binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
-    computed = service.serve(m.endpoint, inference.problem, out, m.served.model.name)
-    answer = await unless_disconnected(request, computed)
+    card = runtime.card(request, BUILTIN)
+    answer = await unless_disconnected(request, front.serve(service, card, m.endpoint, inference.problem, out))
     binary = inference.any_binary
     response = await respond(
         answer,
-        lambda: oip.encode(inference, answer.arrays, answer.dtype, answer.device),
+        lambda: oip.encode(inference, answer.arrays, answer.meta["dtype"], answer.meta["device"]),
         BINARY if binary else codec.JSON,
     )
     if binary:
@@ -173,7 +169,7 @@ async def _infer_repository(request: Request, m: repo.RepositoryModel, body: byt
     inference = repo.parse(m, body, request.headers.get(HEADER_LENGTH))
     how = '"binary_data": true on each output, or "binary_data_output": true'
     out = Encoding.chosen(inference.all_binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
-    answer = await unless_disconnected(request, serve_model(s, service.batcher, inference.problem, out))
+    answer = await unless_disconnected(request, service.serve(inference.problem, out))
     binary = inference.any_binary
     response = await respond(
         answer, lambda: repo.encode(inference, answer.arrays, answer.meta), BINARY if binary else codec.JSON

@@ -1,4 +1,4 @@
-"""app/service/problems.py: a Problem is valid by construction, and each refusal says where and why."""
+"""app/service/seed.py and app/service/arrays.py: a request is valid by construction, and each refusal says where and why."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInput
-from app.service.problems import all_finite, finite_as, from_arrays, from_lists
+from app.service.arrays import all_finite, finite_as
+from app.service.seed import from_arrays, from_lists
 
 
 def test_one_state_becomes_a_batch_of_one_and_remembers_it() -> None:

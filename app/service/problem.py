@@ -1,16 +1,16 @@
-"""A repository model's request, checked against its card before any work (`ModelProblem`), and
-its computation: size limits, the memory claim, the engine call (an `app.calls.Call`) and the
-answer shaped as served. No web imports, no TensorFlow.
+"""A request to any model, checked against its card before any work (`Problem`): its inputs, what
+to differentiate (`wrt`) and in what (`of`), its products, and the call the engine will run (an
+`app.calls.Call`, sized). No web imports, no TensorFlow.
 
-Served shapes: a batch model's arrays keep the client's batch axis B, and products the client's
-leading K axis (dropped when it sent none); a model without a batch axis gets the Jacobian of its
-whole output in its whole input.
+Rows: a batch model's arrays keep the client's batch axis B (one example may come without it,
+for a model that allows it), its shared inputs are repeated for every example, and products
+keep the client's leading K axis (dropped when it sent none); a model without a batch axis is
+one row.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,28 +19,14 @@ import numpy as np
 from app import calls
 from app.calls import Call
 from app.catalog import Card, Tensor
-from app.config import Settings
-from app.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelUnavailable,
-    OverMemoryBudget,
-)
-from app.service.dataplane import Submits
-from app.service.outputs import Encoding, check_output_size, ensure_finite
-from app.service.problems import finite_as
+from app.errors import ModelUnavailable
+from app.service.arrays import Sizes, _fail, array_for, check_shape, tensor_text
 
 OUTPUTS = "outputs"
-JSON_BYTES_PER_NUMBER = 26
-OVERHEAD = 1 << 20
-
-
-def _fail(loc: Sequence[str | int], msg: str) -> InvalidInput:
-    return InvalidInput(msg, [{"loc": list(loc), "msg": msg}])
 
 
 @dataclass(frozen=True)
-class ModelProblem:
+class Problem:
     card: Card
     call: Call
     rows: tuple[np.ndarray, ...]  # the engine's row arrays (`app.calls`)
@@ -65,74 +51,6 @@ def ready(card: Card) -> Card:
     return card
 
 
-def _shape_text(shape: Sequence[int | None]) -> str:
-    return "[" + ", ".join("any" if d is None else str(d) for d in shape) + "]"
-
-
-def _tensor_text(t: Tensor) -> str:
-    return f"{t.name} ({t.dtype}, shape {_shape_text(t.shape)})"
-
-
-def array_for(t: Tensor, value: Any, loc: Sequence[str | int]) -> np.ndarray:
-    """A JSON value or npz member as the signature's dtype: a floating input takes numbers (cast,
-    checked finite), an integer input integers only."""
-    what = ".".join(map(str, loc))
-    try:
-        a = value if isinstance(value, np.ndarray) else np.asarray(value)
-    except ValueError:
-        raise _fail(loc, f"{what} is ragged: every row must have the same length") from None
-    if a.dtype == object:
-        raise _fail(loc, f"{what} is ragged: every row must have the same length")
-    if a.dtype.kind not in "iuf" and a.size:
-        raise _fail(
-            loc,
-            f"{what} must hold numbers ({t.name} is {t.dtype}), not {'booleans' if a.dtype.kind == 'b' else 'strings'}",
-        )
-    if t.floating:
-        return finite_as(a, what, t.dtype)
-    if a.dtype.kind not in "iu" and a.size:
-        raise _fail(loc, f"{what} must hold integers: {t.name} is {t.dtype}")
-    a = a.astype(np.int64) if a.size == 0 else a
-    info = np.iinfo(t.dtype)
-    if a.size and (a.min() < info.min or a.max() > info.max):
-        raise _fail(loc, f"{what} has entries outside {t.dtype}'s range [{info.min}, {info.max}]")
-    return a.astype(t.dtype, copy=False)
-
-
-def _check_shape(t: Tensor, a: np.ndarray, loc: Sequence[str | int], lead: int = 0, one: bool = False) -> None:
-    """`a` shaped as `t` says (after `lead` axes of the client's, such as K; without the batch
-    axis for `one` example)."""
-    shape, want = a.shape[lead:], t.shape[1:] if one else t.shape
-    ok = len(shape) == len(want) and all(d is None or d == s for d, s in zip(want, shape, strict=True))
-    if not ok:
-        raise _fail(
-            loc,
-            f"{'.'.join(map(str, loc))} has shape {list(a.shape)} but {t.name} must be shaped "
-            f"{_shape_text(want)}" + (" with a leading K axis" if lead else ""),
-        )
-
-
-class Sizes:
-    """The sizes a card names (A, F, B), bound from the first array having each and checked
-    against every other: the built-in's X and Y agree on F, its cotangents on A."""
-
-    def __init__(self) -> None:
-        self.bound: dict[str, tuple[int, str]] = {}
-
-    def bind(self, t: Tensor, a: np.ndarray, loc: Sequence[str | int], lead: int = 0, one: bool = False) -> None:
-        symbols = t.symbols[1:] if one else t.symbols
-        for axis, (symbol, size) in enumerate(zip(symbols, a.shape[lead:], strict=False)):
-            if not symbol:
-                continue
-            seen = self.bound.setdefault(symbol, (size, ".".join(map(str, loc))))
-            if seen[0] != size:
-                raise _fail(
-                    loc,
-                    f"{'.'.join(map(str, loc))} has shape {list(a.shape)}: its size {symbol} (axis {axis + lead}) "
-                    f"is {size} but {seen[1]}'s is {seen[0]}",
-                )
-
-
 def _batched(card: Card, t: Tensor) -> bool:
     return card.batch and t.name not in card.shared
 
@@ -152,7 +70,7 @@ def read_inputs(
     missing = [n for n in names if n not in given]
     unknown = sorted(set(given) - set(names))
     if missing or unknown:
-        signature = ", ".join(_tensor_text(t) for t in card.inputs)
+        signature = ", ".join(tensor_text(t) for t in card.inputs)
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unknown {', '.join(unknown)}"] if unknown else []
         )
@@ -162,7 +80,7 @@ def read_inputs(
     sizes = sizes if sizes is not None else Sizes()
     for t in card.inputs:
         a, loc, single = arrays[t.name], ["inputs", t.name], one and _batched(card, t)
-        _check_shape(t, a, loc, one=single)
+        check_shape(t, a, loc, one=single)
         if a.size == 0:
             raise _fail(loc, f"inputs.{t.name} is empty (shape {list(a.shape)})")
         sizes.bind(t, a, loc, one=single)
@@ -199,7 +117,7 @@ def _products(
         a = array_for(_as(t, dtype), value, [field, name])
         single = one and _batched(card, t)
         has_k = a.ndim == len(t.shape) - int(single) + 1
-        _check_shape(t, a, [field, name], lead=int(has_k), one=single)
+        check_shape(t, a, [field, name], lead=int(has_k), one=single)
         if sizes is not None:
             sizes.bind(t, a, [field, name], lead=int(has_k), one=single)
         k_first = a if has_k else a[None]
@@ -232,7 +150,7 @@ def problem(
     sum_batch: bool = False,
     dtype: str | None = None,
     default_dtype: str = "float32",
-) -> ModelProblem:
+) -> Problem:
     ready(card)
     computed_in = _dtype(card, dtype, default_dtype)
     sizes = Sizes()
@@ -283,7 +201,7 @@ def problem(
     call = Call(
         op, chosen_wrt, chosen_of, sum_batch, stack=stack, single=single, dtype=computed_in if card.dtypes else ""
     )
-    return _sized(ModelProblem(card, call, rows, batch, K, input_rows, output_rows, one))
+    return sized(Problem(card, call, rows, batch, K, input_rows, output_rows, one))
 
 
 def _dtype(card: Card, asked: str | None, default: str) -> str:
@@ -307,10 +225,10 @@ def _known(card: Card, t: Tensor, sizes: Sizes) -> tuple[int, ...]:
     return tuple(d if d is not None else sizes.bound.get(s, (1, ""))[0] for d, s in zip(dims, symbols, strict=True))
 
 
-def _sized(p: ModelProblem) -> ModelProblem:
+def sized(p: Problem) -> Problem:
     """The call with what the engine will return: bytes per row and fixed, and how many arrays."""
     one, two = (calls.output_shapes(p.card, p.call, n, p.k, p.input_rows, p.output_rows) for n in (1, 2))
-    b1, b2 = (calls.output_bytes(shapes, _itemsizes(p.card, shapes, p.call.dtype)) for shapes in (one, two))
+    b1, b2 = (calls.output_bytes(shapes, itemsizes(p.card, shapes, p.call.dtype)) for shapes in (one, two))
     return replace(p, call=replace(p.call, row_bytes=b2 - b1, fixed_bytes=2 * b1 - b2, arrays=len(one)))
 
 
@@ -336,7 +254,7 @@ def _refuse_extra(op: str, cotangents: Any, tangents: Any, sum_batch: bool, card
         raise _fail(["sum_batch"], f"sum_batch needs a batch model; {card.name!r} has no batch axis")
 
 
-def _itemsizes(card: Card, shapes: dict[str, tuple[int, ...]], dtype: str = "") -> dict[str, int]:
+def itemsizes(card: Card, shapes: dict[str, tuple[int, ...]], dtype: str = "") -> dict[str, int]:
     """Bytes per number of each engine output: an output's dtype, a derivative in its source's
     (the call's `dtype` for every floating one, when the model offers several)."""
     size = {t.name: np.dtype(_as(t, dtype).dtype).itemsize for t in card.inputs + card.outputs + card.variables}
@@ -350,119 +268,5 @@ def _itemsizes(card: Card, shapes: dict[str, tuple[int, ...]], dtype: str = "") 
     return found
 
 
-def engine_shapes(p: ModelProblem) -> dict[str, tuple[int, ...]]:
+def engine_shapes(p: Problem) -> dict[str, tuple[int, ...]]:
     return calls.output_shapes(p.card, p.call, p.n_rows, p.k, p.input_rows, p.output_rows)
-
-
-def estimate(p: ModelProblem, npz: bool) -> int:
-    """Peak bytes while it runs: the inputs (parsed, stacked, TensorFlow's copy), TensorFlow's
-    peak (the multiple measured on the operation's first use), the answer, and its encoding."""
-    shapes = engine_shapes(p)
-    out = calls.output_bytes(shapes, _itemsizes(p.card, shapes, p.call.dtype))
-    given = sum(a.nbytes for a in p.rows)
-    elements = sum(int(np.prod(s)) for s in shapes.values())
-    encoded = 0 if npz else elements * JSON_BYTES_PER_NUMBER
-    measured = p.card.peak_factors.get(p.call.op)
-    factor = UNMEASURED if measured is None else max(1.0, MARGIN * measured)
-    return 4 * given + int(factor * (out + given)) + out + encoded + OVERHEAD
-
-
-# TensorFlow's peak, a multiple of a call's inputs and outputs: measured per model and operation
-# on its first use (`Card.peak_factors`, from the allocator's statistics, which read below the
-# process's memory: hence the margin). Until then, at least the inputs and answer; the claim is the
-# whole budget (`claim`).
-MARGIN = 1.5
-UNMEASURED = 1.0
-
-
-def claim(p: ModelProblem, estimated: int, budget: int) -> int:
-    """What a request holds of the memory budget while it runs: its estimate, or the whole budget
-    for an operation not measured yet (its first request runs alone: factors of 2 to 70 were
-    measured here, too wide apart to guess one)."""
-    return estimated if p.call.op in p.card.peak_factors else max(estimated, budget)
-
-
-@dataclass(frozen=True)
-class Answer:
-    arrays: dict[str, np.ndarray]  # as served, flat: "outputs|y", "jacobian|y|x", ...
-    meta: dict[str, Any]
-    release: Callable[[], None]
-
-
-async def serve(settings: Settings, batcher: Submits, p: ModelProblem, out: Encoding) -> Answer:
-    if p.call.op != calls.PREDICT and open_outputs(p.card):
-        p = await _with_output_sizes(settings, batcher, p, out)
-    shapes = engine_shapes(p)
-    derivative = sum(int(np.prod(s)) for k, s in shapes.items() if not k.startswith(OUTPUTS))
-    sizes = (f"B={p.batch}, " if p.batch else "") + (f"K={p.K}, " if p.K else "")
-    check_output_size(p.call.op, derivative, f"{sizes}model {p.card.name}".strip(", "), out, _hint(p))
-    estimated = estimate(p, out.npz)
-    if estimated > settings.memory_budget_bytes:
-        raise OverMemoryBudget(
-            f"This request would need about {estimated:,} bytes of memory while it runs, more than the "
-            f"service's whole memory budget of {settings.memory_budget_bytes:,} bytes "
-            f"(JACOBIAN_MEMORY_BUDGET_BYTES); {_hint(p).removeprefix(', or ')}{out.switch}"
-        )
-    try:
-        async with asyncio.timeout(settings.deadline_s):
-            computed = await batcher.submit(
-                p.call.encode(), *p.rows, claim=claim(p, estimated, settings.memory_budget_bytes), model=p.card.name
-            )
-    except TimeoutError:
-        raise DeadlineExceeded(
-            f"The computation did not finish within {settings.deadline_s:g} s; send a smaller request"
-        ) from None
-    try:
-        ensure_finite(computed.arrays)
-        arrays = {k: _served(p, k, a) for k, a in computed.arrays.items()}
-    except BaseException:
-        computed.release()
-        raise
-    floating = dict.fromkeys(p.call.dtype or t.dtype for t in p.card.outputs if t.floating)
-    dtype = ", ".join(floating) or "none"
-    meta = {"model": p.card.name, "version": p.card.version, "dtype": dtype, "device": computed.device}
-    return Answer(arrays, meta, computed.release)
-
-
-async def _with_output_sizes(settings: Settings, batcher: Submits, p: ModelProblem, out: Encoding) -> ModelProblem:
-    """A signature that leaves an output's size open: a forward pass first shows it, so that the
-    derivative's size limits and memory claim count it (one forward pass more for such models)."""
-    n_inputs = len(p.card.inputs)
-    forward = _sized(replace(p, call=Call(calls.PREDICT, stack=p.call.stack), rows=p.rows[:n_inputs], K=None))
-    answer = await serve(settings, batcher, forward, out)
-    try:
-        found = {k.split(calls.SEP, 1)[1]: a.shape for k, a in answer.arrays.items()}
-    finally:
-        answer.release()
-    rows = {o: tuple(shape[1:]) if p.card.batch else tuple(shape) for o, shape in found.items()}
-    return _sized(replace(p, output_rows=rows))
-
-
-def _hint(p: ModelProblem) -> str:
-    return ", or fewer examples, outputs (of) or inputs (wrt)" + (", or fewer products (K)" if p.K else "")
-
-
-def _served(p: ModelProblem, key: str, a: np.ndarray) -> np.ndarray:
-    """An engine output as the client gets it: the row axis of a one-row model dropped, K first
-    when the client sent K, dropped when it did not."""
-    kind = key.split(calls.SEP)[0]
-    if kind in (calls.VJP, calls.JVP, calls.HVP):
-        if kind == calls.VJP and p.call.sum_batch:
-            return a if p.K is not None else a[0]  # (K, ...)
-        a = np.moveaxis(a, 1, 0)  # (K, N, ...)
-        if not p.card.batch or p.one:
-            a = a[:, 0]
-        return a if p.K is not None else a[0]
-    return a if p.card.batch and not p.one else a[0]
-
-
-def nested(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """{"outputs|y": a, "jacobian|y|x": b} -> {"outputs": {"y": a}, "jacobian": {"y": {"x": b}}}."""
-    tree: dict[str, Any] = {}
-    for key, a in arrays.items():
-        *path, leaf = key.split(calls.SEP)
-        node = tree
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = a
-    return tree

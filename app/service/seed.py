@@ -1,5 +1,7 @@
-"""A validated problem — X, the states Y, and optionally a direction V — built from JSON lists
-or npz arrays, with the checks both transports share. No web imports."""
+"""A request to the original endpoints (`app.endpoints`), validated: X, the states Y, and a
+direction V or cotangents U, from JSON lists, npz arrays or V2 tensors, with the checks and
+messages every transport shares. `app.service.front` renames it into the built-in model's call.
+No web imports."""
 
 from __future__ import annotations
 
@@ -7,15 +9,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from pydantic import BaseModel
 
-from app import ops
+from app.calls import JVP, VJP
 from app.errors import InvalidInput
-
-FLOAT_DTYPES = ("float32", "float64")
+from app.service.arrays import finite_as
+from app.service.codec import validated
+from app.service.npz import read
 
 
 @dataclass(frozen=True)
-class Problem:
+class PolicyRequest:
     """X: (A, F); Y: (B, F) — `batched` says whether the client sent B×F or a single F vector."""
 
     X: np.ndarray
@@ -54,41 +58,13 @@ def _rectangular(rows: list[list[float]], name: str) -> None:
             )
 
 
-def all_finite(a: np.ndarray) -> bool:
-    """Whether every entry is finite. NaN and ±inf propagate through addition, so a finite sum
-    proves it at ~2/3 the cost of `np.isfinite(a).all()`, which fills a boolean array first; a sum
-    that overflowed is decided entry by entry."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(a, axis=None)
-    return bool(np.isfinite(total)) or bool(np.isfinite(a).all())
-
-
-def finite_as(values: object, name: str, dtype: str) -> np.ndarray:
-    """`values` as a `dtype` array, refusing NaN/inf and entries that overflow `dtype`."""
-    if isinstance(values, np.ndarray) and values.dtype == dtype:  # an npz member already right: no copies
-        if not all_finite(values):
-            raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
-        return values
-    try:
-        wide = np.asarray(values, dtype=np.float64)
-    except ValueError:  # nested lists of unequal lengths
-        raise _fail([name], f"{name} is ragged: every row must have the same length") from None
-    if not np.isfinite(wide).all():
-        raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
-    with np.errstate(over="ignore"):  # reported below, with advice
-        arr = wide.astype(dtype)
-    if not np.isfinite(arr).all():
-        raise _fail([name], f"{name} has entries too large for {dtype}; use dtype float64")
-    return arr
-
-
 def from_lists(
     X: list[list[float]],
     Y: list[float] | list[list[float]],
     dtype: str,
     V: list[list[float]] | None = None,
     wrt: Sequence[str] = ("X",),
-) -> Problem:
+) -> PolicyRequest:
     """Build a problem from parsed JSON lists (types already checked by pydantic)."""
     _rectangular(X, "X")
     batched = bool(Y) and isinstance(Y[0], list)
@@ -104,7 +80,9 @@ def from_lists(
     )
 
 
-def from_arrays(X: np.ndarray, Y: np.ndarray, V: np.ndarray | None = None, wrt: Sequence[str] = ("X",)) -> Problem:
+def from_arrays(
+    X: np.ndarray, Y: np.ndarray, V: np.ndarray | None = None, wrt: Sequence[str] = ("X",)
+) -> PolicyRequest:
     """Check ranks and shapes of same-dtype float arrays: X (A, F), Y (F,) or (B, F), V (A, F)."""
     if X.ndim != 2:
         raise _fail(["X"], f"X must be a 2-D matrix (A×F) but has {X.ndim} dimensions")
@@ -124,10 +102,10 @@ def from_arrays(X: np.ndarray, Y: np.ndarray, V: np.ndarray | None = None, wrt: 
         )
     if V is not None and V.shape != X.shape:
         raise _fail(["V"], f"V has shape {list(V.shape)} but X has shape {[A, F]}; V must be shaped like X")
-    return Problem(X=X, Y=Y if batched else Y[None, :], batched=batched, V=V, wrt=tuple(dict.fromkeys(wrt)))
+    return PolicyRequest(X=X, Y=Y if batched else Y[None, :], batched=batched, V=V, wrt=tuple(dict.fromkeys(wrt)))
 
 
-def with_cotangents(p: Problem, U: np.ndarray, sum_states: bool = False) -> Problem:
+def with_cotangents(p: PolicyRequest, U: np.ndarray, sum_states: bool = False) -> PolicyRequest:
     """A /vjp problem: U shaped like W — A or K×A for one state, B×A or K×B×A for a batch."""
     B, A, _ = p.shape
     like_w = (B, A) if p.batched else (A,)
@@ -152,7 +130,7 @@ def with_cotangents(p: Problem, U: np.ndarray, sum_states: bool = False) -> Prob
     return replace(p, U=np.ascontiguousarray(Ur), K=K, sum_states=sum_states)
 
 
-def with_tangents(p: Problem, V: np.ndarray) -> Problem:
+def with_tangents(p: PolicyRequest, V: np.ndarray) -> PolicyRequest:
     """A /jvp problem: V shaped like X (A×F), or K×A×F for K tangents."""
     A, F = p.X.shape
     if V.ndim == 2 and V.shape == (A, F):
@@ -174,14 +152,48 @@ def from_named(
     products: str | None = None,
     sum_states: bool = False,
     wrt: Sequence[str] = ("X",),
-) -> Problem:
+) -> PolicyRequest:
     """A problem from float arrays named as in the API (X, Y, and V or U), whatever the transport
     (npz, the Open Inference Protocol). The computation's dtype is `dtype` if given, else the
     widest of the arrays'."""
     wide = dtype or str(np.result_type(*arrays.values()))
     cast = {name: finite_as(a, name, wide) for name, a in arrays.items()}
-    if products == ops.VJP:
+    if products == VJP:
         return with_cotangents(from_arrays(cast["X"], cast["Y"]), cast["U"], sum_states)
-    if products == ops.JVP:
+    if products == JVP:
         return with_tangents(from_arrays(cast["X"], cast["Y"]), cast["V"])
     return from_arrays(cast["X"], cast["Y"], cast.get("V"), wrt)
+
+
+def from_json(body: bytes, model: type[BaseModel], default_dtype: str, products: str | None = None) -> PolicyRequest:
+    """A JSON body validated against its endpoint's schema (`app.http.schemas`) as a request; 400
+    if not JSON, 422 if not a valid problem. `products`: "vjp" or "jvp" when the body carries
+    cotangents U or tangents V with a K axis."""
+    req = validated(body, model, "X and Y")
+    dtype = req.dtype or default_dtype  # type: ignore[attr-defined]
+    p = from_lists(
+        req.X,  # type: ignore[attr-defined]
+        req.Y,  # type: ignore[attr-defined]
+        dtype,
+        V=None if products else getattr(req, "V", None),
+        wrt=getattr(req, "wrt", ("X",)),
+    )
+    if products == VJP:
+        return with_cotangents(p, finite_as(req.U, "U", dtype), req.sum_states)  # type: ignore[attr-defined]
+    if products == JVP:
+        return with_tangents(p, finite_as(req.V, "V", dtype))  # type: ignore[attr-defined]
+    return p
+
+
+def from_npz(
+    body: bytes,
+    names: tuple[str, ...],
+    dtype: str | None,
+    max_bytes: int,
+    products: str | None = None,
+    sum_states: bool = False,
+    wrt: tuple[str, ...] = ("X",),
+) -> PolicyRequest:
+    """An .npz holding `names` (X, Y[, V or U]) as float32/float64 arrays, as a request. The
+    computation's dtype is the `dtype` argument if given, else the widest of the arrays'."""
+    return from_named(read(body, names, max_bytes), dtype, products, sum_states, wrt)
