@@ -20,6 +20,7 @@ class Function:
     """The model on rows: X (N, A, F) — the shared X, one copy per row — and Y (N, F) to W (N, A)."""
 
     arguments: ClassVar[dict[str, str]] = {"X": "X", "Y": "Y"}  # its inputs (`Kernel` differentiates them per row)
+    xla = True  # small and middle shapes run faster compiled (`app.engine.xla`)
 
     def __call__(self, inputs: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         z = tf.linalg.matvec(inputs["X"], inputs["Y"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +44,9 @@ class Engine:
 
     def __init__(
         self,
+        xla: bool = _DEFAULTS["xla"].default,
+        xla_after: int = _DEFAULTS["xla_after"].default,
+        xla_max_shapes: int = _DEFAULTS["xla_max_shapes"].default,
         model_repository: str | None = None,
         max_output_elements: int = _DEFAULTS["max_output_elements"].default,
         memory_budget_bytes: int | None = None,
@@ -58,22 +60,47 @@ class Engine:
         # What calibration may ask for: no answer a request's limits would refuse, no more memory
         # than the budget (unset: the machine's, as the service computes it).
         budget = memory_budget_bytes if memory_budget_bytes is not None else Settings().memory_budget_bytes
-        self._traces: Counter[str] = Counter()
         # The built-in model first, then the repository's: one registry, served by the same calls.
         found = repository.load_repository(model_repository, (builtin.NAME,)) if model_repository else {}
         self.refused = [found.pop(builtin.NAME).card] if builtin.NAME in found else []  # listed, not served
         self.repository = {builtin.NAME: repository.Loaded(builtin.CARD, graph=builtin.Function()), **found}
-        self.model_calls = ModelCalls(self.repository, self._traces, max_output_elements, budget)
+        self.xla = xla
+        self.model_calls = ModelCalls(
+            self.repository, max_output_elements, budget, (xla_after, xla_max_shapes) if xla else None
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
-        """The engine the service runs: the repository, and what calibration may ask for."""
-        return cls(settings.model_repository, settings.max_output_elements, settings.memory_budget_bytes)
+        """The engine the service runs: XLA, the repository, and what calibration may ask for."""
+        return cls(
+            settings.xla,
+            settings.xla_after,
+            settings.xla_max_shapes,
+            settings.model_repository,
+            settings.max_output_elements,
+            settings.memory_budget_bytes,
+        )
 
     @property
     def trace_count(self) -> int:
         """How many times any function has been traced: once per call used, however shapes vary."""
-        return sum(self._traces.values())
+        return sum(self.model_calls.traces.values())
+
+    @property
+    def xla_shapes(self) -> int:
+        """How many (model, call, dtype, shape) combinations XLA has compiled."""
+        return len(self.compiled_shapes)
+
+    @property
+    def compiled_shapes(self) -> frozenset[tuple[Any, ...]]:
+        """(model, operation, dtype, *input shapes, the call's key) of each XLA-compiled shape, rows padded."""
+        xla = self.model_calls.xla
+        return frozenset(xla.compiled) if xla is not None else frozenset()
+
+    def wait_for_compiles(self) -> None:
+        """Block until queued XLA compilations finish (tests and benchmarks)."""
+        if self.model_calls.xla is not None:
+            self.model_calls.xla.wait()
 
     def describe(self) -> dict[str, Any]:
         """What readiness reports of an engine: TensorFlow's version, devices, oneDNN, traces, models."""
@@ -82,6 +109,9 @@ class Engine:
             "devices": visible_devices(),
             "onednn": onednn_enabled(),
             "trace_count": self.trace_count,
+            "xla_shapes": self.xla_shapes,
+            # Compiling in the background, on the cores requests use: a benchmark waits for zero.
+            "xla_compiling": len(self.model_calls.xla.pending) if self.model_calls.xla is not None else 0,
             "models": [dataclasses.asdict(c) for c in [m.card for m in self.repository.values()] + self.refused],
         }
 

@@ -1,15 +1,18 @@
-"""A repository model's calls (`app.calls.Call`): each traced on first use from its kernel
-(`app.engine.signatures`), calibrated for memory on its operation's first use
-(`app.engine.calibration`), timed, and run in pieces against a deadline (`app.engine.costs`).
+"""A model's calls (`app.calls.Call`), the built-in's and the repository's: each traced on first
+use from its kernel (`app.engine.signatures`), calibrated for memory on its operation's first use
+(`app.engine.calibration`), timed, run in pieces against a deadline (`app.engine.costs`), and
+compiled with XLA for a model that asks for it (`app.engine.xla`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from threading import Lock
 from typing import Any
 
 import numpy as np
@@ -19,23 +22,31 @@ from app import calls
 from app.engine import calibration, costs, signatures
 from app.engine.repository import Loaded
 from app.engine.tensors import Result, device_name, flat_caller, reason, to_numpy
+from app.engine.xla import Xla
 from app.errors import DeadlineExceeded, ModelRefused
 
 log = logging.getLogger("app.engine")
 
 
 class ModelCalls:
-    """The repository models' traced calls, their timings and which operations are calibrated."""
+    """The models' traced calls, their timings, which operations are calibrated, and XLA for the
+    models that ask for it (`app.engine.xla`)."""
 
     def __init__(
-        self, repository: dict[str, Loaded], traces: Counter[str], max_output_elements: int, memory_budget: int
+        self,
+        repository: dict[str, Loaded],
+        max_output_elements: int,
+        memory_budget: int,
+        xla: tuple[int, int] | None = None,  # (after, max_shapes), or off
     ) -> None:
         self.repository = repository
-        self.traces = traces  # the engine's, shared: tracing is counted in one place
+        self.traces: Counter[str] = Counter()
         self.max_output_elements, self.memory_budget = max_output_elements, memory_budget
         self.functions: dict[tuple[Any, ...], Callable[..., dict[str, tf.Tensor]]] = {}
         self.calibrated: set[tuple[str, str]] = set()
         self.costs = costs.Costs()
+        self.xla = Xla(*xla, self.function) if xla is not None else None
+        self._tracing = Lock()  # the XLA compiler's thread traces too
 
     def calibrate(self, model: str, op: str) -> None:
         """Measure the peak of a repository model's operation once, before its first call runs
@@ -45,14 +56,23 @@ class ModelCalls:
             return
         self.calibrated.add(key)  # first: calibration's own calls come back through run
         loaded = self.repository[model]
-        factor = calibration.calibrate(self.run, model, loaded.card, op, self.max_output_elements, self.memory_budget)
+        measure = functools.partial(self.run, xla=False)  # its example shapes are no request's
+        factor = calibration.calibrate(measure, model, loaded.card, op, self.max_output_elements, self.memory_budget)
         if factor is not None:
             loaded.card = dataclasses.replace(loaded.card, peak_factors={**loaded.card.peak_factors, op: factor})
             log.info("model %s: TensorFlow's peak for %s is %g times its inputs and answer", model, op, factor)
 
-    def run(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...], deadline: float | None = None) -> Result:
-        """One call of a repository model on its row arrays (`app.calls`). What its graph refuses
-        (an index out of range, a failed assertion) is the request's fault: `ModelRefused`.
+    def run(
+        self,
+        model: str,
+        call: calls.Call,
+        rows: tuple[np.ndarray, ...],
+        deadline: float | None = None,
+        xla: bool = True,
+    ) -> Result:
+        """One call of a model on its row arrays (`app.calls`). What its graph refuses (an index
+        out of range, a failed assertion) is the request's fault: `ModelRefused`. With `xla`, a
+        model that asks for it may be served compiled (not calibration's example shapes).
 
         With a `deadline` (`time.monotonic()`), a call that cannot finish by then is refused before
         it starts, and one of independent rows runs in pieces and stops once it has passed
@@ -67,7 +87,7 @@ class ModelCalls:
         while start < n:
             if deadline is not None:
                 self._refuse_late(model, key, n, start, piece, deadline)
-            part, device = self._timed_call(model, call, key, tuple(r[start : start + piece] for r in rows))
+            part, device = self._timed_call(model, call, key, tuple(r[start : start + piece] for r in rows), xla)
             done.append(part)
             start += piece
             piece = self.costs.piece(key, n - start) if pieces else n
@@ -90,33 +110,45 @@ class ModelCalls:
         raise DeadlineExceeded(f"Model {model!r} {done}: {why} (JACOBIAN_DEADLINE_S); send fewer rows")
 
     def _timed_call(
-        self, model: str, call: calls.Call, key: Any, rows: tuple[np.ndarray, ...]
+        self, model: str, call: calls.Call, key: Any, rows: tuple[np.ndarray, ...], xla: bool = True
     ) -> tuple[dict[str, np.ndarray], str]:
         traces, start = sum(self.traces.values()), time.perf_counter()
+        n = len(rows[0])
         try:
-            out = self.function(model, call)(*rows)
+            out = compiled = self._xla(model, call, rows) if xla else None  # its rows padded: cut back below
+            out = out if out is not None else self.function(model, call)(*rows)
         except tf.errors.InvalidArgumentError as err:
             raise ModelRefused(f"Model {model!r} refused these inputs: {reason(err.message)}") from None
         if sum(self.traces.values()) == traces:  # a call that traced says nothing of the next one's time
-            self.costs.observe(key, len(rows[0]), time.perf_counter() - start)
+            self.costs.observe(key, n, time.perf_counter() - start)
         first = next(iter(out.values()))
-        return {k: to_numpy(t) for k, t in out.items()}, device_name(first)
+        return {k: to_numpy(t)[:n] if compiled else to_numpy(t) for k, t in out.items()}, device_name(first)
 
-    def function(self, model: str, call: calls.Call) -> Callable[..., dict[str, tf.Tensor]]:
+    def _xla(self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]) -> dict[str, tf.Tensor] | None:
+        """Its XLA-compiled call (rows padded), for a model that asks for XLA, once its shape is hot."""
+        wants = self.xla is not None and call.stack and getattr(self.repository[model].graph, "xla", False)
+        return self.xla.run(model, call, rows) if wants and self.xla is not None else None
+
+    def function(self, model: str, call: calls.Call, jit_compile: bool = False) -> Callable[..., dict[str, tf.Tensor]]:
         """The traced function of a call, traced on first use: one per (model, operation, wrt,
-        of), however the shapes vary."""
-        key = (model, *call.key)
+        of, dtype), plain or XLA, however the shapes vary."""
+        key = (model, *call.key, jit_compile)
         fn = self.functions.get(key)
         if fn is None:
-            loaded = self.repository[model]
-            assert loaded.graph is not None, f"model {model} is not loaded"
-            kernel = signatures.Kernel(loaded.card, loaded.graph, call)
-            trace_key = f"{model}/{'/'.join(map(str, call.key))}"
-
-            def counted(*rows: tf.Tensor) -> dict[str, tf.Tensor]:
-                self.traces[trace_key] += 1
-                return kernel(*rows)
-
-            traced = tf.function(counted, input_signature=kernel.signature())
-            fn = self.functions[key] = flat_caller(traced.get_concrete_function())
+            with self._tracing:
+                fn = self.functions.get(key) or self._trace(model, call, jit_compile)
+                self.functions[key] = fn
         return fn
+
+    def _trace(self, model: str, call: calls.Call, jit_compile: bool) -> Callable[..., dict[str, tf.Tensor]]:
+        loaded = self.repository[model]
+        assert loaded.graph is not None, f"model {model} is not loaded"
+        kernel = signatures.Kernel(loaded.card, loaded.graph, call)
+        trace_key = f"{model}/{'/'.join(map(str, call.key))}/{'xla' if jit_compile else 'graph'}"
+
+        def counted(*rows: tf.Tensor) -> dict[str, tf.Tensor]:
+            self.traces[trace_key] += 1  # Python side effect: runs only while tracing
+            return kernel(*rows)
+
+        traced = tf.function(counted, input_signature=kernel.signature(), jit_compile=jit_compile)
+        return flat_caller(traced.get_concrete_function())

@@ -90,7 +90,9 @@ class EngineClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
 
-    async def submit(self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "") -> Computed:
+    async def submit(
+        self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "", claim_after: int = 0
+    ) -> Computed:
         if self.state == "starting":  # this worker has not heard from the engine yet: briefly wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._seen.wait(), FIRST_CONTACT_S)
@@ -109,6 +111,7 @@ class EngineClient:
             segment.size if segment else 0,
             os.getpid(),
             claim,
+            claim_after,
         )
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, segment)
@@ -243,9 +246,11 @@ class Engines:
         for c in self.clients:
             await c.stop()
 
-    async def submit(self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "") -> Computed:
-        ready = [c for c in self.clients if c.state == "ready"] or self.clients
-        return await min(ready, key=lambda c: c.in_flight).submit(call, *rows, claim=claim, model=model)
+    async def submit(
+        self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "", claim_after: int = 0
+    ) -> Computed:
+        least = min([c for c in self.clients if c.state == "ready"] or self.clients, key=lambda c: c.in_flight)
+        return await least.submit(call, *rows, claim=claim, model=model, claim_after=claim_after)
 
     async def first_contact(self) -> None:
         await asyncio.gather(*(c.first_contact() for c in self.clients))
@@ -282,5 +287,7 @@ class Engines:
             "devices": sorted({d for s in statuses for d in s["devices"]}),
             "onednn": any(s["onednn"] for s in statuses) if statuses else None,
             "trace_count": sum(s["trace_count"] for s in statuses) if statuses else None,
+            "xla_shapes": sum(s["xla_shapes"] for s in statuses) if statuses else None,
+            "xla_compiling": sum(s["xla_compiling"] for s in statuses) if statuses else None,
             "memory_claimed_bytes": sum(s["memory_claimed_bytes"] for s in statuses) if statuses else None,
         }

@@ -47,6 +47,7 @@ class Compute:
     shm_size: int
     worker: int  # the worker's process id
     claim: int
+    claim_after: int = 0  # what it holds once computed, when less (`app.scheduling.policy.Job`)
     kind: Literal["compute"] = "compute"
 
     @classmethod

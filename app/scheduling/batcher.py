@@ -79,11 +79,15 @@ class Batcher:
                 await self._task
         self._executor.shutdown(wait=True)
 
-    async def submit(self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "") -> Computed:
+    async def submit(
+        self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "", claim_after: int = 0
+    ) -> Computed:
         """Queue rows (each with a leading row axis) for `call` of `model`, once `claim` bytes fit
-        the budget; returns their outputs, holding the claim until `release` is called."""
+        the budget; returns their outputs, holding the claim (`claim_after` once computed, if
+        less) until `release` is called."""
         loop = asyncio.get_running_loop()
-        job = _Job(call, rows, model, loop.create_future(), deadline=time.monotonic() + self.deadline_s)
+        deadline = time.monotonic() + self.deadline_s
+        job = _Job(call, rows, model, loop.create_future(), deadline=deadline, claim_after=claim_after)
         self.scheduler.offer(job, claim)  # Overloaded at the cap
         self._wakeup.set()
         if not self.scheduler.admitted(job):

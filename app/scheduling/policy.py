@@ -30,6 +30,9 @@ class Job:
     rows: tuple[np.ndarray, ...]
     model: str
     deadline: float = field(default=math.inf, kw_only=True)  # time.monotonic() by which it is answered
+    # What it holds of the budget once computed (its answer, as it is sent), when less than its
+    # claim: an operation not measured yet claims the whole budget to run, not to be sent.
+    claim_after: int = field(default=0, kw_only=True)
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -193,7 +196,15 @@ class Scheduler(Generic[J]):
         return batch
 
     def finished(self, batch: list[J]) -> None:
+        """The batch has run: each job now holds what it needs to be sent (`claim_after`), and
+        what that frees is admitted."""
         self._running.difference_update(id(j) for j in batch)
+        for job in batch:
+            held = self._held.get(id(job))
+            if held is not None and 0 < job.claim_after < held:
+                self.ledger.release(held - job.claim_after)
+                self._held[id(job)] = job.claim_after
+        self.admit()
 
     def release(self, job: J) -> None:
         """Give back the job's claim (answered and sent, failed, or given up on); a job still

@@ -136,7 +136,9 @@ class EngineLoop:
             return
         r = request
         deadline = time.monotonic() + self.settings.deadline_s  # when its worker gives up on it
-        job = _Job(r.call, rows, r.model, peer, r.id, r.shm, r.shm_size, r.worker, deadline=deadline)
+        job = _Job(
+            r.call, rows, r.model, peer, r.id, r.shm, r.shm_size, r.worker, deadline=deadline, claim_after=r.claim_after
+        )
         try:
             self.scheduler.offer(job, r.claim)
         except Overloaded:

@@ -25,7 +25,9 @@ from app.service.problem import OUTPUTS, Problem, engine_shapes, open_outputs, s
 class Submits(Protocol):
     """The in-process batcher, or the client of the engine processes."""
 
-    async def submit(self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "") -> Computed: ...
+    async def submit(
+        self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "", claim_after: int = 0
+    ) -> Computed: ...
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ class Service:
         try:
             async with asyncio.timeout(s.deadline_s):  # no extra task, unlike wait_for
                 held = claim(p, estimated, s.memory_budget_bytes)
-                computed = await self.batcher.submit(p.call, *p.rows, claim=held, model=p.card.name)
+                computed = await self.batcher.submit(
+                    p.call, *p.rows, claim=held, model=p.card.name, claim_after=estimated
+                )
         except TimeoutError:
             raise DeadlineExceeded(
                 f"The computation did not finish within {s.deadline_s:g} s; send a smaller request"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,9 +29,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("slow")
     edge_models.save_slow(root)
     build_models.wide(root, np.random.default_rng(0))
-    engine = Engine(xla=False, model_repository=str(root))
+    engine = Engine(model_repository=str(root))
     for name, width in (("slow", 8), ("wide", 5)):  # each traced and calibrated beforehand
-        engine.run_rows(
+        engine.run(
             _predict(engine, name), np.ones((1, width), np.float32 if name == "slow" else np.float64), model=name
         )
     # A budget that admits 2000 rows at once (the slow model's layers are 256 KB a row), so that the
@@ -39,11 +40,11 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     yield from started_client(settings, engine=engine)
 
 
-def _predict(engine: object, name: str) -> str:
+def _predict(engine: object, name: str) -> Any:
     from app import calls
 
     card = engine.repository[name].card  # type: ignore[attr-defined]
-    return calls.default_call(card, calls.PREDICT).encode()
+    return calls.default_call(card, calls.PREDICT)
 
 
 def _slow(client: TestClient, rows: int, width: int) -> tuple[int, str, float]:

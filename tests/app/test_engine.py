@@ -8,10 +8,11 @@ import tensorflow as tf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import ops
+from app.calls import Call
 from app.config import Settings
 from app.engine.derivatives import Engine
 from tests.support import oracles
+from tests.support.helpers import run_policy
 from tests.support.oracles import assert_close
 
 TOL = {"float64": 1e-9, "float32": 1e-5}
@@ -72,7 +73,7 @@ def states(Y: np.ndarray) -> list[int]:
 @given(problems())
 def test_jacobian_matches_closed_form(engine: Engine, problem) -> None:
     X, Y, _regime = problem
-    out = engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays
+    out = run_policy(engine, "jacobian", ("X", "Y"), *rows(X, Y)).arrays
     tol = TOL[X.dtype.name]
     assert out["J"].dtype == X.dtype and out["J"].shape == (len(Y), *X.shape[:1], *X.shape)
     for b in states(Y):
@@ -92,19 +93,19 @@ def test_jacobian_matches_closed_form(engine: Engine, problem) -> None:
 def test_jacobian_matches_finite_differences(engine: Engine, problem) -> None:
     X, Y, _regime = problem
     X, y = X.astype(np.float64), Y[0].astype(np.float64)
-    out = engine.run_rows(ops.JACOBIAN_XY, X[None], y[None]).arrays
+    out = run_policy(engine, "jacobian", ("X", "Y"), X[None], y[None]).arrays
     fd_x = oracles.central_difference(lambda X_: oracles.log_softmax(X_, y), X)
     assert_close(out["J"][0], fd_x, 1e-9, max(oracles.natural_scale("J", X, y), 1e-4))
     fd_y = oracles.central_difference(lambda y_: oracles.log_softmax(X, y_), y)
     assert_close(out["J_Y"][0], fd_y, 1e-9, max(oracles.natural_scale("J_Y", X, y), 1e-4))
 
 
-@pytest.mark.parametrize("op,keys", [(ops.JACOBIAN, {"W", "J"}), (ops.JACOBIAN_Y, {"W", "J_Y"})])
-def test_each_jacobian_op_returns_only_what_it_names(
-    engine: Engine, rng: np.random.Generator, op: str, keys: set[str]
+@pytest.mark.parametrize("wrt,keys", [(("X",), {"W", "J"}), (("Y",), {"W", "J_Y"})])
+def test_each_jacobian_returns_only_what_it_names(
+    engine: Engine, rng: np.random.Generator, wrt: tuple[str, ...], keys: set[str]
 ) -> None:
     X, Y = rng.normal(size=(3, 5)), rng.normal(size=(2, 5))
-    out = engine.run_rows(op, *rows(X, Y)).arrays
+    out = run_policy(engine, "jacobian", wrt, *rows(X, Y)).arrays
     assert set(out) == keys
     for name in keys - {"W"}:
         want = oracles.jacobian if name == "J" else oracles.jacobian_y
@@ -113,16 +114,16 @@ def test_each_jacobian_op_returns_only_what_it_names(
 
 def test_batch_equals_per_state(engine: Engine, rng: np.random.Generator) -> None:
     X, Y = rng.normal(size=(7, 11)), rng.normal(size=(5, 11))
-    batch = engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays
+    batch = run_policy(engine, "jacobian", ("X", "Y"), *rows(X, Y)).arrays
     for b in range(5):
-        single = engine.run_rows(ops.JACOBIAN_XY, X[None], Y[b : b + 1]).arrays
+        single = run_policy(engine, "jacobian", ("X", "Y"), X[None], Y[b : b + 1]).arrays
         for name in ("W", "J", "J_Y"):
             np.testing.assert_allclose(batch[name][b], single[name][0], rtol=1e-12, atol=1e-15)
 
 
 def test_rows_with_different_matrices_are_independent(engine: Engine, rng: np.random.Generator) -> None:
     Xr, Yr = rng.normal(size=(4, 3, 6)), rng.normal(size=(4, 6))
-    out = engine.run_rows(ops.JACOBIAN, Xr, Yr).arrays
+    out = run_policy(engine, "jacobian", ("X",), Xr, Yr).arrays
     for n in range(4):
         assert_close(out["J"][n], oracles.jacobian(Xr[n], Yr[n]), 1e-9)
 
@@ -133,32 +134,31 @@ def test_saturated_logits_give_exact_derivatives(engine: Engine, dtype: str) -> 
     the Hessian and every HVP are exactly 0 — all finite, none NaN."""
     X, y = np.array([[1000.0, 0.0], [-1000.0, 0.0], [0.0, 0.0]]), np.array([1.0, 3.0])
     Xr, Yr = X[None].astype(dtype), y[None].astype(dtype)
-    out = engine.run_rows(ops.JACOBIAN_XY, Xr, Yr).arrays
+    out = run_policy(engine, "jacobian", ("X", "Y"), Xr, Yr).arrays
     assert out["W"][0, 1] == pytest.approx(-2000.0, rel=1e-6)
     assert_close(out["W"][0], oracles.log_softmax(X, y), TOL[dtype])
     J = oracles.jacobian(X, y)
     assert set(np.unique(J)) == {-3.0, -1.0, 0.0, 1.0, 3.0}
     np.testing.assert_array_equal(out["J"][0], J)
     assert_close(out["J_Y"][0], oracles.jacobian_y(X, y), TOL[dtype])
-    np.testing.assert_array_equal(engine.run_rows(ops.HESSIAN, Xr, Yr).arrays["H_lse"], 0.0)
-    np.testing.assert_array_equal(engine.run_rows(ops.HVP, Xr, Yr, np.ones_like(Xr)).arrays["HV"], 0.0)
+    np.testing.assert_array_equal(run_policy(engine, "hessian", ("X",), Xr, Yr).arrays["H"], 0.0)
+    np.testing.assert_array_equal(run_policy(engine, "hvp", ("X",), Xr, Yr, np.ones_like(Xr)).arrays["HV"], 0.0)
 
 
 @given(problems(max_a=6, max_f=8, max_b=2, big=False))
 def test_hessian_matches_closed_form(engine: Engine, problem) -> None:
     X, Y, _regime = problem
-    out = engine.run_rows(ops.HESSIAN, *rows(X, Y)).arrays
-    H = ops.assemble(out, X.shape[0])["H"]
+    H = run_policy(engine, "hessian", ("X",), *rows(X, Y)).arrays["H"]
     for b, y in enumerate(Y):
         assert_close(H[b], oracles.hessian(X, y), TOL[X.dtype.name], oracles.natural_scale("H", X, y))
 
 
 def test_hessian_matches_finite_differences_of_the_jacobian(engine: Engine, rng: np.random.Generator) -> None:
     X, y = rng.normal(size=(3, 4)), rng.normal(size=4)
-    H = ops.assemble(engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays, 3)["H"][0]
+    H = run_policy(engine, "hessian", ("X",), X[None], y[None]).arrays["H"][0]
 
     def jac(X_: np.ndarray) -> np.ndarray:
-        return engine.run_rows(ops.JACOBIAN, X_[None], y[None]).arrays["J"][0]
+        return run_policy(engine, "jacobian", ("X",), X_[None], y[None]).arrays["J"][0]
 
     assert_close(H, oracles.central_difference(jac, X), 1e-9)
     # Symmetry of mixed partials: H[i][j][k][l][m] = H[i][l][m][j][k].
@@ -166,7 +166,7 @@ def test_hessian_matches_finite_differences_of_the_jacobian(engine: Engine, rng:
 
 
 def test_hessian_equals_fully_nested_tape_on_every_output(engine: Engine, rng: np.random.Generator) -> None:
-    """The served Hessian (one scalar Hessian broadcast over i) equals the naive nested
+    """The served Hessian (one scalar's Hessian broadcast over i: the model's hook) equals the naive nested
     GradientTape Hessian of each W_i: the case the original while_loop Jacobian broke on."""
     X, y = rng.normal(size=(4, 3)), rng.normal(size=3)
     Xt, yt = tf.constant(X), tf.constant(y)
@@ -177,7 +177,7 @@ def test_hessian_equals_fully_nested_tape_on_every_output(engine: Engine, rng: n
             W = tf.nn.log_softmax(tf.linalg.matvec(Xt, yt))
         J = inner.jacobian(W, Xt)
     nested = outer.jacobian(J, Xt).numpy()
-    served = ops.assemble(engine.run_rows(ops.HESSIAN, X[None], y[None]).arrays, 4)["H"][0]
+    served = run_policy(engine, "hessian", ("X",), X[None], y[None]).arrays["H"][0]
     assert_close(served, nested, 1e-12)
 
 
@@ -187,7 +187,7 @@ def test_hvp_is_the_hessian_contracted_with_v(engine: Engine, problem) -> None:
     rng = np.random.default_rng(X.size)
     V = rng.normal(size=X.shape).astype(X.dtype)
     Xr, Yr = rows(X, Y)
-    out = engine.run_rows(ops.HVP, Xr, Yr, np.broadcast_to(V, Xr.shape)).arrays
+    out = run_policy(engine, "hvp", ("X",), Xr, Yr, np.broadcast_to(V, Xr.shape)).arrays
     for b in states(Y):
         want, scale = oracles.hvp(X, Y[b], V), oracles.natural_scale("HV", X, Y[b], V)
         if X.size <= 48:  # small enough to form H: the closed form of HV is H contracted with V
@@ -197,75 +197,26 @@ def test_hvp_is_the_hessian_contracted_with_v(engine: Engine, problem) -> None:
 
 
 def test_device_is_reported(engine: Engine) -> None:
-    result = engine.run_rows(ops.JACOBIAN, np.ones((1, 2, 2), np.float32), np.ones((1, 2), np.float32))
+    result = run_policy(engine, "jacobian", ("X",), np.ones((1, 2, 2), np.float32), np.ones((1, 2), np.float32))
     assert result.device.startswith("/device:") and result.device.split(":")[1] in ("CPU", "GPU")
 
 
-@pytest.mark.parametrize("op", [ops.JACOBIAN, ops.JACOBIAN_Y, ops.JACOBIAN_XY, ops.HESSIAN, ops.HVP])
+@pytest.mark.parametrize(
+    "op,wrt",
+    [("jacobian", ("X",)), ("jacobian", ("Y",)), ("jacobian", ("X", "Y")), ("hessian", ("X",)), ("hvp", ("X",))],
+)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_flat_call_agrees_with_the_public_call(engine: Engine, rng: np.random.Generator, op: str, dtype: str) -> None:
-    """The engine calls TensorFlow's private flat entry (`_flat_caller`); the public call must agree."""
+def test_flat_call_agrees_with_the_public_call(
+    engine: Engine, rng: np.random.Generator, op: str, wrt: tuple[str, ...], dtype: str
+) -> None:
+    """The engine calls TensorFlow's private flat entry (`flat_caller`); the public call must agree."""
     X, Y = rng.normal(size=(2, 3, 5)).astype(dtype), rng.normal(size=(2, 5)).astype(dtype)
-    extra = (rng.normal(size=(2, 3, 5)).astype(dtype),) if op == ops.HVP else ()
-    fast = engine.function(ops.BUILTIN, op, dtype)
+    extra = (rng.normal(size=(2, 1, 3, 5)).astype(dtype),) if op == "hvp" else ()
+    fast = engine.call_function("policy", Call(op, wrt, ("W",), dtype=dtype))
     assert hasattr(fast, "concrete"), "the flat entry is gone: the engine fell back to the public call"
     for name, got in fast(X, Y, *extra).items():
         want = fast.concrete(X, Y, *extra)[name].numpy()
         np.testing.assert_array_equal(got.numpy(), want)
-
-
-@pytest.fixture(scope="module")
-def xla_engine() -> Engine:
-    return Engine(xla=True, xla_after=1)
-
-
-@pytest.mark.parametrize("A,F,B", [(2, 4, 1), (5, 7, 3), (12, 48, 1)])
-def test_xla_path_matches_closed_form_after_compiling(
-    xla_engine: Engine, rng: np.random.Generator, A: int, F: int, B: int
-) -> None:
-    X, Y = rng.normal(size=(A, F)), rng.normal(size=(B, F)) / np.sqrt(F)
-    before = xla_engine.xla_shapes
-    first = xla_engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays  # graph path; queues a compile
-    xla_engine.wait_for_compiles()
-    assert xla_engine.xla_shapes == before + 1 and xla_engine.describe()["xla_compiling"] == 0
-    compiled = xla_engine.run_rows(ops.JACOBIAN_XY, *rows(X, Y)).arrays  # XLA path, rows padded to 4
-    for out in (first, compiled):
-        assert out["J"].shape == (B, A, A, F)
-        for b in range(B):
-            assert_close(out["J"][b], oracles.jacobian(X, Y[b]), 1e-9)
-            assert_close(out["J_Y"][b], oracles.jacobian_y(X, Y[b]), 1e-9)
-    H = xla_engine.run_rows(ops.HESSIAN, *rows(X, Y))
-    xla_engine.wait_for_compiles()
-    H = ops.assemble(xla_engine.run_rows(ops.HESSIAN, *rows(X, Y)).arrays, A)["H"]
-    assert_close(H[0], oracles.hessian(X, Y[0]), 1e-9)
-
-
-def test_xla_compiles_only_shapes_asked_for_twice_up_to_the_cap(rng: np.random.Generator) -> None:
-    engine = Engine(xla=True, xla_after=2, xla_max_shapes=2)
-    for F in range(1, 6):
-        X, Y = rng.normal(size=(1, 2, F)), rng.normal(size=(1, F))
-        before = engine.xla_shapes
-        engine.run_rows(ops.JACOBIAN, X, Y)
-        engine.wait_for_compiles()
-        assert engine.xla_shapes == before  # asked for once: served by the graph, not compiled
-        engine.run_rows(ops.JACOBIAN, X, Y)
-        engine.wait_for_compiles()
-        assert engine.xla_shapes == min(before + 1, 2)
-    assert engine.xla_shapes == 2
-
-
-def test_outputs_over_the_xla_cap_are_never_compiled(xla_engine: Engine, rng: np.random.Generator) -> None:
-    """What the crash canary's XLA cases leave out (tests/canary): a shape whose output is over
-    `ops.XLA_MAX_OUTPUT_BYTES` stays on the graph path, however often it is asked for."""
-    X, Y = rng.normal(size=(64, 520)), rng.normal(size=(1, 520))  # J: 64·64·520 float64, 17 MB
-    Xr = np.broadcast_to(X, (1, 64, 520))
-    assert ops.rows_output_bytes(ops.JACOBIAN, (Xr, Y)) > ops.XLA_MAX_OUTPUT_BYTES
-    before = xla_engine.xla_shapes
-    for _ in range(3):
-        out = xla_engine.run_rows(ops.JACOBIAN, Xr, Y)
-        xla_engine.wait_for_compiles()
-    assert xla_engine.xla_shapes == before
-    assert_close(out.arrays["J"][0], oracles.jacobian(X, Y[0]), 1e-9)
 
 
 _IN_PLACE_CHILD = """

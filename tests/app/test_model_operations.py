@@ -391,7 +391,7 @@ def test_the_docs_page_has_each_models_routes_with_examples_that_run(client: Tes
 def test_the_memory_estimate_is_never_below_the_measured_peak(
     client: TestClient, name: str, rows: int, calibrated_on: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each operation's claim (app.service.models.estimate, from the factor measured on its first
+    """Each operation's claim (app.service.budget.estimate, from the factor measured on its first
     use on 32 rows, or on 2 as a tight budget would leave it) against TensorFlow's peak measured
     now, at other sizes and with K products."""
     import dataclasses
@@ -399,7 +399,8 @@ def test_the_memory_estimate_is_never_below_the_measured_peak(
     from app import calls
     from app.catalog import card_from_dict
     from app.engine import calibration
-    from app.service import models as service_models
+    from app.service import budget
+    from app.service.problem import problem
 
     engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
     for op in calls.OPERATIONS:
@@ -407,7 +408,9 @@ def test_the_memory_estimate_is_never_below_the_measured_peak(
     card = card_from_dict(next(c for c in engine.describe()["models"] if c["name"] == name))
     if calibrated_on != calibration.ROWS:
         monkeypatch.setattr(calibration, "ROWS", calibrated_on)
-        factors = {op: calibration.calibrate(engine.run_call, name, card, op, 2**26, 2**40) for op in calls.OPERATIONS}
+        factors = {
+            op: calibration.calibrate(engine.model_calls.run, name, card, op, 2**26, 2**40) for op in calls.OPERATIONS
+        }
         card = dataclasses.replace(card, peak_factors={op: f for op, f in factors.items() if f is not None})
     assert set(card.peak_factors) >= {"predict", "jacobian", "vjp", "jvp"}
     rng = np.random.default_rng(rows)
@@ -422,9 +425,9 @@ def test_the_memory_estimate_is_never_below_the_measured_peak(
             products["cotangents"] = {o: rng.normal(size=(3, rows, *outputs[o].shape[1:])) for o in call.of}
         if op in (calls.JVP, calls.HVP):
             products["tangents"] = {w: rng.normal(size=(3, *inputs[w].shape)) for w in call.inputs_wrt()}
-        p = service_models.problem(card, op, inputs, wrt=list(call.wrt) or None, of=list(call.of) or None, **products)
-        claim = service_models.estimate(p, npz=True)
-        peak, _ = calibration.peak(engine.run_call, name, p.call, p.rows)
+        p = problem(card, op, inputs, wrt=list(call.wrt) or None, of=list(call.of) or None, **products)
+        claim = budget.estimate(p, npz=True)
+        peak, _ = calibration.peak(engine.model_calls.run, name, p.call, p.rows)
         assert peak <= claim, (name, op, rows, peak, claim)
 
 
@@ -432,13 +435,14 @@ def test_a_request_at_the_budgets_edge_is_admitted_or_refused_as_the_estimate_sa
     client: TestClient, repo: Path, rng: Any
 ) -> None:
     from app.catalog import card_from_dict
-    from app.service import models as service_models
+    from app.service import budget
+    from app.service.problem import problem
 
     engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
     card = card_from_dict(next(c for c in engine.describe()["models"] if c["name"] == "mlp"))
     # The budget: about what 256 rows claim; the edge, from the serving app's card: the most rows
     # whose claim fits, and one more. The same engine, served with that budget.
-    budget = service_models.estimate(service_models.problem(card, "jacobian", example_inputs("mlp", rng, 256)), True)
+    budget = budget.estimate(problem(card, "jacobian", example_inputs("mlp", rng, 256)), True)
     settings = Settings(model_repository=str(repo), xla=False, memory_budget_bytes=budget)
     for small in started_client(settings, engine=engine):
         own = card_from_dict(client_card(small, "mlp"))
@@ -454,10 +458,11 @@ def test_a_request_at_the_budgets_edge_is_admitted_or_refused_as_the_estimate_sa
 
 
 def _jacobian_claim(card: Any, rows: int) -> int:
-    from app.service import models as service_models
+    from app.service import budget
+    from app.service.problem import problem
 
     inputs = example_inputs("mlp", np.random.default_rng(rows), rows)
-    return service_models.estimate(service_models.problem(card, "jacobian", inputs), npz=True)
+    return budget.estimate(problem(card, "jacobian", inputs), npz=True)
 
 
 def client_card(client: TestClient, name: str) -> dict[str, Any]:
@@ -531,16 +536,17 @@ def test_an_operations_first_request_runs_alone_until_it_is_measured(repo: Path)
 
     from app import calls
     from app.engine.derivatives import Engine
-    from app.service import models as service_models
+    from app.service import budget
+    from app.service.problem import problem
 
-    engine = Engine(xla=False, model_repository=str(repo))
+    engine = Engine(model_repository=str(repo))
     card = engine.repository["mlp"].card
     assert card.peak_factors == {}
-    p = service_models.problem(card, calls.VJP, {"x": np.ones((4, 64))}, cotangents={"y": np.ones((4, 16))})
-    estimated = service_models.estimate(p, npz=True)
-    assert service_models.claim(p, estimated, 1 << 30) == 1 << 30
+    p = problem(card, calls.VJP, {"x": np.ones((4, 64))}, cotangents={"y": np.ones((4, 16))})
+    estimated = budget.estimate(p, npz=True)
+    assert budget.claim(p, estimated, 1 << 30) == 1 << 30
     engine.calibrate("mlp", calls.VJP)
     measured = engine.repository["mlp"].card
     assert set(measured.peak_factors) == {calls.VJP}
     p = dataclasses.replace(p, card=measured)
-    assert service_models.claim(p, service_models.estimate(p, npz=True), 1 << 30) < 1 << 30
+    assert budget.claim(p, budget.estimate(p, npz=True), 1 << 30) < 1 << 30

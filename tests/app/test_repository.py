@@ -131,9 +131,9 @@ def test_start_up_computes_nothing_a_requests_limits_would_refuse(tmp_path: Path
     from app.engine.derivatives import Engine
 
     build_models.wide(tmp_path, np.random.default_rng(0))
-    engine = Engine(xla=False, model_repository=str(tmp_path), max_output_elements=40)
+    engine = Engine(model_repository=str(tmp_path), max_output_elements=40)
     card = engine.repository["wide"].card
-    budget = Engine(xla=False)._memory_budget
+    budget = engine.model_calls.memory_budget
 
     def rows(op: str, limit: int = 40, budget: int = budget) -> int:
         return calibration.rows_for(card, calls.example_call(card, op), limit, budget)
@@ -159,7 +159,7 @@ def test_a_gradient_in_every_variable_is_one_reverse_pass(tmp_path: Path) -> Non
     from app.engine.derivatives import Engine
 
     build_models.build(tmp_path)
-    engine = Engine(xla=False, model_repository=str(tmp_path))
+    engine = Engine(model_repository=str(tmp_path))
     card = engine.repository["mlp"].card  # 64 -> 256 -> 256 -> 16: six variables
     assert len(card.variables) == 6
 

@@ -20,7 +20,7 @@ BATCH = {"mlp": 256}
 
 
 def main(root: str) -> None:
-    engine = Engine(xla=False, model_repository=root)
+    engine = Engine(model_repository=root)
     rng = np.random.default_rng(11)
     for name, loaded in sorted(engine.repository.items()):
         card = loaded.card
@@ -44,7 +44,7 @@ def main(root: str) -> None:
                 ]
                 label = f"{name}/{op}/{','.join(c.wrt)}/{'sum' if c.sum_batch else rows_b}"
                 print("start", label, flush=True)
-                out = engine.run_call(name, c, tuple(rows)).arrays
+                out = engine.model_calls.run(name, c, tuple(rows)).arrays
                 assert all(np.isfinite(a).all() for a in out.values()), label
                 print("ok", label, flush=True)
     print("peak_rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, flush=True)

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app import lifeline, ops
+from app import lifeline
 from app.config import Settings
+from app.endpoints import ENDPOINTS
+from app.engine.xla import MAX_OUTPUT_BYTES
 
 ROOT = Path(__file__).parents[2]
 TOL = {"float64": 1e-9, "float32": 1e-5}
@@ -48,17 +50,20 @@ def _shapes() -> dict[str, list[tuple[int, int, int]]]:
 def _compiled(op: str, dtype: str, A: int, F: int, B: int) -> bool:
     """Whether the service would ever compile this case with XLA: outputs over the cap stay on the
     graph path (tests/app/test_engine.py), so their XLA case would be the graph case run twice."""
-    padded = 1 << (B - 1).bit_length()  # the XLA path's rows (app.engine.derivatives)
-    return ops.output_bytes(op, padded, A, F, np.dtype(dtype).itemsize, K) <= ops.XLA_MAX_OUTPUT_BYTES
+    padded = 1 << (B - 1).bit_length()  # the XLA path's rows (app.engine.xla)
+    e = ENDPOINTS["jacobian" if op.startswith("jacobian") else op]
+    wrt = {"jacobian_xy": ("X", "Y"), "jacobian_y": ("Y",)}.get(op, ("X",))
+    numbers = e.elements(wrt, padded, A, F, K) + padded * A  # and W
+    return numbers * np.dtype(dtype).itemsize <= MAX_OUTPUT_BYTES
 
 
 def _grid() -> list[dict[str, Any]]:
     shapes = _shapes()
     cases = []
-    for op in (ops.JACOBIAN, ops.JACOBIAN_XY, ops.JACOBIAN_Y, ops.HVP, ops.HESSIAN, ops.VJP, ops.JVP):
+    for op in ("jacobian", "jacobian_xy", "jacobian_y", "hvp", "hessian", "vjp", "jvp"):
         for path in ("graph", "xla"):
             for dtype in ("float32", "float64"):
-                for A, F, B in shapes["hessian" if op == ops.HESSIAN else "jacobian-like"]:
+                for A, F, B in shapes["hessian" if op == "hessian" else "jacobian-like"]:
                     if path == "xla" and not _compiled(op, dtype, A, F, B):
                         continue
                     case_id = f"{op}-{path}-{dtype}-{A}x{F}" + (f"-B{B}" if B > 1 else "")

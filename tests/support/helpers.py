@@ -48,3 +48,20 @@ def operation_inputs(op: str, batch: bool, dtype: str, rng: np.random.Generator)
     if op == "vjp":
         arrays["U"] = rng.normal(size=(B, A) if batch else A)
     return {k: v.astype(dtype) for k, v in arrays.items()}
+
+
+def run_policy(engine: Any, op: str, wrt: tuple[str, ...], *rows: np.ndarray) -> Any:
+    """The built-in model's `op` on rows as the service calls it (`app.service.front`): X (N, A, F),
+    Y (N, F), and U (N, K, A), V (N, K, A, F), or hvp's one V (N, A, F). Returns the engine's
+    result with its arrays under the original endpoints' names (W, J, J_Y, H, HV, UJ, JV)."""
+    from types import SimpleNamespace
+
+    from app.calls import Call
+    from app.service.front import NAMES
+
+    if op == "hvp":
+        rows = (*rows[:2], rows[2][:, None])  # one direction: K = 1
+    single = op == "vjp" and rows[2].shape[1] == 1
+    result = engine.run(Call(op, wrt, ("W",), single=single, dtype=rows[0].dtype.name), *rows, model="policy")
+    arrays = {NAMES[k]: a[:, 0] if op == "hvp" and k != "outputs|W" else a for k, a in result.arrays.items()}
+    return SimpleNamespace(arrays=arrays, device=result.device)

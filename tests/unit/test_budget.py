@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 
+from app.calls import Call
 from app.catalog import BUILTIN_CARD
 from app.endpoints import ENDPOINTS
 from app.scheduling.batcher import Batcher

@@ -34,7 +34,9 @@ class ClosedForms:
         self.calls: list[tuple[Call, int]] = []
         self.released = 0
 
-    async def submit(self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "") -> Computed:
+    async def submit(
+        self, call: Call, *rows: np.ndarray, claim: int = 0, model: str = "", claim_after: int = 0
+    ) -> Computed:
         self.calls.append((call, claim))
         pairs = list(zip(rows[0], rows[1], strict=True))
         arrays: dict[str, Any] = {"outputs|W": np.stack([oracles.log_softmax(X, y) for X, y in pairs])}
@@ -94,7 +96,7 @@ def test_the_claim_sent_is_the_estimate_and_the_hessian_is_served_whole(rng: np.
     request = from_arrays(X, y)
     e = ENDPOINTS["hessian"]
     answer = _run(front.serve(service, CARD, e, request, _encoding(settings, npz=True)))
-    ((call, claim),) = engine.calls
+    ((_call, claim),) = engine.calls
     assert claim == budget.estimate(front.problem(CARD, e, request), npz=True)
     np.testing.assert_allclose(answer.arrays["H"], oracles.hessian(X, y), rtol=1e-12)
     answer.release()

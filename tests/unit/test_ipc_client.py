@@ -20,11 +20,10 @@ from app.errors import EngineUnavailable, MemoryBusy, Overloaded
 from app.ipc import messages as m
 from app.ipc import shm, wire
 from app.ipc.client import EngineClient, Engines
+from tests.support.fakes import JACOBIAN, jacobian_call
 
 Reply = Callable[[wire.Server, wire.Received], None]
 STATUS = {"pid": 4242, "tensorflow": "fake", "devices": ["/device:FAKE:0"], "onednn": False}
-
-from tests.support.fakes import JACOBIAN, jacobian_call
 
 
 class FakeEngine:

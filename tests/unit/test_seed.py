@@ -1,4 +1,5 @@
-"""app/service/seed.py and app/service/arrays.py: a request is valid by construction, and each refusal says where and why."""
+"""app/service/seed.py and app/service/arrays.py: a request is valid by construction, and each
+refusal says where and why."""
 
 from __future__ import annotations
 
