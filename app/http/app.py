@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import lifeline
-from app.catalog import Card, card_from_dict
+from app.catalog import BUILTIN_CARD, Card, card_from_dict
 from app.config import Settings, get_settings
 from app.http import catalog, model_docs, models, openapi
 from app.http.handlers import install_handlers
@@ -156,11 +156,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.engines.stop()
 
 
-def _cards(app: FastAPI) -> list[Card] | None:
-    """The repository's models as the engines loaded them, once they have reported."""
+def _cards(app: FastAPI) -> list[Card]:
+    """The models as the engines loaded them, once they have reported; the built-in one until then."""
     engines = app.state.runtime.engines
     cards = None if engines is None else engines.cards()
-    return None if cards is None else [card_from_dict(c) for c in cards]
+    return [BUILTIN_CARD] if cards is None else [card_from_dict(c) for c in cards]
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:

@@ -1,8 +1,8 @@
-"""The docs page's entries for the repository's models: for each loaded model and operation, its
-route with request and response schemas generated from its signature (input and output names,
-dtypes, shapes) and a runnable example, as Tesseract derives its OpenAPI from its users'
-schemas. The committed spec (`openapi/openapi.json`) stays the built-in models'; the served one
-adds these once the engines have reported their models."""
+"""The docs page's entries for every model: for each loaded model and operation, its route with
+request and response schemas generated from its card (input and output names, dtypes, shapes)
+and a runnable example, as Tesseract derives its OpenAPI from its users' schemas. The committed
+spec (`openapi/openapi.json`) has the built-in model's; the served one adds the repository's once
+the engines have reported them."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ def _group(tensors: list[Tensor], lead: int = 0) -> dict[str, Any]:
     }
 
 
+def _nullable(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    """`schema`, or null: what a request leaves out or sends as null is the default."""
+    return {"anyOf": [schema, {"type": "null"}], **({"description": description} if description else {})}
+
+
 def _request(card: Card, op: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The request body's schema and an example that runs."""
     wrt_choices = [*card.differentiable, *([VARIABLES] if card.variables else [])]
@@ -58,16 +63,20 @@ def _request(card: Card, op: str) -> tuple[dict[str, Any], dict[str, Any]]:
     props: dict[str, Any] = {"inputs": _group(list(card.inputs))}
     example: dict[str, Any] = {"inputs": {t.name: _example(t) for t in card.inputs}}
     if op != calls.PREDICT:
-        props["wrt"] = {"type": "array", "items": {"enum": wrt_choices}, "description": "default: every input"}
-        props["of"] = {"type": "array", "items": {"enum": [t.name for t in floating]}}
+        props["wrt"] = _nullable({"type": "array", "items": {"enum": wrt_choices}}, "default: every input")
+        props["of"] = _nullable(
+            {"type": "array", "items": {"enum": [t.name for t in floating]}}, "default: every output"
+        )
+    if card.dtypes:
+        props["dtype"] = _nullable({"enum": list(card.dtypes)}, "the dtype it computes in; default the service's")
     if op == calls.VJP:
-        props["cotangents"] = {**_group(floating, 1), "required": []}
+        props["cotangents"] = _nullable({**_group(floating, 1), "required": []})
         props["sum_batch"] = {"type": "boolean", "default": False}
         defined = calls.choose_of(card, None, calls.choose_wrt(card, op, None))
         example["cotangents"] = {t.name: _example(t) for t in floating if t.name == defined[0]}
     if op in (calls.JVP, calls.HVP):
         given = [t for t in card.inputs if t.floating]
-        props["tangents"] = {**_group(given, 1), "required": []}
+        props["tangents"] = _nullable({**_group(given, 1), "required": []})
         chosen = given[:1]
         example["tangents"] = {t.name: _example(t) for t in chosen}
         example["wrt"] = [t.name for t in chosen]
@@ -107,6 +116,21 @@ def _runs(card: Card, op: str) -> bool:
     return True
 
 
+def _description(card: Card) -> str:
+    """What a request to this model holds, from its card."""
+    signature = ", ".join(f"{t.name} ({t.dtype}, shape {list(t.shape)})" for t in card.inputs)
+    notes = [f"Inputs by name: {signature}; `null` where the size varies (GET /models/{card.name})."]
+    if card.batch:
+        notes.append("Examples are independent along the leading axis: derivatives are per example.")
+    if card.shared:
+        notes.append(f"{', '.join(card.shared)} has no batch axis: one for every example.")
+    if card.optional_batch:
+        notes.append("One example may be sent without the batch axis; its answer comes without it.")
+    if card.dtypes:
+        notes.append(f"It computes in {' or '.join(card.dtypes)} (`dtype`).")
+    return " ".join(notes) + " JSON or npz in (Content-Type) and out (Accept)."
+
+
 def paths(cards: list[Card], errors: dict[str, Any]) -> dict[str, Any]:
     """OpenAPI path items for every operation of every loaded repository model."""
     found: dict[str, Any] = {}
@@ -121,6 +145,7 @@ def paths(cards: list[Card], errors: dict[str, Any]) -> dict[str, Any]:
                 "post": {
                     "tags": [f"model: {card.name}"],
                     "summary": f"{card.name} (version {card.version}): {SUMMARIES[op]}",
+                    "description": _description(card),
                     "operationId": f"model_{card.name}_{op}",
                     "requestBody": {
                         "required": True,
@@ -147,7 +172,8 @@ def paths(cards: list[Card], errors: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_models(base: dict[str, Any], cards: list[Card] | None) -> dict[str, Any]:
-    """The spec with the repository's models added (the base itself when there are none yet)."""
+    """The spec with the models' own routes added: the built-in one's, and the repository's once
+    the engines have reported them."""
     if not cards:
         return base
     errors = {k: v for k, v in base["paths"]["/jacobian"]["post"]["responses"].items() if k != "200"}

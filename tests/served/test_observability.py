@@ -27,7 +27,7 @@ def test_metrics_count_requests_rejections_batches_and_outputs(client: TestClien
     assert metric(text, bad[0], **bad[1]) == metric(before, bad[0], **bad[1]) + 1
     # Each from its own value before: earlier tests on the shared client must not satisfy them.
     assert metric(text, "jacobian_batch_rows_count") == metric(before, "jacobian_batch_rows_count") + 1
-    computed = ("jacobian_compute_seconds_count", {"op": "jacobian"})
+    computed = ("jacobian_compute_seconds_count", {"op": "policy.jacobian"})
     assert metric(text, computed[0], **computed[1]) == metric(before, computed[0], **computed[1]) + 1
     elements = ("jacobian_output_elements_sum", {"op": "/jacobian"})
     assert metric(text, elements[0], **elements[1]) == metric(before, elements[0], **elements[1]) + 2 + 16  # W, J
