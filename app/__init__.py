@@ -13,29 +13,36 @@ serve/ (the processes)
 
 http/ (the HTTP workers: decode, compute, encode)
     app             the ASGI app and its lifespan (in-process engine or engine processes).
-    runtime         what the app holds while it runs, as one typed object.
+    runtime         what the app holds while it runs, as one typed object; a model's card by name.
     connection      the HTTP connection: read deadline and connection cap.
-    routes          the native endpoints, one per endpoint of each model; health and metrics.
-    catalog         GET /models and /models/{name}: every model served, with its card.
-    reading         a request's media type, body (against the limit) and Problem.
+    model_routes    POST /models/{name}/{operation}: every operation of every model, JSON or npz.
+    routes          the original endpoints (/jacobian, ...), fronts to the built-in model; health, metrics.
+    cards           GET /models and /models/{name}: every model served, with its card.
+    reading         a request's media type, body (against the limit), options in the query.
     auth            the API key.
     hangup          work dropped when the client hangs up.
     responses       an answer encoded and sent in pieces; releases its memory claim.
     openapi         the OpenAPI document and its fragments.
+    model_docs      the models' routes on the docs page, from their cards.
     handlers        domain exceptions to HTTP responses, in one place.
-    schemas         pydantic models of the JSON bodies, per endpoint.
+    schemas         pydantic models of the JSON bodies: the original endpoints', a model request, cards.
     observability   request ids, the request log line, Prometheus metrics.
-    v2/routes       the Open Inference Protocol's endpoints.
+    v2/rest         the Open Inference Protocol's endpoints.
     v2/documents    its documents, as pydantic models.
-    v2/protocol     its models (one per endpoint of each model), requests to Problems, answers to bodies.
+    v2/model_inference  every model's operations as V2 models (`policy`, `policy.jacobian`, `mlp.vjp`).
+    v2/protocol     the original endpoints as V2 models (`jacobian`, ...); tensors in and out, binary data.
 
 service/ (no web, no TensorFlow)
-    dataplane       what a request computes: limits, memory claim, engine call, shaping (`Service.serve`).
-    problems        a validated Problem from JSON lists or npz arrays.
+    problem         a request to any model, checked against its card: the `Problem` and its `Call`.
+    arrays          a request's arrays: dtype, finiteness, shapes, the sizes a card names.
+    dataplane       what a Problem computes: limits, memory claim, deadline, engine call, finiteness,
+                    the answer shaped as served (`Service.serve`): every door ends here.
+    budget          the memory estimate of a Problem, and its claim.
+    front           the original endpoints' requests renamed into the built-in model's calls, and back.
+    seed            the original endpoints' requests (X, Y, U, V), validated, in their own words.
     outputs         output-size limits and finiteness of results.
     codec           bytes ↔ arrays, by media type; JSON.
     npz             npz in and out without copies (members read in place, answers written from their memory).
-    budget          the memory estimate of a request.
 
 scheduling/ (no TensorFlow, no sockets)
     policy          the one policy: pending cap, admission by memory, memory wait, batch taking, slicing back.
@@ -49,33 +56,36 @@ ipc/ (between the HTTP workers and the engine processes)
     client          an HTTP worker's connection to the engine processes.
 
 engine/ (TensorFlow alone)
-    models          the models, by name: a TensorFlow function each; `register` adds one.
-    kernels         the derivative kernels by autodiff, over any model.
-    derivatives     the Engine: traced functions per (model, operation, dtype) and the XLA policy.
+    derivatives     the Engine: one registry of models, the built-in first; what readiness reports.
+    builtin         the built-in model `policy`, defined in code: its function and its hook.
+    repository      a model repository's SavedModels loaded and described.
+    graphs          a SavedModel signature's graph, inlined, imported and probed for gradients.
+    kernels         every derivative of a model's function by autodiff, one `Kernel` per call.
+    model_calls     a model's calls: traced on first use, timed, run in pieces to a deadline.
+    calibration     a model's memory peak per operation, measured on first use within the limits.
+    costs           how long a model's calls take: refusals and pieces against the deadline.
+    xla             XLA for the models that ask for it: hot shapes compiled, rows padded.
     tensors         arrays into TensorFlow (in place from shared memory) and NumPy views out.
-    repository      a model repository's SavedModels loaded, described and probed for gradients.
-    signatures      a repository model's derivatives, on its inlined graph.
-    model_calls     a repository model's calls: traced on first use, timed, run in pieces to a deadline.
-    calibration     a repository model's memory peak per operation, measured on first use within the limits.
-    costs           how long a repository model's calls take: refusals and pieces against the deadline.
 
 Shared by every layer (they import none of it)
     config          settings from JACOBIAN_* environment variables.
     system          the machine's facts: cgroup limits, physical memory, the default budget.
-    ops             each engine operation's contract (inputs, outputs, shapes, memory factors); the models.
-    endpoints       each served endpoint, one description: members, outputs, docs, size texts.
-    catalog         a repository model's card: signature, variables, state, undefined gradients.
+    catalog         what a model is: its card (signature, variables, state, undefined gradients), the built-in's.
+    calls           one operation of one model as the engine runs it (`Call`), and what it returns.
+    endpoints       the original endpoints, one description each: members, outputs, shapes, docs, size texts.
     errors          domain exceptions, each with its status.
     lifeline        child processes that die with their parent (PR_SET_PDEATHSIG).
     tensorflow_env  the environment TensorFlow must start with (oneDNN held to AVX2).
 
-A request's path, under `python -m app`: http/connection (deadline) → http/routes (or v2/routes)
-→ http/reading (body, Problem from service/problems and service/codec) → service/dataplane
-(limits from service/outputs, claim from service/budget) → ipc/client (a `Compute` message,
-inputs inline or in ipc/shm) → [engine process] serve/engine_process → scheduling/policy (admit,
-batch) → engine/derivatives (engine/kernels over engine/models) → an `Answer` back through
-ipc/wire → service/dataplane (shape, check) → http/responses (encode, send, release the claim).
-In process (`uvicorn app.http.app:app`), scheduling/batcher takes ipc's place.
+A request's path, under `python -m app`: http/connection (deadline) → http/model_routes (or
+http/routes and service/front for the original endpoints, or v2/rest) → http/reading (body) →
+service/problem (checked against the model's card, from http/runtime) → service/dataplane (limits
+from service/outputs, claim from service/budget) → ipc/client (a `Compute` message carrying the
+`Call`, inputs inline or in ipc/shm) → [engine process] serve/engine_process → scheduling/policy
+(admit, batch) → engine/derivatives → engine/model_calls (engine/kernels over engine/builtin or
+engine/graphs; engine/xla) → an `Answer` message back through ipc/wire → service/dataplane (check,
+shape) → http/responses (encode, send, release the claim). In process (`uvicorn app.http.app:app`),
+scheduling/batcher takes ipc's place.
 """
 
 from app import tensorflow_env

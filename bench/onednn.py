@@ -49,7 +49,7 @@ def child(A: int, F: int, dtype: str, path: str) -> None:
 
     from app.calls import Call
     from app.engine import derivatives as engine
-    from app.engine.signatures import Kernel
+    from app.engine.kernels import Kernel
 
     rng = np.random.default_rng(0)
     X = (rng.normal(size=(1, A, F)) * 0.1).astype(dtype)

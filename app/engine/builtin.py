@@ -1,6 +1,6 @@
 """The built-in model, `policy`: W = log_softmax(X·y) for each state y, defined in code and served
 by the same machinery as a repository's SavedModels: its card (`app.catalog.BUILTIN_CARD`) and a
-function of named inputs (`Function`), which `app.engine.signatures.Kernel` differentiates as it
+function of named inputs (`Function`), which `app.engine.kernels.Kernel` differentiates as it
 does an imported graph. Its one hook: every output has the same Hessian (`Function.same_hessian`).
 """
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from app import calls
-from app.engine import calibration, costs, signatures
+from app.engine import calibration, costs, kernels
 from app.engine.repository import Loaded
 from app.engine.tensors import Result, device_name, flat_caller, reason, to_numpy
 from app.engine.xla import Xla
@@ -143,7 +143,7 @@ class ModelCalls:
     def _trace(self, model: str, call: calls.Call, jit_compile: bool) -> Callable[..., dict[str, tf.Tensor]]:
         loaded = self.repository[model]
         assert loaded.graph is not None, f"model {model} is not loaded"
-        kernel = signatures.Kernel(loaded.card, loaded.graph, call)
+        kernel = kernels.Kernel(loaded.card, loaded.graph, call)
         trace_key = f"{model}/{'/'.join(map(str, call.key))}/{'xla' if jit_compile else 'graph'}"
 
         def counted(*rows: tf.Tensor) -> dict[str, tf.Tensor]:

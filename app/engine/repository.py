@@ -18,7 +18,7 @@ from typing import Any
 import tensorflow as tf
 
 from app.catalog import VARIABLES, Card, Tensor
-from app.engine import signatures
+from app.engine import graphs, kernels
 
 log = logging.getLogger("app.engine")
 SIGNATURE = "serving_default"
@@ -28,7 +28,7 @@ SIGNATURE = "serving_default"
 class Loaded:
     card: Card
     signature: Any = None  # the serving_default concrete function
-    graph: signatures.ModelFunction | None = None  # its graph, inlined, for the derivatives (or a built-in's function)
+    graph: kernels.ModelFunction | None = None  # its graph, inlined, for the derivatives (or a built-in's function)
     keep: Any = field(default=None, repr=False)  # what tf.saved_model.load returned
 
 
@@ -94,7 +94,7 @@ def _tensor(name: str, spec: tf.TensorSpec) -> Tensor:
     )
 
 
-def describe(name: str, version: int, signature: Any, batch_setting: bool | None) -> tuple[Card, signatures.Graph]:
+def describe(name: str, version: int, signature: Any, batch_setting: bool | None) -> tuple[Card, graphs.Graph]:
     _args, kwargs = signature.structured_input_signature
     inputs = tuple(_tensor(n, s) for n, s in sorted(kwargs.items()))
     outputs = tuple(_tensor(n, s) for n, s in sorted(signature.structured_outputs.items()))
@@ -109,8 +109,8 @@ def describe(name: str, version: int, signature: Any, batch_setting: bool | None
     leading = all(t.shape[:1] == (None,) for t in inputs + outputs)
     batch = leading if batch_setting is None else batch_setting and leading
     card = Card(name, version, "ready", None, inputs, outputs, variables, batch)
-    graph = signatures.Graph.of(signature, names)
-    return Card(**{**card.__dict__, "undefined": signatures.probe(card, graph)}), graph
+    graph = graphs.Graph.of(signature, names)
+    return Card(**{**card.__dict__, "undefined": graphs.probe(card, graph)}), graph
 
 
 def variable_names(signature: Any, taken: frozenset[str] | set[str] = frozenset()) -> list[str]:

@@ -18,12 +18,12 @@ from fastapi_offline import FastAPIOffline
 from app import lifeline
 from app.catalog import BUILTIN_CARD, Card, card_from_dict
 from app.config import Settings, get_settings
-from app.http import catalog, model_docs, models, openapi
+from app.http import cards, model_docs, model_routes, openapi
 from app.http.handlers import install_handlers
 from app.http.observability import Metrics, RequestObserver
 from app.http.routes import compute_router, router
 from app.http.runtime import Runtime
-from app.http.v2 import routes as inference_routes
+from app.http.v2 import rest
 from app.ipc import shm
 from app.scheduling.batcher import Batcher, BatchStats
 from app.service.dataplane import Service
@@ -164,8 +164,8 @@ def _cards(app: FastAPI) -> list[Card]:
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
-    """The app, serving every model registered by then (`app.engine.models.register`). With
-    `engine`, one already loaded is served in this process
+    """The app, serving the built-in model and the repository's. With `engine`, one already
+    loaded is served in this process
     instead of loading another: the settings' limits and budget with the same models."""
     app = FastAPIOffline(
         title="Jacobian service",
@@ -183,10 +183,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(RequestObserver, metrics=metrics)
     install_handlers(app)
     app.include_router(compute_router())
-    app.include_router(catalog.router)
-    app.include_router(models.router)  # after the built-in models' routes under /models
+    app.include_router(cards.router)
+    app.include_router(model_routes.router)  # after GET /models/{name}
     app.include_router(router)
-    for v2_router in inference_routes.routers():
+    for v2_router in rest.routers():
         app.include_router(v2_router)
     app.openapi = lambda: model_docs.with_models(openapi.with_security(app), _cards(app))  # type: ignore[method-assign]
     return app

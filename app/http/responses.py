@@ -5,35 +5,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 from starlette.responses import Response
 
 from app.service import codec, npz
-from app.service.dataplane import Answer
-
-
-class Computed(Protocol):
-    """An answer of any operation: its arrays, and the hand-back of its memory claim."""
-
-    @property
-    def arrays(self) -> dict[str, np.ndarray]: ...
-
-    @property
-    def release(self) -> Callable[[], None]: ...
-
+from app.service.dataplane import Served
 
 BIG_ANSWER = 2**18  # elements; below this, encoding costs less than a thread hop
 
 
-async def encoded(answer: Answer, as_npz: bool) -> Response:
+async def encoded(answer: Served, as_npz: bool) -> Response:
     """The answer as an npz or JSON response; its memory claim is released once it is sent."""
     encode, media = (npz.write, codec.NPZ) if as_npz else (codec.encode_json, codec.JSON)
     return await respond(answer, lambda: encode(answer.arrays, answer.meta), media)
 
 
-async def respond(answer: Computed, encode: Callable[[], bytes | npz.Body], media_type: str) -> AnswerResponse:
+async def respond(answer: Served, encode: Callable[[], bytes | npz.Body], media_type: str) -> AnswerResponse:
     """`encode()` of the answer as the response; its memory claim is released once it is sent."""
     try:
         elements = sum(a.size for a in answer.arrays.values())

@@ -31,7 +31,7 @@ class Submits(Protocol):
 
 
 @dataclass(frozen=True)
-class Answer:
+class Served:
     arrays: dict[str, np.ndarray]  # as served, flat: "outputs|y", "jacobian|y|x", ...
     meta: dict[str, Any]
     release: Callable[[], None]  # call once the answer is sent: it hands back the memory claim
@@ -55,7 +55,7 @@ class Service:
         self.settings = settings
         self.batcher = batcher
 
-    async def serve(self, p: Problem, out: Encoding, wording: Wording | None = None) -> Answer:
+    async def serve(self, p: Problem, out: Encoding, wording: Wording | None = None) -> Served:
         """Check the answer's size and memory against the limits, compute, and shape it as served."""
         s = self.settings
         if p.call.op != calls.PREDICT and open_outputs(p.card):
@@ -87,7 +87,7 @@ class Service:
             raise
         floating = dict.fromkeys(p.call.dtype or t.dtype for t in p.card.outputs if t.floating)
         meta = {"model": p.card.name, "version": p.card.version, "dtype": ", ".join(floating) or "none"}
-        return Answer(arrays, {**meta, "device": computed.device}, computed.release)
+        return Served(arrays, {**meta, "device": computed.device}, computed.release)
 
     async def _with_output_sizes(self, p: Problem, out: Encoding) -> Problem:
         """A signature that leaves an output's size open: a forward pass first shows it, so that the

@@ -12,7 +12,7 @@ from app import calls
 from app.calls import Call
 from app.catalog import Card
 from app.endpoints import Endpoint
-from app.service.dataplane import Answer, Service, Wording
+from app.service.dataplane import Served, Service, Wording
 from app.service.outputs import Encoding
 from app.service.problem import Problem, sized
 from app.service.seed import PolicyRequest
@@ -58,10 +58,10 @@ def wording(e: Endpoint, r: PolicyRequest) -> Wording:
     return Wording(e.what, elements, formula, e.hint, "send fewer states or a smaller X", NAMES)
 
 
-async def serve(service: Service, card: Card, e: Endpoint, r: PolicyRequest, out: Encoding) -> Answer:
+async def serve(service: Service, card: Card, e: Endpoint, r: PolicyRequest, out: Encoding) -> Served:
     """Compute an endpoint's request through the one pipeline: W and the endpoint's derivatives,
     in its order, the B axis dropped for a single state; dtype and device beside them."""
     answer = await service.serve(problem(card, e, r), out, wording(e, r))
     named = {NAMES[k]: a for k, a in answer.arrays.items()}
     arrays = {n: named[n] for n in e.outputs if n in named}
-    return Answer(arrays, {"dtype": answer.meta["dtype"], "device": answer.meta["device"]}, answer.release)
+    return Served(arrays, {"dtype": answer.meta["dtype"], "device": answer.meta["device"]}, answer.release)

@@ -152,7 +152,7 @@ def problem(
     default_dtype: str = "float32",
 ) -> Problem:
     ready(card)
-    computed_in = _dtype(card, dtype, default_dtype)
+    computed_in = _dtype(card, dtype, _widest(inputs) or default_dtype)
     sizes = Sizes()
     arrays, one = read_inputs(card, inputs, computed_in, sizes)
     batch = next(a.shape[0] for n, a in arrays.items() if n not in card.shared) if card.batch else None
@@ -217,6 +217,13 @@ def _dtype(card: Card, asked: str | None, default: str) -> str:
     if chosen not in card.dtypes:
         raise _fail(["dtype"], f"Model {card.name!r} computes in {' or '.join(card.dtypes)}, not {chosen}")
     return chosen
+
+
+def _widest(inputs: Mapping[str, Any]) -> str | None:
+    """The widest floating dtype of inputs that came as arrays (npz, V2 binary data), as the
+    original endpoints choose for npz; None for JSON lists."""
+    dtypes = [a.dtype for a in inputs.values() if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+    return str(np.result_type(*dtypes)) if dtypes and len(dtypes) == len(inputs) else None
 
 
 def _known(card: Card, t: Tensor, sizes: Sizes) -> tuple[int, ...]:

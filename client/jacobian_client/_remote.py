@@ -185,9 +185,11 @@ def _hs_from_hessian(H: np.ndarray, E: int, n_out: int, n_in: int) -> np.ndarray
 
 
 class ModelRemote(Remote):
-    """A repository model (`client.model(name)`): flat arguments are its inputs in the card's order,
-    then, with `variables`, stand-ins for its trainable variables (their values are the server's;
-    the stand-ins say which gradients flow)."""
+    """A served model (`client.model(name)`), the built-in one's or the repository's: flat
+    arguments are its inputs in the card's order, then, with `variables`, stand-ins for its
+    trainable variables (their values are the server's; the stand-ins say which gradients flow).
+    A batch model's inputs carry the examples' axis, but its shared inputs (the built-in's X), and
+    one example may come without it where the card allows (the built-in's Y as F)."""
 
     def __init__(self, client: Client, name: str, variables: bool = False) -> None:
         self.client, self.name = client, name
@@ -201,21 +203,51 @@ class ModelRemote(Remote):
         self.inputs = tuple(Spec(t["name"], tuple(t["shape"]), t["dtype"]) for t in tensors)
         self.n_inputs = len(card["inputs"])
         self.n_variables = len(self.inputs) - self.n_inputs
+        self.shared = set(card.get("shared", []))
+        self.dtypes = tuple(card.get("dtypes", []))  # it computes in its floating arguments' dtype
         self._open: dict[tuple[tuple[int, ...], ...], tuple[Spec, ...]] = {}
 
     # ---- shapes
+
+    def _one(self, shapes: Sequence[tuple[int, ...]]) -> bool:
+        """Whether the arguments are one example sent without the batch axis."""
+        return bool(self.card.get("optional_batch")) and all(
+            len(shape) == len(spec.shape) - 1
+            for spec, shape in zip(self.inputs[: self.n_inputs], shapes, strict=False)
+            if spec.name not in self.shared
+        )
+
+    def _examples(self, xs: Sequence[Any]) -> bool:
+        """Whether these arguments carry the examples' axis (a batch model's, not one example)."""
+        return self.batch and not self._one([tuple(np.shape(x)) for x in xs[: self.n_inputs]])
+
+    def _per_example(self, i: int, xs: Sequence[Any]) -> bool:
+        """Whether input i's derivatives are each example's own (it has the examples' axis)."""
+        return not self._is_variable(i) and self.inputs[i].name not in self.shared and self._examples(xs)
 
     def out_specs(self, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[str]) -> tuple[Spec, ...]:
         key = tuple(tuple(s) for s in shapes[: self.n_inputs])
         if key in self._open:
             return self._open[key]
-        B = key[0][0] if self.batch and key and key[0] else None
+        one = self._one(key)
+        sizes: dict[str, int] = {}  # the sizes the card names (A, F, B), from the arguments
+        for t, shape in zip(self.card["inputs"], key, strict=False):
+            symbols = t.get("symbols") or []
+            sizes |= dict(zip(symbols[1:] if one and t["name"] not in self.shared else symbols, shape, strict=False))
+        floating = [d for d in dtypes[: self.n_inputs] if d in FLOATING]
+        computed = str(np.result_type(*floating)) if self.dtypes and floating else None
+        B = next((s[0] for s, spec in zip(key, self.inputs, strict=False) if spec.name not in self.shared), None)
         outs = []
         for t in self.card["outputs"]:
-            shape = list(t["shape"])
-            if self.batch and shape and shape[0] is None:
-                shape[0] = B
-            outs.append(Spec(t["name"], tuple(shape), t["dtype"]))
+            dims, symbols = list(t["shape"]), list(t.get("symbols") or [""] * len(t["shape"]))
+            if one:
+                dims, symbols = dims[1:], symbols[1:]
+            elif self.batch and dims and dims[0] is None:
+                dims[0] = B
+            known: tuple[Any, ...] = tuple(
+                sizes.get(s, d) if d is None else d for d, s in zip(dims, symbols, strict=False)
+            )
+            outs.append(Spec(t["name"], known, computed if computed and t["dtype"] in FLOATING else t["dtype"]))
         if any(d is None for o in outs for d in o.shape):  # sizes only a forward pass tells
             zeros = [np.zeros(s, spec.dtype) for s, spec in zip(key, self.inputs, strict=False)]
             outs = [Spec(o.name, a.shape, o.dtype) for o, a in zip(outs, self._apply(zeros), strict=True)]
@@ -258,18 +290,20 @@ class ModelRemote(Remote):
     def _vjp(self, xs: list[np.ndarray], us: dict[int, np.ndarray], wrt: Sequence[int]) -> dict[int, np.ndarray]:
         cotangents = dict(zip(self._out_names(list(us)), us.values(), strict=True))
         found: dict[int, np.ndarray] = {}
-        inputs = [i for i in wrt if not self._is_variable(i)]
+        inputs = [i for i in wrt if self._per_example(i, xs)]
         if inputs:  # each example's own gradient
             self._count()
             r = self.model.vjp(self._named(xs), cotangents, wrt=[self.inputs[i].name for i in inputs])
             assert r.vjp is not None
             found |= {i: r.vjp[self.inputs[i].name] for i in inputs}
         variables = [i for i in wrt if self._is_variable(i)]
-        if variables:  # shared by the examples: summed over them
+        shared = [i for i in wrt if not self._is_variable(i) and not self._per_example(i, xs)]
+        if variables or shared:  # shared by the examples: summed over them
             self._count()
-            r = self.model.vjp(self._named(xs), cotangents, wrt=["variables"], sum_batch=self.batch)
+            names = [self.inputs[i].name for i in shared] + (["variables"] if variables else [])
+            r = self.model.vjp(self._named(xs), cotangents, wrt=names, sum_batch=self._examples(xs))
             assert r.vjp is not None
-            found |= {i: r.vjp[self.inputs[i].name] for i in variables}
+            found |= {i: r.vjp[self.inputs[i].name] for i in variables + shared}
         return found
 
     def _jacobian(
@@ -283,7 +317,7 @@ class ModelRemote(Remote):
         for o, name in zip(of, self._out_names(of), strict=True):
             for i in wrt:
                 J = r.jacobian[name][self.inputs[i].name]
-                if self.batch and not self._is_variable(i):  # per example -> the whole Jacobian
+                if self._per_example(i, xs):  # per example -> the whole Jacobian
                     J = block_diagonal(J, len(self.card["outputs"][o]["shape"]))
                 found[o, i] = J
         return found
@@ -292,7 +326,7 @@ class ModelRemote(Remote):
         if self._is_variable(wrt):
             raise NotServed(f"Second derivatives in {self.name!r}'s variables are not served; only in one input")
         name, specs = self.inputs[wrt].name, self.specs(xs)
-        E = xs[wrt].shape[0] if self.batch else 1
+        E = xs[wrt].shape[0] if self._per_example(wrt, xs) else 1
         n_in = xs[wrt].size // E
         self._count()
         if s.shape[0] > 1 and is_basis([s]):  # every direction: the Hessian itself
@@ -311,80 +345,3 @@ class ModelRemote(Remote):
             o: r.hvp[n][name].reshape(K, E, specs[o].size // E, n_in)
             for o, n in zip(of, self._out_names(of), strict=True)
         }
-
-
-class PolicyRemote(Remote):
-    """The built-in model, W = log_softmax(X·Y): arguments X (A×F) and Y (F, or B×F), in X's dtype.
-    The service's products are in X; derivatives in Y come from its Jacobian in Y."""
-
-    name = "policy"
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.inputs = (Spec("X", (-1, -1), "float32"), Spec("Y", (-1,), "float32"))
-
-    def out_specs(self, shapes: Sequence[tuple[int, ...]], dtypes: Sequence[str]) -> tuple[Spec, ...]:
-        (A, _), y = shapes
-        return (Spec("W", (*y[:-1], A), dtypes[0]),)
-
-    def _dtype(self, xs: Sequence[np.ndarray]) -> str:
-        return str(np.asarray(xs[0]).dtype)
-
-    def _batched(self, xs: Sequence[np.ndarray]) -> bool:
-        return np.ndim(xs[1]) == 2
-
-    def _apply(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        X, Y = xs
-        self.requests += 1
-        return [self.client.jvp(X, Y, np.zeros_like(X), dtype=self._dtype(xs)).W]
-
-    def _jvp(self, xs: list[np.ndarray], ts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        X, Y = xs
-        if 1 in ts:  # a product in Y: from the Jacobian in both
-            blocks = self._jacobian(xs, [0], sorted(ts))
-            W = self.specs(xs)[0]
-            total = sum(blocks[0, i].reshape(W.size, -1) @ t.reshape(t.shape[0], -1).T for i, t in ts.items())
-            return {0: np.asarray(total).T.reshape(-1, *W.shape)}
-        self.requests += 1
-        JV = self.client.jvp(X, Y, ts[0], dtype=self._dtype(xs)).JV
-        assert JV is not None
-        return {0: JV}
-
-    def _vjp(self, xs: list[np.ndarray], us: dict[int, np.ndarray], wrt: Sequence[int]) -> dict[int, np.ndarray]:
-        X, Y = xs
-        if 1 in wrt:
-            blocks = self._jacobian(xs, [0], wrt)
-            u = us[0].reshape(us[0].shape[0], -1)
-            return {i: (u @ blocks[0, i].reshape(u.shape[1], -1)).reshape(-1, *xs[i].shape) for i in wrt}
-        self.requests += 1
-        UJ = self.client.vjp(X, Y, us[0], sum_states=self._batched(xs), dtype=self._dtype(xs)).UJ
-        assert UJ is not None
-        return {0: UJ}
-
-    def _jacobian(
-        self, xs: list[np.ndarray], of: Sequence[int], wrt: Sequence[int]
-    ) -> dict[tuple[int, int], np.ndarray]:
-        X, Y = xs
-        self.requests += 1
-        r = self.client.jacobian(X, Y, wrt=["XY"[i] for i in wrt], dtype=self._dtype(xs))
-        found: dict[tuple[int, int], np.ndarray] = {}
-        if r.J is not None:
-            found[0, 0] = r.J
-        if r.J_Y is not None:
-            found[0, 1] = block_diagonal(r.J_Y, 2) if self._batched(xs) else r.J_Y
-        return found
-
-    def _hvps(self, xs: list[np.ndarray], wrt: int, s: np.ndarray, of: Sequence[int]) -> dict[int, np.ndarray]:
-        if wrt != 0:
-            raise NotServed("The built-in model's second derivatives are served in X only, not in Y")
-        X, Y = xs
-        n_out, n_in, K = self.specs(xs)[0].size, X.size, s.shape[0]
-        self.requests += 1
-        if K == 1:
-            HV = self.client.hvp(X, Y, s[0], dtype=self._dtype(xs)).HV
-            assert HV is not None
-            return {0: HV.reshape(1, 1, n_out, n_in)}
-        H = self.client.hessian(X, Y, dtype=self._dtype(xs)).H
-        assert H is not None
-        H = H.reshape(n_out, n_in, n_in)
-        return {0: np.einsum("oij,kj->koi", H, s.reshape(K, n_in))[:, None]}

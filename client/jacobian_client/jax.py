@@ -25,7 +25,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from jacobian_client._remote import Lead, ModelRemote, NotServed, PolicyRemote, Remote
+from jacobian_client._remote import Lead, ModelRemote, NotServed, Remote
 
 if TYPE_CHECKING:
     from jacobian_client._clients import Client
@@ -321,23 +321,24 @@ batching.primitive_batchers[served_p] = _batch_rule
 
 def policy(client: Client) -> Callable[[Any, Any], jax.Array]:
     """W = log_softmax(X·Y) of the service's built-in model, as a JAX function of X (A×F) and Y
-    (F, or B×F), in X's dtype. `.remote.requests` counts its requests."""
-    remote = PolicyRemote(client)
+    (F, or B×F), in X's dtype: `model(client, "policy")`, its W. `.remote.requests` counts its
+    requests."""
+    served = model(client, "policy")
 
     def f(X: Any, Y: Any) -> jax.Array:
         X = jnp.asarray(X)
-        (W,) = _bind(X, jnp.asarray(Y, X.dtype), remote=remote, op=APPLY)
-        return W
+        return served({"X": X, "Y": jnp.asarray(Y, X.dtype)})["W"]
 
-    f.remote = remote  # type: ignore[attr-defined]
+    f.remote = served.remote  # type: ignore[attr-defined]
     return f
 
 
 def model(client: Client, name: str, *, variables: bool = False) -> Callable[..., dict[str, jax.Array]]:
-    """A repository model as a JAX function of its inputs by name, {output: array} out. With
-    `variables=True` it is f(variables, inputs): gradients in `variables` (stand-ins shaped like
-    the model's trainable variables, `f.zero_variables()`; the server computes with its own values)
-    are the model's parameter gradients, summed over the batch, for the user's optimizer."""
+    """A served model (the built-in `policy` or a repository's) as a JAX function of its inputs by
+    name, {output: array} out. With `variables=True` it is f(variables, inputs): gradients in
+    `variables` (stand-ins shaped like the model's trainable variables, `f.zero_variables()`; the
+    server computes with its own values) are the model's parameter gradients, summed over the
+    batch, for the user's optimizer."""
     remote = ModelRemote(client, name, variables=variables)
     in_names = [s.name for s in remote.inputs[: remote.n_inputs]]
     var_names = [s.name for s in remote.inputs[remote.n_inputs :]]

@@ -32,7 +32,7 @@ import tensorflow as tf
 from tensorflow.python.eager import record  # the tapes' own recording: backward and forward functions
 
 from jacobian_client._core import JacobianServiceError
-from jacobian_client._remote import ModelRemote, NotServed, PolicyRemote, Remote
+from jacobian_client._remote import ModelRemote, NotServed, Remote
 
 if TYPE_CHECKING:
     from jacobian_client._clients import Client
@@ -304,20 +304,21 @@ def _served(remote: Remote, xs: list[tf.Tensor]) -> list[tf.Tensor]:
 
 
 def policy(client: Client) -> Callable[[Any, Any], tf.Tensor]:
-    """W = log_softmax(X·Y) of the service's built-in model, for `tf.GradientTape` and `tf.function`."""
-    remote = PolicyRemote(client)
+    """W = log_softmax(X·Y) of the service's built-in model, for `tf.GradientTape` and `tf.function`:
+    `model(client, "policy")`, its W."""
+    served = model(client, "policy")
 
     def f(X: Any, Y: Any) -> tf.Tensor:
         X = tf.convert_to_tensor(X)
-        (W,) = _served(remote, [X, tf.cast(tf.convert_to_tensor(Y), X.dtype)])
-        return W
+        return served({"X": X, "Y": tf.cast(tf.convert_to_tensor(Y), X.dtype)})["W"]
 
-    f.remote = remote  # type: ignore[attr-defined]
+    f.remote = served.remote  # type: ignore[attr-defined]
     return f
 
 
 def model(client: Client, name: str, *, variables: bool = False) -> Callable[..., dict[str, tf.Tensor]]:
-    """A repository model for `tf.GradientTape` and `tf.function`: f(inputs) -> {output: tensor};
+    """A served model (the built-in `policy` or a repository's) for `tf.GradientTape` and
+    `tf.function`: f(inputs) -> {output: tensor};
     with `variables=True`, f(variables, inputs), whose gradients in `variables` (tensors or
     `tf.Variable`s shaped like the model's trainable variables, `f.zero_variables()`; the server
     computes with its own values) are the model's parameter gradients, summed over the batch."""

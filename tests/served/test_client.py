@@ -90,7 +90,9 @@ def test_options_reach_the_server(live_server: LiveServer, rng: np.random.Genera
             both = client.jacobian(X, Y, wrt=("X", "Y"))
             assert both.J is not None and both.J_Y is not None and both.J_Y.shape == (4, 3, 5)
             only_y = client.jacobian(X, Y, wrt=["Y"])
-            assert only_y.J is None and np.array_equal(only_y.J_Y, both.J_Y)
+            assert only_y.J is None and only_y.J_Y is not None
+            # Not bit for bit: a first call of a shape runs a row at a time (app.engine.costs).
+            np.testing.assert_allclose(only_y.J_Y, both.J_Y, rtol=1e-12, atol=1e-15)
             summed = client.vjp(X, Y, U, sum_states=True)
             per_state = client.vjp(X, Y, U)
             np.testing.assert_allclose(summed.UJ, per_state.UJ.sum(axis=0), rtol=1e-12, atol=1e-15)

@@ -44,6 +44,11 @@ def test_the_built_in_model_under_every_transformation(repository_client: tuple[
         jax.grad(lambda Y: jnp.sum(policy(X, Y) ** 2))(Y), jax.grad(lambda Y: jnp.sum(local_policy(X, Y) ** 2))(Y), 1e-9
     )
     close(jax.hessian(policy)(X, Y), jax.hessian(local_policy)(X, Y), 1e-9)
+    # In Y too, the built-in's Hessian and products now being served as any model's.
+    close(jax.hessian(policy, argnums=1)(X, Ys), jax.hessian(local_policy, argnums=1)(X, Ys), 1e-9)
+    v = rng.normal(size=4)
+    _, tangent = jax.jvp(lambda Y: policy(X, Y), (Y,), (v,))
+    close(tangent, jax.jvp(lambda Y: local_policy(X, Y), (Y,), (v,))[1], 1e-9)
     close(
         jax.grad(lambda X: jnp.sum(jax.grad(loss(policy))(X) ** 2))(X),
         jax.grad(lambda X: jnp.sum(jax.grad(loss(local_policy))(X) ** 2))(X),

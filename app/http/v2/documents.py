@@ -1,5 +1,5 @@
 """The Open Inference Protocol's documents (KServe V2 REST): pydantic models, parsed and validated
-by `app.http.v2.protocol`, and in the OpenAPI spec through `app.http.v2.routes`."""
+by `app.http.v2.protocol`, and in the OpenAPI spec through `app.http.v2.rest`."""
 
 from __future__ import annotations
 

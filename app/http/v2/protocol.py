@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe V2 REST, as Triton, KServe, MLServer and OpenVINO Model
 Server speak it) in this service's terms, with Triton's binary tensor data extension both ways.
-No web imports: `app.http.v2.routes` serves it.
+No web imports: `app.http.v2.rest` serves it.
 
 Models are the original endpoints (`models`), fronts to the built-in model: inputs and outputs
 are named as in the native API, the inputs' datatype (FP32 or FP64) is the computation's dtype,
@@ -8,7 +8,7 @@ and the request's `outputs` choose what is computed (asking for J_Y is how a Jac
 asked for). A request becomes the same request a native one does (`app.service.seed`), so it
 meets the same checks, limits, memory budget and batching; only the envelope differs. The
 repository's models, and the built-in model by its own name (`policy`, `policy.jacobian`), speak
-it through `app.http.v2.repository`.
+it through `app.http.v2.model_inference`.
 
 Binary data: a request whose JSON part is followed by tensor bytes says so with the
 `Inference-Header-Content-Length` header, and each such input with `binary_data_size`. Inputs are
@@ -45,7 +45,7 @@ PLATFORM = "tensorflow_autodiff"
 
 
 @dataclass(frozen=True)
-class Model:
+class EndpointModel:
     """A V2 model: one of the original endpoints (`app.endpoints`), named as it (`jacobian`)."""
 
     name: str
@@ -74,19 +74,19 @@ class Model:
         )
 
 
-def models() -> dict[str, Model]:
+def models() -> dict[str, EndpointModel]:
     """Every original endpoint, by its V2 name."""
-    return {name: Model(name, e) for name, e in ENDPOINTS.items()}
+    return {name: EndpointModel(name, e) for name, e in ENDPOINTS.items()}
 
 
-def model(name: str, version: str | None = None) -> Model:
+def model(name: str, version: str | None = None) -> EndpointModel:
     """The V2 model `name` (`jacobian`): this runs on every inference request."""
     e = ENDPOINTS.get(name)
     if e is None:
         raise UnknownModel(f"Unknown model {name!r}; the models are {', '.join(models())}")
     if version is not None and version != VERSION:
         raise UnknownModel(f"Model {name!r} has no version {version!r}; its only version is {VERSION!r}")
-    return Model(name, e)
+    return EndpointModel(name, e)
 
 
 # ---- requests
@@ -96,7 +96,7 @@ def model(name: str, version: str | None = None) -> Model:
 class Inference:
     """A parsed request: the problem, and the outputs to send (name -> as binary)."""
 
-    model: Model
+    model: EndpointModel
     problem: PolicyRequest
     outputs: dict[str, bool]
     id: str | None
@@ -112,7 +112,7 @@ class Inference:
         return any(self.outputs.values())
 
 
-def parse(m: Model, body: bytes, header_length: str | None) -> Inference:
+def parse(m: EndpointModel, body: bytes, header_length: str | None) -> Inference:
     """The request body (JSON, then binary tensor data if `header_length` is given) as an Inference."""
     request, binary = read_request(body, header_length)
     arrays, dtype = _inputs(request.inputs, binary)
@@ -218,7 +218,7 @@ def _json_tensor(t: RequestInput, count: int, floating: bool = True) -> np.ndarr
     return flat.reshape(t.shape)
 
 
-def _outputs(m: Model, request: InferenceRequest) -> dict[str, bool]:
+def _outputs(m: EndpointModel, request: InferenceRequest) -> dict[str, bool]:
     """Requested outputs -> whether each goes as binary data, in the model's order."""
     every = flag(request.parameters, "binary_data_output")
     if request.outputs is None:

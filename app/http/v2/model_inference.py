@@ -1,4 +1,4 @@
-"""The Open Inference Protocol for the repository's models (`app.catalog.Card`), no web imports.
+"""The Open OperationInference Protocol for the repository's models (`app.catalog.Card`), no web imports.
 
 Naming: `<model>` is the model's forward pass, with its signature's real inputs and outputs;
 `<model>.jacobian`, `.vjp`, `.jvp`, `.hessian` and `.hvp` are its derivatives. Inputs are the
@@ -44,7 +44,7 @@ SEP = "/"
 
 
 @dataclass(frozen=True)
-class RepositoryModel:
+class ModelOperation:
     name: str  # its V2 name: <model> or <model>.<operation>
     card: Card
     op: str
@@ -54,13 +54,13 @@ class RepositoryModel:
         return str(self.card.version)
 
 
-def find(name: str, cards: list[Card], version: str | None) -> RepositoryModel:
+def find(name: str, cards: list[Card], version: str | None) -> ModelOperation:
     owner, _, op = name.rpartition(".")
     if op not in calls.OPERATIONS or op == calls.PREDICT:
         owner, op = name, calls.PREDICT
     for card in cards:
         if card.name == owner:
-            m = RepositoryModel(name, card, op)
+            m = ModelOperation(name, card, op)
             if version is not None and version != m.version:
                 raise UnknownModel(f"Model {name!r} has no version {version!r}; it serves version {m.version}")
             return m
@@ -71,7 +71,7 @@ def _dims(shape: tuple[int | None, ...]) -> list[int]:
     return [-1 if d is None else d for d in shape]
 
 
-def metadata(m: RepositoryModel) -> ModelMetadata:
+def metadata(m: ModelOperation) -> ModelMetadata:
     """The signature's inputs and outputs, and a derivative model's products and derivatives
     (for its default wrt and of). A model that did not load has none: `ModelUnavailable`, with why."""
     card = ready(m.card)
@@ -83,7 +83,7 @@ def metadata(m: RepositoryModel) -> ModelMetadata:
     return ModelMetadata(name=m.name, versions=[m.version], platform=oip.PLATFORM, inputs=inputs, outputs=outputs)
 
 
-def _product_inputs(m: RepositoryModel) -> list[TensorMetadata]:
+def _product_inputs(m: ModelOperation) -> list[TensorMetadata]:
     if m.op == calls.VJP:
         tensors, group = [t for t in m.card.outputs if t.floating], "cotangents"
     elif m.op in (calls.JVP, calls.HVP):
@@ -93,7 +93,7 @@ def _product_inputs(m: RepositoryModel) -> list[TensorMetadata]:
     return [TensorMetadata(name=f"{group}/{t.name}", datatype=V2_DATATYPE[t.dtype], shape=[-1]) for t in tensors]
 
 
-def _derivative_outputs(m: RepositoryModel) -> list[TensorMetadata]:
+def _derivative_outputs(m: ModelOperation) -> list[TensorMetadata]:
     try:
         call = calls.default_call(m.card, m.op)
     except InvalidInput:  # no default (a Hessian of a model with two inputs): named per request
@@ -111,8 +111,8 @@ def _derivative_outputs(m: RepositoryModel) -> list[TensorMetadata]:
 
 
 @dataclass(frozen=True)
-class Inference:
-    model: RepositoryModel
+class OperationInference:
+    model: ModelOperation
     problem: Problem
     outputs: dict[str, bool] | None  # name -> as binary; None: every output, `binary` says how
     binary: bool
@@ -144,7 +144,7 @@ def _check_datatypes(card: Card, inputs: list[Any]) -> None:
             )
 
 
-def parse(m: RepositoryModel, body: bytes, header_length: str | None) -> Inference:
+def parse(m: ModelOperation, body: bytes, header_length: str | None) -> OperationInference:
     request, binary = oip.read_request(body, header_length)
     _check_datatypes(m.card, request.inputs)
     arrays = oip.read_inputs(request.inputs, binary, DATATYPES, one_datatype=False)
@@ -173,7 +173,7 @@ def parse(m: RepositoryModel, body: bytes, header_length: str | None) -> Inferen
         if not request.outputs:
             raise InvalidInput(f"The request asks for no outputs; model {m.name!r} has some (GET its metadata)")
         outputs = {o.name: oip.flag(o.parameters, "binary_data", every) for o in request.outputs}
-    return Inference(m, p, outputs, every, request.id)
+    return OperationInference(m, p, outputs, every, request.id)
 
 
 def _computed_in(card: Card, arrays: dict[str, np.ndarray]) -> str | None:
@@ -191,7 +191,7 @@ def _names(params: dict[str, Any], key: str) -> list[str] | None:
     return [n for n in value.split(",") if n]
 
 
-def encode(inference: Inference, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> npz.Body:
+def encode(inference: OperationInference, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> npz.Body:
     """The answer: outputs named as the signature's (`outputs|y` -> `y`) and the derivatives as
     npz members (`jacobian|y|x` -> `jacobian/y/x`)."""
     named = {_v2_name(k): a for k, a in arrays.items()}

@@ -19,8 +19,8 @@ from app.http.reading import read_body
 from app.http.responses import respond
 from app.http.routes import PlainRoute
 from app.http.v2 import documents as docs
+from app.http.v2 import model_inference as repo
 from app.http.v2 import protocol as oip
-from app.http.v2 import repository as repo
 from app.service import codec, front
 from app.service.outputs import Encoding
 
@@ -55,7 +55,7 @@ def _model_parameter() -> dict[str, Any]:
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": [oip.VERSION]}}
 
 
-def _model_from(request: Request) -> oip.Model | repo.RepositoryModel:
+def _model_from(request: Request) -> oip.EndpointModel | repo.ModelOperation:
     """An original endpoint (`jacobian`), else a model's (`<model>`, `<model>.<operation>`)."""
     params = request.path_params
     name, version = params["model_name"], params.get("version")
@@ -110,14 +110,14 @@ async def ready(request: Request) -> Response:
 
 async def _model_ready(request: Request) -> Response:
     m = _model_from(request)
-    loaded = not isinstance(m, repo.RepositoryModel) or m.card.state == "ready"
+    loaded = not isinstance(m, repo.ModelOperation) or m.card.state == "ready"
     ok = await _ready(request) and loaded
     return Response(orjson.dumps({"name": m.name, "ready": ok}), 200 if ok else 503, media_type=codec.JSON)
 
 
 async def _metadata(request: Request) -> docs.ModelMetadata:
     m = _model_from(request)
-    if isinstance(m, repo.RepositoryModel):
+    if isinstance(m, repo.ModelOperation):
         return repo.metadata(m)
     default = runtime.runtime(request).settings.default_dtype
     return m.metadata(oip.V2_DATATYPE[default])
@@ -145,7 +145,7 @@ async def infer(request: Request) -> Response:
     s = service.settings
     check_api_key(request, s)
     body = await read_body(request, s.max_request_bytes)
-    if isinstance(m, repo.RepositoryModel):
+    if isinstance(m, repo.ModelOperation):
         return await _infer_repository(request, m, body)
     inference = oip.parse(m, body, request.headers.get(HEADER_LENGTH))
     how = '"binary_data": true on each output, or "binary_data_output": true'
@@ -163,7 +163,7 @@ async def infer(request: Request) -> Response:
     return response
 
 
-async def _infer_repository(request: Request, m: repo.RepositoryModel, body: bytes) -> Response:
+async def _infer_repository(request: Request, m: repo.ModelOperation, body: bytes) -> Response:
     service = runtime.service(request)
     s = service.settings
     inference = repo.parse(m, body, request.headers.get(HEADER_LENGTH))
