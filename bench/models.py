@@ -122,11 +122,11 @@ def engine_vs_jax(repo: Path, rounds: int) -> tuple[str, float, float, float, st
     jac = jax.jit(jax.vmap(jax.jacrev(f)))
     x = np.random.default_rng(1).normal(size=(256, 64)).astype(np.float32)
     call = calls.Call(calls.JACOBIAN, ("x",), ("y",))
-    np.testing.assert_allclose(engine.run_call("mlp", call, (x,)).arrays["jacobian|y|x"], jac(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(engine.model_calls.run("mlp", call, (x,)).arrays["jacobian|y|x"], jac(x), rtol=1e-4, atol=1e-5)
 
     def mine() -> float:
         start = time.perf_counter()
-        engine.run_call("mlp", call, (x,))
+        engine.model_calls.run("mlp", call, (x,))
         return time.perf_counter() - start
 
     def theirs() -> float:
@@ -169,14 +169,15 @@ MEMORY_ROWS = {"mlp": {"hessian": 32, "hvp": 32}}  # rows per request; 256 other
 
 def memory(url: str, root_pid: int) -> list[tuple[str, int, int]]:
     """For every example model and operation, after its first use (which traces it, measures its
-    factor and runs alone on the whole budget): the claim (app.service.models.estimate, from the
+    factor and runs alone on the whole budget): the claim (app.service.budget.estimate, from the
     card's measured factor) and the service's measured peak over idle (bench.memory: every
     process's resident memory and the shared-memory folder, sampled while it runs)."""
     from jacobian_client import Client
 
     from app import calls
     from app.catalog import card_from_dict
-    from app.service import models as service_models
+    from app.service import budget
+    from app.service.problem import problem
     from bench.memory import PeakSampler, service_bytes
 
     rows = []
@@ -203,8 +204,8 @@ def memory(url: str, root_pid: int) -> list[tuple[str, int, int]]:
                 model = client.model(name)
                 _run(model, op, call, inputs, products)  # its first use: traced, calibrated, alone
                 card = _measured(client, name, op)
-                p = service_models.problem(card, op, inputs, list(call.wrt) or None, list(call.of) or None, **extra)
-                estimate = service_models.estimate(p, npz=True)
+                p = problem(card, op, inputs, list(call.wrt) or None, list(call.of) or None, **extra)
+                estimate = budget.estimate(p, npz=True)
                 time.sleep(0.3)
                 idle = service_bytes(root_pid)
                 with PeakSampler(root_pid) as sampler:
