@@ -122,7 +122,9 @@ def engine_vs_jax(repo: Path, rounds: int) -> tuple[str, float, float, float, st
     jac = jax.jit(jax.vmap(jax.jacrev(f)))
     x = np.random.default_rng(1).normal(size=(256, 64)).astype(np.float32)
     call = calls.Call(calls.JACOBIAN, ("x",), ("y",))
-    np.testing.assert_allclose(engine.model_calls.run("mlp", call, (x,)).arrays["jacobian|y|x"], jac(x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        engine.model_calls.run("mlp", call, (x,)).arrays["jacobian|y|x"], jac(x), rtol=1e-4, atol=1e-5
+    )
 
     def mine() -> float:
         start = time.perf_counter()

@@ -11,6 +11,7 @@ import pytest
 
 from app.errors import InvalidInput, MalformedBody
 from app.http.v2 import protocol as oip
+from app.service.dataplane import Served
 from tests.support.v2 import X, Y, tensor, v2_body
 
 
@@ -124,7 +125,7 @@ def test_encode_puts_binary_outputs_after_the_json_part_without_copies() -> None
         }
     )
     W, J = np.array([-1.0, -0.5]), np.arange(16.0).reshape(2, 2, 4)
-    body = oip.encode(inference, {"W": W, "J": J}, "float64", "/device:CPU:0")
+    body = oip.encode(inference, Served({"W": W, "J": J}, {"dtype": "float64", "device": "/device:CPU:0"}, print))
     head = orjson.loads(bytes(body.parts[0]))
     assert head["model_name"] == "jacobian" and head["model_version"] == "1"
     assert head["parameters"] == {"dtype": "float64", "device": "/device:CPU:0"}
@@ -141,7 +142,7 @@ def test_a_broadcast_hessian_is_sent_block_by_block() -> None:
     )
     H_lse = np.arange(2 * 4 * 2 * 4, dtype=np.float64).reshape(2, 4, 2, 4)
     H = np.broadcast_to(H_lse, (2, 2, 4, 2, 4))
-    body = oip.encode(inference, {"W": np.zeros(2), "H": H}, "float64", "cpu")
+    body = oip.encode(inference, Served({"W": np.zeros(2), "H": H}, {"dtype": "float64", "device": "cpu"}, print))
     data = b"".join(bytes(p) for p in body.parts[2:])
     np.testing.assert_array_equal(np.frombuffer(data, np.float64).reshape(H.shape), H)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
 from app import calls
 from app.catalog import VARIABLES, Card
@@ -23,6 +22,7 @@ from app.errors import InvalidInput, UnknownModel
 from app.http.v2 import protocol as oip
 from app.http.v2.documents import ModelMetadata, TensorMetadata
 from app.service import npz
+from app.service.dataplane import Served
 from app.service.problem import Problem, problem, ready
 
 DATATYPES = {
@@ -191,10 +191,10 @@ def _names(params: dict[str, Any], key: str) -> list[str] | None:
     return [n for n in value.split(",") if n]
 
 
-def encode(inference: OperationInference, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> npz.Body:
+def encode(inference: OperationInference, answer: Served) -> npz.Body:
     """The answer: outputs named as the signature's (`outputs|y` -> `y`) and the derivatives as
-    npz members (`jacobian|y|x` -> `jacobian/y/x`)."""
-    named = {_v2_name(k): a for k, a in arrays.items()}
+    npz members (`jacobian|y|x` -> `jacobian/y/x`), each in its own datatype."""
+    named = {_v2_name(k): a for k, a in answer.arrays.items()}
     asked = inference.outputs
     if asked is not None:
         unknown = [n for n in asked if n not in named]
@@ -204,25 +204,8 @@ def encode(inference: OperationInference, arrays: dict[str, np.ndarray], meta: d
                 f"it computed {', '.join(named)}"
             )
     chosen = asked if asked is not None else {n: inference.binary for n in named}
-    outputs, binary = [], []
-    for name, as_binary in chosen.items():
-        a = named[name]
-        out: dict[str, Any] = {"name": name, "datatype": V2_DATATYPE[a.dtype.name], "shape": list(a.shape)}
-        if as_binary:
-            out["parameters"] = {"binary_data_size": a.nbytes}
-            binary += [memoryview(b).cast("B") for b in npz.contiguous_blocks(a)]
-        else:
-            out["data"] = np.ascontiguousarray(a).reshape(-1)
-        outputs.append(out)
-    doc = {
-        "model_name": inference.model.name,
-        "model_version": inference.model.version,
-        **({"id": inference.id} if inference.id is not None else {}),
-        "parameters": {"dtype": meta["dtype"], "device": meta["device"]},
-        "outputs": outputs,
-    }
-    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-    return npz.Body([head, *binary], len(head) + sum(b.nbytes for b in binary))
+    tensors = [(n, named[n], V2_DATATYPE[named[n].dtype.name], binary) for n, binary in chosen.items()]
+    return oip.response(inference.model.name, inference.model.version, inference.id, answer.meta, tensors)
 
 
 def _v2_name(key: str) -> str:

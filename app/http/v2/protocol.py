@@ -32,6 +32,7 @@ from app.endpoints import ENDPOINTS, Endpoint
 from app.errors import InvalidInput, MalformedBody, UnknownModel
 from app.http.v2.documents import InferenceRequest, ModelMetadata, Parameters, RequestInput, TensorMetadata
 from app.service import codec, npz
+from app.service.dataplane import Served
 from app.service.seed import PolicyRequest, from_named
 
 VERSION = "1"  # each model has one version
@@ -244,26 +245,32 @@ def flag(parameters: Parameters, name: str, default: bool = False) -> bool:
 # ---- responses
 
 
-def encode(inference: Inference, arrays: dict[str, np.ndarray], dtype: str, device: str) -> npz.Body:
-    """The response: its JSON part first (the body's `parts[0]`), then each binary output's bytes,
-    sent from the arrays' own memory."""
-    datatype = V2_DATATYPE[dtype]
+def encode(inference: Inference, answer: Served) -> npz.Body:
+    """The response to an original endpoint's model: the outputs asked for, in its datatype."""
+    dtype = answer.meta["dtype"]
+    chosen = [(n, answer.arrays[n], V2_DATATYPE[dtype], binary) for n, binary in inference.outputs.items()]
+    return response(inference.model.name, VERSION, inference.id, answer.meta, chosen)
+
+
+def response(
+    name: str, version: str, request_id: str | None, meta: dict[str, Any], tensors: list[tuple[str, Any, str, bool]]
+) -> npz.Body:
+    """A response: its JSON part first (the body's `parts[0]`), then each binary output's bytes,
+    sent from the arrays' own memory. `tensors`: (name, array, datatype, as binary data)."""
     outputs, binary = [], []
-    for name, as_binary in inference.outputs.items():
-        a = arrays[name]
-        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(a.shape)}
+    for tensor_name, a, datatype, as_binary in tensors:
+        out: dict[str, Any] = {"name": tensor_name, "datatype": datatype, "shape": list(a.shape)}
         if as_binary:
-            blocks = [memoryview(b).cast("B") for b in npz.contiguous_blocks(a)]
             out["parameters"] = {"binary_data_size": a.nbytes}
-            binary += blocks
+            binary += [memoryview(b).cast("B") for b in npz.contiguous_blocks(a)]
         else:
             out["data"] = np.ascontiguousarray(a).reshape(-1)
         outputs.append(out)
     doc = {
-        "model_name": inference.model.name,
-        "model_version": VERSION,
-        **({"id": inference.id} if inference.id is not None else {}),
-        "parameters": {"dtype": dtype, "device": device},
+        "model_name": name,
+        "model_version": version,
+        **({"id": request_id} if request_id is not None else {}),
+        "parameters": {"dtype": meta["dtype"], "device": meta["device"]},
         "outputs": outputs,
     }
     head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)

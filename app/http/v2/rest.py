@@ -145,35 +145,20 @@ async def infer(request: Request) -> Response:
     s = service.settings
     check_api_key(request, s)
     body = await read_body(request, s.max_request_bytes)
-    if isinstance(m, repo.ModelOperation):
-        return await _infer_repository(request, m, body)
-    inference = oip.parse(m, body, request.headers.get(HEADER_LENGTH))
+    header = request.headers.get(HEADER_LENGTH)
+    inference = repo.parse(m, body, header) if isinstance(m, repo.ModelOperation) else oip.parse(m, body, header)
     how = '"binary_data": true on each output, or "binary_data_output": true'
     out = Encoding.chosen(inference.all_binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
-    card = runtime.card(request, BUILTIN)
-    answer = await unless_disconnected(request, front.serve(service, card, m.endpoint, inference.problem, out))
+    if isinstance(inference, repo.OperationInference):
+        computing = service.serve(inference.problem, out)
+    else:  # an original endpoint's: a front to the built-in model
+        computing = front.serve(
+            service, runtime.card(request, BUILTIN), inference.model.endpoint, inference.problem, out
+        )
+    answer = await unless_disconnected(request, computing)
     binary = inference.any_binary
-    response = await respond(
-        answer,
-        lambda: oip.encode(inference, answer.arrays, answer.meta["dtype"], answer.meta["device"]),
-        BINARY if binary else codec.JSON,
-    )
-    if binary:
-        response.headers[HEADER_LENGTH] = str(len(response.parts[0]))
-    return response
-
-
-async def _infer_repository(request: Request, m: repo.ModelOperation, body: bytes) -> Response:
-    service = runtime.service(request)
-    s = service.settings
-    inference = repo.parse(m, body, request.headers.get(HEADER_LENGTH))
-    how = '"binary_data": true on each output, or "binary_data_output": true'
-    out = Encoding.chosen(inference.all_binary, s.max_output_elements, s.max_json_output_elements, how, "binary data")
-    answer = await unless_disconnected(request, service.serve(inference.problem, out))
-    binary = inference.any_binary
-    response = await respond(
-        answer, lambda: repo.encode(inference, answer.arrays, answer.meta), BINARY if binary else codec.JSON
-    )
+    encode = repo.encode if isinstance(inference, repo.OperationInference) else oip.encode
+    response = await respond(answer, lambda: encode(inference, answer), BINARY if binary else codec.JSON)  # type: ignore[arg-type]
     if binary:
         response.headers[HEADER_LENGTH] = str(len(response.parts[0]))
     return response
