@@ -32,12 +32,21 @@ SECONDS = 1.0  # the longest a measurement on ROWS rows may take; beyond, the 2 
 RunCall = Callable[[str, calls.Call, tuple[np.ndarray, ...]], Any]  # Engine.run_call -> Result
 
 
-def calibrate(run_call: RunCall, name: str, card: Card, op: str, max_output_elements: int, budget: int) -> float | None:
-    """The operation's example call (every differentiable input, every output with a defined
-    gradient; one input for second derivatives) traced and run on example inputs, then its peak
-    measured on more rows: peak / (inputs + answer). None when it cannot be measured."""
+def calibrate(
+    run_call: RunCall,
+    name: str,
+    card: Card,
+    op: str,
+    max_output_elements: int,
+    budget: int,
+    call: calls.Call | None = None,
+) -> float | None:
+    """`call` (the first request's, whose function is then traced once), or the operation's
+    example call (every differentiable input, every output with a defined gradient; one input for
+    second derivatives), traced and run on example inputs, then its peak measured on more rows:
+    peak / (inputs + answer). None when it cannot be measured."""
     try:
-        call = calls.example_call(card, op)
+        call = call or calls.example_call(card, op)
     except InvalidInput:  # nothing to differentiate
         return None
     n = rows_for(card, call, max_output_elements, budget)

@@ -48,16 +48,18 @@ class ModelCalls:
         self.xla = Xla(*xla, self.function) if xla is not None else None
         self._tracing = Lock()  # the XLA compiler's thread traces too
 
-    def calibrate(self, model: str, op: str) -> None:
-        """Measure the peak of a repository model's operation once, before its first call runs
-        (`app.engine.calibration`): later requests' memory claims use it."""
+    def calibrate(self, model: str, op: str, call: calls.Call | None = None) -> None:
+        """Measure the peak of a model's operation once, before its first call runs
+        (`app.engine.calibration`), on that call (traced once for both) or the operation's
+        example call: later requests' memory claims use it."""
         key = (model, op)
         if key in self.calibrated:
             return
         self.calibrated.add(key)  # first: calibration's own calls come back through run
         loaded = self.repository[model]
         measure = functools.partial(self.run, xla=False)  # its example shapes are no request's
-        factor = calibration.calibrate(measure, model, loaded.card, op, self.max_output_elements, self.memory_budget)
+        limit, budget = self.max_output_elements, self.memory_budget
+        factor = calibration.calibrate(measure, model, loaded.card, op, limit, budget, call)
         if factor is not None:
             loaded.card = dataclasses.replace(loaded.card, peak_factors={**loaded.card.peak_factors, op: factor})
             log.info("model %s: TensorFlow's peak for %s is %g times its inputs and answer", model, op, factor)
@@ -77,7 +79,7 @@ class ModelCalls:
         With a `deadline` (`time.monotonic()`), a call that cannot finish by then is refused before
         it starts, and one of independent rows runs in pieces and stops once it has passed
         (`app.engine.costs`): `DeadlineExceeded`."""
-        self.calibrate(model, call.op)
+        self.calibrate(model, call.op, call)
         key = (model, call.key, *((r.dtype.str, r.shape[1:]) for r in rows))
         n = len(rows[0])
         pieces = deadline is not None and call.stack and not call.sum_batch

@@ -12,7 +12,7 @@ npz on the wire by default (`transport="json"` for JSON); one exception type,
 `AsyncClient` has the same methods as coroutines.
 """
 
-from jacobian_client._clients import AsyncClient, AsyncModel, Client, Model
+from jacobian_client._clients import AsyncClient, Client
 from jacobian_client._core import (
     HessianResult,
     HvpResult,
@@ -23,6 +23,7 @@ from jacobian_client._core import (
     Result,
     VjpResult,
 )
+from jacobian_client._models import AsyncModel, Model
 
 __all__ = [
     "AsyncClient",
