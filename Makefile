@@ -98,7 +98,14 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # Not part of `make test` (timings are noisy); its code is linted and smoke-tested there.
-bench: $(STAMP) system-deps
+# KServe, the latency reference (`bench/kserve_model.py`), pins its own FastAPI, protobuf and grpc:
+# a virtualenv of its own.
+KSERVE := bench/.kserve/bin/python
+$(KSERVE):
+	$(PYTHON) -m venv bench/.kserve
+	$@ -m pip install -q 'kserve==0.21.*' 'tensorflow-cpu==2.21.0'
+
+bench: $(STAMP) system-deps $(KSERVE)
 	$(PY) -m pip install -q -e '.[dev,bench,$(TF)]'
 	$(PY) -m bench.run
 	$(PY) -m bench.models --out bench/models.md
@@ -113,4 +120,4 @@ image-gpu: $(STAMP) system-deps
 	$(PY) -m tests.support.containers gpu
 
 openapi: $(STAMP)
-	$(PY) -m app.http.openapi > openapi/openapi.json
+	$(PY) -m app.http.spec > openapi/openapi.json

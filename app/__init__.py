@@ -22,7 +22,8 @@ http/ (the HTTP workers: decode, compute, encode)
     auth            the API key.
     hangup          work dropped when the client hangs up.
     responses       an answer encoded and sent in pieces; releases its memory claim.
-    openapi         the OpenAPI document and its fragments.
+    openapi         the OpenAPI document's fragments and security schemes.
+    spec            `python -m app.http.spec`: the committed OpenAPI document.
     model_docs      the models' routes on the docs page, from their cards.
     handlers        domain exceptions to HTTP responses, in one place.
     schemas         pydantic models of the JSON bodies: the original endpoints', a model request, cards.

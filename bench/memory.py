@@ -25,6 +25,7 @@ from jacobian_client import Client
 from app.catalog import card_from_dict
 from app.endpoints import BUILTIN, ENDPOINTS
 from app.service import budget, front, seed
+from bench.servers import tree
 
 SIZES = {
     "/jacobian": ("jacobian", [(64, 512), (128, 1024), (256, 1024)]),
@@ -44,25 +45,6 @@ def _status_bytes(pid: int, fields: tuple[str, ...]) -> int:
         if name in fields:
             total += int(value.split()[0]) * 1024
     return total
-
-
-def children(pid: int) -> list[int]:
-    """Direct child process ids (Linux /proc)."""
-    kids = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(FileNotFoundError):
-            kids += [int(c) for c in (task / "children").read_text().split()]
-    return kids
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (the tests use this too)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children(p)
-    return out
 
 
 def service_bytes(root_pid: int, shm_dir: str = "/dev/shm") -> int:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -435,6 +438,63 @@ def best_of(fn: Callable[[], object], n: int) -> float:
     return statistics.median(times)
 
 
+KSERVE_PYTHON = ROOT / "bench" / ".kserve" / "bin" / "python"  # `make bench` builds it
+
+
+@contextlib.contextmanager
+def kserve_server(port: int) -> Iterator[subprocess.Popen | None]:
+    """KServe 0.21 serving the same Jacobian (`bench.kserve_model`), in its own virtualenv; None
+    when that is not built (`make bench` builds it)."""
+    if not KSERVE_PYTHON.exists():
+        yield None
+        return
+    cmd = [str(KSERVE_PYTHON), "-m", "bench.kserve_model", "--http_port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/policy", timeout=2) as r,
+            ):
+                if r.status == 200:
+                    break
+            time.sleep(0.3)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def kserve_rows(project: Server, quick: bool) -> list[Row]:
+    """One client's 2×4 Jacobian latency against KServe serving `tape.jacobian` in a `tf.function`
+    (the same numbers; its V1 protocol), interleaved."""
+    body = problem(2, 4)
+    ours, theirs = raw_request("/jacobian", body), raw_request("/v1/models/policy:predict", body)
+    with kserve_server(port := free_port()) as proc:
+        if proc is None:
+            return [Row("2×4 latency, one client, vs KServe 0.21", "—", "not built", 0.0, "< 1×", False)]
+        rounds, seconds = (1, 0.3) if quick else (5, 2.0)
+        settled(project.port, ours)
+        asyncio.run(latency(port, theirs, 20))
+        kserve = Server("kserve", port, proc)
+        pv, kv, ratio = alternate(
+            lambda: one_client(project.port, ours, 200, seconds),
+            lambda: one_client(kserve.port, theirs, 200, seconds),
+            rounds,
+        )
+    return [
+        Row(
+            "2×4 latency, one client, vs KServe 0.21",
+            f"{pv * 1e3:.2f} ms",
+            f"{kv * 1e3:.2f} ms",
+            ratio,
+            "< 1×",
+            ratio < 1,
+        )
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny sizes and short runs (the smoke test)")
@@ -454,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += product_rows(project, floor, args.quick)
         rows += protocol_rows(project, args.quick)
         rows += client_rows(project, args.quick)
+        rows += kserve_rows(project, args.quick)
         points = curve(project, floor, args.quick)
         rows += memory_rows(project, args.quick, settings.max_output_elements)
     rows += scaling_rows(args.quick)

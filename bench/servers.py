@@ -3,6 +3,7 @@ each started on loopback, ready when /health/ready says 200, and stopped after."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app import lifeline
-from bench import memory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,26 @@ class Server:
 
     def pids(self) -> list[int]:
         """The server's processes: for the project, supervisor, workers and engine."""
-        return memory.tree(self.proc.pid)
+        return tree(self.proc.pid)
+
+
+def children(pid: int) -> list[int]:
+    """Direct child process ids (Linux /proc)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            kids += [int(c) for c in (task / "children").read_text().split()]
+    return kids
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (the tests use this too)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children(p)
+    return out
 
 
 def status_mib(pid: int, field: str) -> float:

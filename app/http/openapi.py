@@ -4,7 +4,6 @@ serves (committed as openapi/openapi.json)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -131,13 +130,3 @@ def with_security(app: FastAPI) -> dict[str, Any]:
         }
         app.openapi_schema = schema
     return app.openapi_schema
-
-
-def spec_text() -> str:
-    from app.http.app import create_app
-
-    return json.dumps(create_app().openapi(), indent=2, ensure_ascii=False) + "\n"
-
-
-if __name__ == "__main__":
-    print(spec_text(), end="")

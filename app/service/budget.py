@@ -4,10 +4,7 @@ claims of the budget. No TensorFlow, no web imports."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from app import calls
-from app.service.problem import Problem, engine_shapes, itemsizes
+from app.service.problem import Problem
 
 JSON_BYTES_PER_NUMBER = 26
 
@@ -18,11 +15,11 @@ OVERHEAD = 1 << 20
 def estimate(p: Problem, npz: bool) -> int:
     """Peak bytes while it runs: the inputs (parsed, stacked, TensorFlow's copy), TensorFlow's
     peak (the multiple measured on the operation's first use), the answer, and its encoding."""
-    shapes = engine_shapes(p)
-    out = calls.output_bytes(shapes, itemsizes(p.card, shapes, p.call.dtype))
+    n = p.n_rows
+    out = p.call.output_bytes(n)
     given = sum(a.nbytes for a in p.rows)
-    elements = sum(int(np.prod(s)) for s in shapes.values())
-    encoded = 0 if npz else elements * JSON_BYTES_PER_NUMBER
+    per_row, fixed = p.elements
+    encoded = 0 if npz else (fixed + n * per_row) * JSON_BYTES_PER_NUMBER
     measured = p.card.peak_factors.get(p.call.op)
     factor = UNMEASURED if measured is None else max(1.0, MARGIN * measured)
     return 4 * given + int(factor * (out + given)) + out + encoded + OVERHEAD

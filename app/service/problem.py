@@ -10,6 +10,7 @@ one row.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +36,7 @@ class Problem:
     input_rows: dict[str, tuple[int, ...]]  # each input's shape per row
     output_rows: dict[str, tuple[int, ...]]  # each output's shape per row (unknown sizes as 1)
     one: bool = False  # one example sent without the batch axis: answered without it
+    elements: tuple[int, int] = (0, 0)  # numbers the engine returns per row, and fixed (`sized`)
 
     @property
     def k(self) -> int:
@@ -233,10 +235,17 @@ def _known(card: Card, t: Tensor, sizes: Sizes) -> tuple[int, ...]:
 
 
 def sized(p: Problem) -> Problem:
-    """The call with what the engine will return: bytes per row and fixed, and how many arrays."""
-    one, two = (calls.output_shapes(p.card, p.call, n, p.k, p.input_rows, p.output_rows) for n in (1, 2))
-    b1, b2 = (calls.output_bytes(shapes, itemsizes(p.card, shapes, p.call.dtype)) for shapes in (one, two))
-    return replace(p, call=replace(p.call, row_bytes=b2 - b1, fixed_bytes=2 * b1 - b2, arrays=len(one)))
+    """The call with what the engine will return, per row and fixed (a vjp summed over the rows
+    has no row axis): bytes, how many arrays, and how many numbers (`Problem.elements`)."""
+    shapes = calls.output_shapes(p.card, p.call, 1, p.k, p.input_rows, p.output_rows)
+    sizes = itemsizes(p.card, shapes, p.call.dtype)
+    counts = {k: math.prod(s) for k, s in shapes.items()}
+    fixed = {k for k in counts if p.call.sum_batch and k.startswith(calls.VJP)}
+    row_bytes = sum(n * sizes[k] for k, n in counts.items() if k not in fixed)
+    fixed_bytes = sum(n * sizes[k] for k, n in counts.items() if k in fixed)
+    elements = (sum(n for k, n in counts.items() if k not in fixed), sum(counts[k] for k in fixed))
+    call = replace(p.call, row_bytes=row_bytes, fixed_bytes=fixed_bytes, arrays=len(shapes))
+    return replace(p, call=call, elements=elements)
 
 
 def open_outputs(card: Card) -> bool:
@@ -264,7 +273,7 @@ def _refuse_extra(op: str, cotangents: Any, tangents: Any, sum_batch: bool, card
 def itemsizes(card: Card, shapes: dict[str, tuple[int, ...]], dtype: str = "") -> dict[str, int]:
     """Bytes per number of each engine output: an output's dtype, a derivative in its source's
     (the call's `dtype` for every floating one, when the model offers several)."""
-    size = {t.name: np.dtype(_as(t, dtype).dtype).itemsize for t in card.inputs + card.outputs + card.variables}
+    size = {t.name: _itemsize(_as(t, dtype).dtype) for t in card.inputs + card.outputs + card.variables}
     found = {}
     for key in shapes:
         parts = key.split(calls.SEP)
@@ -273,6 +282,13 @@ def itemsizes(card: Card, shapes: dict[str, tuple[int, ...]], dtype: str = "") -
             source = parts[1]
         found[key] = size.get(source, 4)
     return found
+
+
+_ITEMSIZES = {d: np.dtype(d).itemsize for d in ("float16", "float32", "float64", "int32", "int64")}
+
+
+def _itemsize(dtype: str) -> int:
+    return _ITEMSIZES.get(dtype) or np.dtype(dtype).itemsize
 
 
 def engine_shapes(p: Problem) -> dict[str, tuple[int, ...]]:

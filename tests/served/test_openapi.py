@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.http.openapi import spec_text
+from app.http.spec import spec_text
 from tests.support.clients import SEED
 from tests.support.servers import LiveServer
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 
 from app import lifeline
-from bench.memory import children as children
-from bench.memory import tree as tree
+from bench.servers import children as children
 from bench.servers import free_port as free_port  # one helper for the tests and the bench
+from bench.servers import tree as tree
 
 ROOT = Path(__file__).parent.parent.parent
 
