@@ -83,7 +83,8 @@ class ModelCalls:
         key = (model, call.key, *((r.dtype.str, r.shape[1:]) for r in rows))
         n = len(rows[0])
         pieces = deadline is not None and call.stack and not call.sum_batch
-        piece = self.costs.piece(key, n) if pieces else n
+        family, row_bytes = (model, call.key), sum(r[:1].nbytes for r in rows) + call.row_bytes
+        piece = self.costs.piece(key, n, family, row_bytes) if pieces else n
         done: list[dict[str, np.ndarray]] = []
         start, device = 0, ""
         while start < n:
@@ -92,7 +93,7 @@ class ModelCalls:
             part, device = self._timed_call(model, call, key, tuple(r[start : start + piece] for r in rows), xla)
             done.append(part)
             start += piece
-            piece = self.costs.piece(key, n - start) if pieces else n
+            piece = self.costs.piece(key, n - start, family, row_bytes) if pieces else n
         arrays = done[0] if len(done) == 1 else {k: np.concatenate([d[k] for d in done]) for k in done[0]}
         return Result(arrays, device)
 
@@ -122,7 +123,8 @@ class ModelCalls:
         except tf.errors.InvalidArgumentError as err:
             raise ModelRefused(f"Model {model!r} refused these inputs: {reason(err.message)}") from None
         if sum(self.traces.values()) == traces:  # a call that traced says nothing of the next one's time
-            self.costs.observe(key, n, time.perf_counter() - start)
+            row_bytes = sum(r[:1].nbytes for r in rows) + call.row_bytes
+            self.costs.observe(key, n, time.perf_counter() - start, (model, call.key), row_bytes)
         first = next(iter(out.values()))
         return {k: to_numpy(t)[:n] if compiled else to_numpy(t) for k, t in out.items()}, device_name(first)
 
