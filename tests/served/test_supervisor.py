@@ -247,7 +247,7 @@ def test_a_supervisor_killed_outright_leaves_nothing_after_the_next_start(tmp_pa
         assert list(Path(tempfile.gettempdir()).glob(f"jacobian-{pid}-*")) == []
 
 
-def test_soak_3000_mixed_requests_16_clients(live_server: LiveServer) -> None:
+def test_soak_2000_mixed_requests_16_clients(live_server: LiveServer) -> None:
     rng = np.random.default_rng(3)
     cases = []
     for i in range(64):
@@ -285,11 +285,11 @@ def test_soak_3000_mixed_requests_16_clients(live_server: LiveServer) -> None:
     assert asyncio.run(soak(300)) == []  # warm: allocator pools, connections
     before = servers.tree_rss_mib(live_server.proc.pid)  # every process: supervisor, workers, engine
     t = time.perf_counter()
-    errors = asyncio.run(soak(3000))
+    errors = asyncio.run(soak(2000))
     seconds = time.perf_counter() - t
     growth = servers.tree_rss_mib(live_server.proc.pid) - before
     print(
-        f"\nsoak: 3000 requests, 16 clients, {seconds:.1f} s, {3000 / seconds:.0f} req/s, RSS growth {growth:+.1f} MiB"
+        f"\nsoak: 2000 requests, 16 clients, {seconds:.1f} s, {2000 / seconds:.0f} req/s, RSS growth {growth:+.1f} MiB"
     )
     assert errors == []
     assert growth < 64
