@@ -7,10 +7,10 @@ derived from these objects. No web, no TensorFlow."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from app.catalog import BUILTIN, FORMULA
 
@@ -44,7 +44,7 @@ class Endpoint:
         """Numbers in the derivatives a request gets (what the output limits count; not W)."""
         size = {"N": B, "A": A, "F": F, "K": K}
         derivatives = [n for n in self.computed(wrt) if n != "W"]
-        return sum(int(np.prod([size[d] for d in self.shapes[n]])) for n in derivatives)
+        return sum(math.prod([size[d] for d in self.shapes[n]]) for n in derivatives)
 
     def formula(self, wrt: Sequence[str] = ("X",)) -> str:
         """The count above as text, e.g. 'B·A²·F + B·A·F' (B: states)."""

@@ -45,6 +45,7 @@ class EngineMetrics:
             multiprocess_mode="livesum",
         )
         self._claimed = 0
+        self._compute: dict[str, Any] = {}
 
     def claimed(self, nbytes: int) -> None:
         if nbytes != self._claimed:  # called on every turn of the engine loop; a write costs µs
@@ -52,7 +53,10 @@ class EngineMetrics:
             self.memory_claimed.set(nbytes)
 
     def observe(self, stats: Any) -> None:
-        self.compute.labels(stats.op).observe(stats.seconds)
+        compute = self._compute.get(stats.op)
+        if compute is None:  # a labelled child once per operation: `labels` costs µs per call
+            compute = self._compute[stats.op] = self.compute.labels(stats.op)
+        compute.observe(stats.seconds)
         self.batch_rows.observe(stats.rows)
         self.batch_requests.observe(stats.requests)
         self.batch_workers.observe(stats.workers)
@@ -112,6 +116,15 @@ class RequestObserver:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """A metric's labelled child, looked up once: `labels` costs µs on every call."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,8 +135,8 @@ class RequestObserver:
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         # A bounded label: any token is a valid HTTP method.
-        in_progress = self.metrics.in_progress.labels(
-            scope["method"] if scope["method"] in ("GET", "POST") else "other"
+        in_progress = self._child(
+            self.metrics.in_progress, scope["method"] if scope["method"] in ("GET", "POST") else "other"
         )
         in_progress.inc()
 
@@ -140,8 +153,8 @@ class RequestObserver:
             in_progress.dec()
             elapsed = time.perf_counter() - start
             route = _route_template(scope)
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            self._child(self.metrics.requests, route, str(status)).inc()
+            self._child(self.metrics.latency, route).observe(elapsed)
             code = scope["state"].get("error_code")
             if code:
                 self.metrics.rejected.labels(code).inc()

@@ -236,7 +236,23 @@ def _known(card: Card, t: Tensor, sizes: Sizes) -> tuple[int, ...]:
 
 def sized(p: Problem) -> Problem:
     """The call with what the engine will return, per row and fixed (a vjp summed over the rows
-    has no row axis): bytes, how many arrays, and how many numbers (`Problem.elements`)."""
+    has no row axis): bytes, how many arrays, and how many numbers (`Problem.elements`). The same
+    for every request of one shape: worked out once (a small request's path is short)."""
+    key = (p.card.inputs, p.card.outputs, p.card.variables, p.call, p.k, *p.input_rows.items(), None)
+    key += tuple(p.output_rows.items())
+    found = _SIZED.get(key)
+    if found is None:
+        if len(_SIZED) >= _SIZED_MAX:
+            _SIZED.clear()
+        found = _SIZED[key] = _sizes(p)
+    return replace(p, call=found[0], elements=found[1])
+
+
+_SIZED: dict[tuple[Any, ...], tuple[Call, tuple[int, int]]] = {}
+_SIZED_MAX = 4096
+
+
+def _sizes(p: Problem) -> tuple[Call, tuple[int, int]]:
     shapes = calls.output_shapes(p.card, p.call, 1, p.k, p.input_rows, p.output_rows)
     sizes = itemsizes(p.card, shapes, p.call.dtype)
     counts = {k: math.prod(s) for k, s in shapes.items()}
@@ -244,8 +260,7 @@ def sized(p: Problem) -> Problem:
     row_bytes = sum(n * sizes[k] for k, n in counts.items() if k not in fixed)
     fixed_bytes = sum(n * sizes[k] for k, n in counts.items() if k in fixed)
     elements = (sum(n for k, n in counts.items() if k not in fixed), sum(counts[k] for k in fixed))
-    call = replace(p.call, row_bytes=row_bytes, fixed_bytes=fixed_bytes, arrays=len(shapes))
-    return replace(p, call=call, elements=elements)
+    return replace(p.call, row_bytes=row_bytes, fixed_bytes=fixed_bytes, arrays=len(shapes)), elements
 
 
 def open_outputs(card: Card) -> bool:
