@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-
 from app.catalog import BUILTIN, FORMULA
 
 __all__ = ["BUILTIN", "ENDPOINTS", "FORMULA", "Endpoint"]
