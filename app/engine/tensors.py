@@ -80,7 +80,7 @@ def flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
     dict (sorted keys). These entries are private to TensorFlow: without them, the public call
     (`tests/app/test_engine.py` checks that both agree).
     """
-    inference = getattr(concrete, "_inference_function", None)
+    inference: Any = getattr(concrete, "_inference_function", None)
     context = getattr(inference, "_bound_context", None)
     outputs = concrete.structured_outputs
     if context is None or not isinstance(outputs, dict) or not hasattr(context, "call_function"):
