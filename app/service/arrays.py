@@ -37,13 +37,13 @@ def finite_as(values: object, name: str, dtype: str) -> np.ndarray:
         wide = np.asarray(values, dtype=np.float64)
     except ValueError:  # nested lists of unequal lengths
         raise _fail([name], f"{name} is ragged: every row must have the same length") from None
+    with np.errstate(over="ignore"):  # reported below, with advice
+        arr = wide.astype(dtype, copy=False)
+    if all_finite(arr):  # the usual case: one check says both below
+        return arr
     if not np.isfinite(wide).all():
         raise _fail([name], f"{name} contains NaN or infinite values; all entries must be finite")
-    with np.errstate(over="ignore"):  # reported below, with advice
-        arr = wide.astype(dtype)
-    if not np.isfinite(arr).all():
-        raise _fail([name], f"{name} has entries too large for {dtype}; use dtype float64")
-    return arr
+    raise _fail([name], f"{name} has entries too large for {dtype}; use dtype float64")
 
 
 def shape_text(shape: Sequence[int | None]) -> str:
