@@ -76,21 +76,25 @@ def flat_caller(concrete: Any) -> Callable[..., dict[str, tf.Tensor]]:
     The engine calls its functions eagerly, outside any tape, with arrays of the traced dtype and
     rank: the public call's dispatch, argument binding, tape checks and output packing are then
     most of a small call (37 of 100 µs for the 2×4 Jacobian here). So the function is run by
-    TensorFlow's context by name, and its flat outputs named in the order TensorFlow flattens a
-    dict (sorted keys). These entries are private to TensorFlow: without them, the public call
+    TensorFlow's context by name, and its flat outputs named where TensorFlow's own packing puts
+    them (worked out once). These entries are private to TensorFlow: without them, the public call
     (`tests/app/test_engine.py` checks that both agree).
     """
     inference: Any = getattr(concrete, "_inference_function", None)
-    context = getattr(inference, "_bound_context", None)
-    outputs = concrete.structured_outputs
-    if context is None or not isinstance(outputs, dict) or not hasattr(context, "call_function"):
+    context: Any = getattr(inference, "_bound_context", None)
+    try:  # where each output sits among the flat ones, as TensorFlow packs them
+        where = inference.function_type.pack_output(list(range(len(inference.function_type.flat_outputs))))
+    except (AttributeError, TypeError, ValueError):
+        where = None
+    if not isinstance(where, dict) or not hasattr(context, "call_function"):
         return concrete  # type: ignore[no-any-return]
     captured = list(concrete.captured_inputs)
-    names, count, function = sorted(outputs), len(outputs), inference.name
+    names, count, function = list(where), len(where), inference.name
+    order = [where[n] for n in names]
 
     def call(*arrays: np.ndarray) -> dict[str, tf.Tensor]:
         flat = context.call_function(function, [as_tensor(a) for a in arrays] + captured, count)
-        return dict(zip(names, flat, strict=True))
+        return {n: flat[i] for n, i in zip(names, order, strict=True)}
 
     call.concrete = concrete  # type: ignore[attr-defined]
     return call

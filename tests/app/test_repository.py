@@ -168,3 +168,24 @@ def test_a_gradient_in_every_variable_is_one_reverse_pass(tmp_path: Path) -> Non
         return len(engine.call_function("mlp", call).concrete.graph.as_graph_def().node)
 
     assert nodes(VARIABLES) < 1.5 * nodes("x"), (nodes(VARIABLES), nodes("x"))
+
+
+@pytest.mark.parametrize("op", [calls.JACOBIAN, calls.VJP])
+def test_the_flat_call_names_each_output_as_the_public_call_does(repo: Path, op: str) -> None:
+    """The engine calls TensorFlow's private flat entry (`app.engine.tensors.flat_caller`) and names
+    the flat outputs where TensorFlow's own packing puts them, in the function's own order (the
+    order an answer's arrays are sent in): in every variable of the mlp, both calls agree."""
+    from app.engine.derivatives import Engine
+
+    engine = Engine(model_repository=str(repo))
+    call = calls.Call(op, (VARIABLES,), ("y",), sum_batch=op == calls.VJP, single=op == calls.VJP)
+    fast = engine.call_function("mlp", call)
+    assert hasattr(fast, "concrete"), "the flat entry is gone: the engine fell back to the public call"
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(size=(3, 64)).astype(np.float32)]
+    if op == calls.VJP:
+        rows.append(rng.normal(size=(3, 1, 16)).astype(np.float32))
+    got, want = fast(*rows), fast.concrete(*rows)
+    assert list(got) == list(want) and len(got) == 7
+    for name, tensor in want.items():
+        np.testing.assert_array_equal(got[name].numpy(), tensor.numpy(), err_msg=name)
