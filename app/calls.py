@@ -13,8 +13,9 @@ or tangents) sit after the row axis: (N, K, ...).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -135,9 +136,56 @@ def output_shapes(
     return shapes
 
 
-def output_bytes(shapes: dict[str, Shape], itemsizes: dict[str, int]) -> int:
-    """Bytes of the engine's outputs; `itemsizes` by engine output name, 4 when not given."""
-    return sum(int(np.prod(s)) * itemsizes.get(k, 4) for k, s in shapes.items())
+def sized(
+    card: Card, call: Call, K: int, inputs: dict[str, Shape], outputs: dict[str, Shape]
+) -> tuple[Call, tuple[int, int]]:
+    """The call with what the engine will return per row and fixed (a vjp summed over the rows
+    has no row axis): bytes and how many arrays; and how many numbers, per row and fixed. The same
+    for every request of one shape: worked out once (a small request's path is short)."""
+    key = (card.inputs, card.outputs, card.variables, call, K, *inputs.items(), None, *outputs.items())
+    found = _SIZED.get(key)
+    if found is None:
+        if len(_SIZED) >= _SIZED_MAX:
+            _SIZED.clear()
+        found = _SIZED[key] = _sizes(card, call, K, inputs, outputs)
+    return found
+
+
+_SIZED: dict[tuple[object, ...], tuple[Call, tuple[int, int]]] = {}
+_SIZED_MAX = 4096
+
+
+def _sizes(
+    card: Card, call: Call, K: int, inputs: dict[str, Shape], outputs: dict[str, Shape]
+) -> tuple[Call, tuple[int, int]]:
+    shapes = output_shapes(card, call, 1, K, inputs, outputs)
+    sizes = itemsizes(card, shapes, call.dtype)
+    counts = {k: math.prod(s) for k, s in shapes.items()}
+    fixed = {k for k in counts if call.sum_batch and k.startswith(VJP)}
+    row_bytes = sum(n * sizes[k] for k, n in counts.items() if k not in fixed)
+    fixed_bytes = sum(n * sizes[k] for k, n in counts.items() if k in fixed)
+    elements = (sum(n for k, n in counts.items() if k not in fixed), sum(counts[k] for k in fixed))
+    return replace(call, row_bytes=row_bytes, fixed_bytes=fixed_bytes, arrays=len(shapes)), elements
+
+
+def itemsizes(card: Card, shapes: dict[str, Shape], dtype: str = "") -> dict[str, int]:
+    """Bytes per number of each engine output: an output's dtype, a derivative in its source's
+    (the call's `dtype` for every floating one, when the model offers several)."""
+    tensors = card.inputs + card.outputs + card.variables
+    size = {t.name: _itemsize(dtype if dtype and t.floating else t.dtype) for t in tensors}
+    found = {}
+    for key in shapes:
+        parts = key.split(SEP)
+        source = parts[1] if parts[0] in ("outputs", VJP, JVP) else parts[-1]
+        found[key] = size.get(source, 4)
+    return found
+
+
+_ITEMSIZES = {d: np.dtype(d).itemsize for d in ("float16", "float32", "float64", "int32", "int64")}
+
+
+def _itemsize(dtype: str) -> int:
+    return _ITEMSIZES.get(dtype) or np.dtype(dtype).itemsize
 
 
 def _fail(loc: Sequence[str | int], msg: str) -> InvalidInput:

@@ -10,7 +10,6 @@ one row.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -235,32 +234,9 @@ def _known(card: Card, t: Tensor, sizes: Sizes) -> tuple[int, ...]:
 
 
 def sized(p: Problem) -> Problem:
-    """The call with what the engine will return, per row and fixed (a vjp summed over the rows
-    has no row axis): bytes, how many arrays, and how many numbers (`Problem.elements`). The same
-    for every request of one shape: worked out once (a small request's path is short)."""
-    key = (p.card.inputs, p.card.outputs, p.card.variables, p.call, p.k, *p.input_rows.items(), None)
-    key += tuple(p.output_rows.items())
-    found = _SIZED.get(key)
-    if found is None:
-        if len(_SIZED) >= _SIZED_MAX:
-            _SIZED.clear()
-        found = _SIZED[key] = _sizes(p)
-    return replace(p, call=found[0], elements=found[1])
-
-
-_SIZED: dict[tuple[Any, ...], tuple[Call, tuple[int, int]]] = {}
-_SIZED_MAX = 4096
-
-
-def _sizes(p: Problem) -> tuple[Call, tuple[int, int]]:
-    shapes = calls.output_shapes(p.card, p.call, 1, p.k, p.input_rows, p.output_rows)
-    sizes = itemsizes(p.card, shapes, p.call.dtype)
-    counts = {k: math.prod(s) for k, s in shapes.items()}
-    fixed = {k for k in counts if p.call.sum_batch and k.startswith(calls.VJP)}
-    row_bytes = sum(n * sizes[k] for k, n in counts.items() if k not in fixed)
-    fixed_bytes = sum(n * sizes[k] for k, n in counts.items() if k in fixed)
-    elements = (sum(n for k, n in counts.items() if k not in fixed), sum(counts[k] for k in fixed))
-    return replace(p.call, row_bytes=row_bytes, fixed_bytes=fixed_bytes, arrays=len(shapes)), elements
+    """The problem with its call sized (`app.calls.sized`) and its numbers counted (`Problem.elements`)."""
+    call, elements = calls.sized(p.card, p.call, p.k, p.input_rows, p.output_rows)
+    return replace(p, call=call, elements=elements)
 
 
 def open_outputs(card: Card) -> bool:
@@ -283,27 +259,6 @@ def _refuse_extra(op: str, cotangents: Any, tangents: Any, sum_batch: bool, card
         raise _fail(["sum_batch"], f"sum_batch is for vjp; {op} takes none")
     if sum_batch and not card.batch:
         raise _fail(["sum_batch"], f"sum_batch needs a batch model; {card.name!r} has no batch axis")
-
-
-def itemsizes(card: Card, shapes: dict[str, tuple[int, ...]], dtype: str = "") -> dict[str, int]:
-    """Bytes per number of each engine output: an output's dtype, a derivative in its source's
-    (the call's `dtype` for every floating one, when the model offers several)."""
-    size = {t.name: _itemsize(_as(t, dtype).dtype) for t in card.inputs + card.outputs + card.variables}
-    found = {}
-    for key in shapes:
-        parts = key.split(calls.SEP)
-        source = parts[1] if parts[0] in (OUTPUTS, calls.VJP) else parts[-1]
-        if parts[0] == calls.JVP:
-            source = parts[1]
-        found[key] = size.get(source, 4)
-    return found
-
-
-_ITEMSIZES = {d: np.dtype(d).itemsize for d in ("float16", "float32", "float64", "int32", "int64")}
-
-
-def _itemsize(dtype: str) -> int:
-    return _ITEMSIZES.get(dtype) or np.dtype(dtype).itemsize
 
 
 def engine_shapes(p: Problem) -> dict[str, tuple[int, ...]]:

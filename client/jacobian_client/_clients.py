@@ -13,12 +13,12 @@ from numpy.typing import ArrayLike
 
 from jacobian_client import _core
 from jacobian_client._core import (
-    Call,
     HessianResult,
     HvpResult,
     JacobianResult,
     JacobianServiceError,
     JvpResult,
+    Operation,
     R,
     VjpResult,
 )
@@ -57,7 +57,7 @@ class _Base:
             return None
         return delay
 
-    def _finish(self, c: Call[R], outcome: httpx.Response | Exception, attempts: int) -> R:
+    def _finish(self, c: Operation[R], outcome: httpx.Response | Exception, attempts: int) -> R:
         if isinstance(outcome, Exception):
             raise _core.unreachable(self.base_url, outcome, attempts) from outcome
         return _core.decode(c, outcome)
@@ -131,7 +131,7 @@ class Client(_Base):
         body: dict[str, Any] = r.json()
         return body
 
-    def _run(self, c: Call[R]) -> R:
+    def _run(self, c: Operation[R]) -> R:
         request = _core.encode(c, self.transport)
         deadline, attempt = time.monotonic() + self.timeout, 0
         while True:
@@ -207,7 +207,7 @@ class AsyncClient(_Base):
         body: dict[str, Any] = r.json()
         return body
 
-    async def _run(self, c: Call[R]) -> R:
+    async def _run(self, c: Operation[R]) -> R:
         request = _core.encode(c, self.transport)
         deadline, attempt = time.monotonic() + self.timeout, 0
         while True:

@@ -94,7 +94,7 @@ MODEL_META = ("model", "version", "dtype", "device")
 
 
 @dataclass(frozen=True)
-class Call(Generic[R]):
+class Operation(Generic[R]):
     """One operation's request: where, what arrays, what options, and the result type."""
 
     path: str
@@ -115,16 +115,18 @@ def as_array(value: ArrayLike, name: str) -> np.ndarray:
     return a
 
 
-def call(path: str, result: type[R], dtype: str | None, arrays: Mapping[str, ArrayLike], **options: Any) -> Call[R]:
+def call(
+    path: str, result: type[R], dtype: str | None, arrays: Mapping[str, ArrayLike], **options: Any
+) -> Operation[R]:
     if dtype is not None and dtype not in DTYPES:
         raise JacobianServiceError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     named = {k: as_array(v, k) for k, v in arrays.items()}
-    return Call(path, named, {"dtype": dtype, **options}, result)
+    return Operation(path, named, {"dtype": dtype, **options}, result)
 
 
 def model_call(
     name: str, op: str, groups: Mapping[str, Mapping[str, ArrayLike] | None], **options: Any
-) -> Call[ModelResult]:
+) -> Operation[ModelResult]:
     """A call to POST /models/{name}/{op}: arrays by group (inputs, cotangents, tangents), each
     in its own dtype (the service casts floats to the signature's, and takes integers for integers)."""
     arrays = {f"{g}/{k}": np.asarray(v) for g, named in groups.items() if named for k, v in named.items()}
@@ -132,7 +134,7 @@ def model_call(
         if a.dtype.kind not in "iuf":
             raise JacobianServiceError(f"{key} is not an array of numbers (dtype {a.dtype})")
     chosen = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
-    return Call(f"/models/{name}/{op}", arrays, chosen, ModelResult, nested=True)
+    return Operation(f"/models/{name}/{op}", arrays, chosen, ModelResult, nested=True)
 
 
 def wrt_of(wrt: Iterable[str]) -> list[str]:
@@ -156,7 +158,7 @@ class Request:
         return {"content": self.content, "headers": self.headers, "params": self.params}
 
 
-def encode(c: Call[Any], transport: str) -> Request:
+def encode(c: Operation[Any], transport: str) -> Request:
     options = {k: v for k, v in c.options.items() if v is not None}
     if transport == "npz":
         buf = io.BytesIO()
@@ -211,7 +213,7 @@ def _query(value: Any) -> str:
     return str(value)
 
 
-def decode(c: Call[R], response: httpx.Response) -> R:
+def decode(c: Operation[R], response: httpx.Response) -> R:
     if response.status_code != 200:
         raise error_of(response)
     if c.nested:

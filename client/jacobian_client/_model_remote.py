@@ -14,7 +14,7 @@ from jacobian_client._core import JacobianServiceError, ModelResult
 from jacobian_client._remote import FLOATING, NotServed, Remote, Spec, block_diagonal, is_basis
 
 
-class Served(Protocol):
+class ServedModel(Protocol):
     """A served model's operations (`jacobian_client.Model`)."""
 
     def card(self) -> dict[str, Any]: ...
@@ -29,7 +29,7 @@ class Served(Protocol):
 class Serves(Protocol):
     """What serves models by name (`jacobian_client.Client`)."""
 
-    def model(self, name: str) -> Any: ...
+    def model(self, name: str) -> ServedModel: ...
 
 
 def _hs_from_hessian(H: np.ndarray, E: int, n_out: int, n_in: int) -> np.ndarray:

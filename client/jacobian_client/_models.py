@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from numpy.typing import ArrayLike
 
 from jacobian_client import _core
-from jacobian_client._core import Call, ModelResult, R
+from jacobian_client._core import ModelResult, Operation, R
 
 Arrays = Mapping[str, ArrayLike]
 Names = Iterable[str] | None
@@ -19,7 +19,7 @@ class _Sends(Protocol):
     """A client's transport, as a model's calls use it (`Client`)."""
 
     def _get(self, path: str) -> dict[str, Any]: ...
-    def _run(self, call: Call[R]) -> R: ...
+    def _run(self, call: Operation[R]) -> R: ...
     def model(self, name: str) -> Model: ...
 
 
@@ -27,7 +27,7 @@ class _SendsAsync(Protocol):
     """An async client's transport (`AsyncClient`)."""
 
     def _get(self, path: str) -> Awaitable[dict[str, Any]]: ...
-    def _run(self, call: Call[R]) -> Awaitable[R]: ...
+    def _run(self, call: Operation[R]) -> Awaitable[R]: ...
 
 
 class _ModelCalls:
@@ -36,27 +36,27 @@ class _ModelCalls:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def _call(self, op: str, inputs: Arrays, **groups_and_options: Any) -> Call[ModelResult]:
+    def _call(self, op: str, inputs: Arrays, **groups_and_options: Any) -> Operation[ModelResult]:
         groups = {g: groups_and_options.pop(g, None) for g in ("cotangents", "tangents")}
         options = {k: v for k, v in groups_and_options.items() if v is not None}
         return _core.model_call(self.name, op, {"inputs": inputs, **groups}, **options)
 
-    def predict_call(self, inputs: Arrays) -> Call[ModelResult]:
+    def predict_call(self, inputs: Arrays) -> Operation[ModelResult]:
         return self._call("predict", inputs)
 
-    def jacobian_call(self, inputs: Arrays, wrt: Names, of: Names) -> Call[ModelResult]:
+    def jacobian_call(self, inputs: Arrays, wrt: Names, of: Names) -> Operation[ModelResult]:
         return self._call("jacobian", inputs, wrt=wrt, of=of)
 
-    def vjp_call(self, inputs: Arrays, cotangents: Arrays, wrt: Names, sum_batch: bool) -> Call[ModelResult]:
+    def vjp_call(self, inputs: Arrays, cotangents: Arrays, wrt: Names, sum_batch: bool) -> Operation[ModelResult]:
         return self._call("vjp", inputs, cotangents=cotangents, wrt=wrt, sum_batch=sum_batch or None)
 
-    def jvp_call(self, inputs: Arrays, tangents: Arrays, of: Names) -> Call[ModelResult]:
+    def jvp_call(self, inputs: Arrays, tangents: Arrays, of: Names) -> Operation[ModelResult]:
         return self._call("jvp", inputs, tangents=tangents, of=of)
 
-    def hessian_call(self, inputs: Arrays, wrt: Names, of: Names) -> Call[ModelResult]:
+    def hessian_call(self, inputs: Arrays, wrt: Names, of: Names) -> Operation[ModelResult]:
         return self._call("hessian", inputs, wrt=wrt, of=of)
 
-    def hvp_call(self, inputs: Arrays, tangents: Arrays, wrt: Names, of: Names) -> Call[ModelResult]:
+    def hvp_call(self, inputs: Arrays, tangents: Arrays, wrt: Names, of: Names) -> Operation[ModelResult]:
         return self._call("hvp", inputs, tangents=tangents, wrt=wrt, of=of)
 
 
