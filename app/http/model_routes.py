@@ -35,7 +35,7 @@ async def model_operation(request: Request) -> Response:
     service = runtime.service(request)
     settings = service.settings
     check_api_key(request, settings)
-    card = runtime.card(request, name)
+    card = await runtime.card(request, name)
     if operation not in calls.OPERATIONS:
         raise UnknownModel(f"Model {name!r} has no operation {operation!r}; it has {', '.join(calls.OPERATIONS)}")
     media = media_type(request)

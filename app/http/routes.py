@@ -48,7 +48,7 @@ def _endpoint(e: endpoints.Endpoint, request_model: type[BaseModel]) -> Callable
         s = service.settings
         check_api_key(request, s)
         read = await read_request(request, s, request_model, e)
-        card = runtime.card(request, endpoints.BUILTIN)
+        card = await runtime.card(request, endpoints.BUILTIN)
         npz = wants_npz(request.headers.get("accept"))
         out = Encoding.chosen(npz, s.max_output_elements, s.max_json_output_elements, f"Accept: {codec.NPZ}")
         answer = await unless_disconnected(request, front.serve(service, card, e, read, out))

@@ -48,13 +48,23 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-def card(request: Request, name: str) -> Card:
-    """A served model's card, as the engines last reported it."""
+async def models(request: Request) -> dict[str, Card]:
+    """The served models' cards by name, as the engines last reported them. A worker that has not
+    heard from a live engine yet waits briefly for it, as its requests do (`first_contact`),
+    rather than answer 503 while another worker, in contact already, says ready."""
     engines = runtime(request).engines
-    models = None if engines is None else engines.models()
-    if models is None:
+    found = None if engines is None else engines.models()
+    if found is None and engines is not None:
+        await engines.first_contact()
+        found = engines.models()
+    if found is None:
         raise NotReady("The service is still loading its models; retry shortly")
-    found = models.get(name)
+    return found
+
+
+async def card(request: Request, name: str) -> Card:
+    """A served model's card, as the engines last reported it."""
+    found = (await models(request)).get(name)
     if found is None:
         raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models served")
     return found

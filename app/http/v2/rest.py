@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.endpoints import BUILTIN
-from app.errors import NotReady
 from app.http import runtime
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
@@ -55,17 +54,13 @@ def _model_parameter() -> dict[str, Any]:
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "enum": [oip.VERSION]}}
 
 
-def _model_from(request: Request) -> oip.EndpointModel | repo.ModelOperation:
+async def _model_from(request: Request) -> oip.EndpointModel | repo.ModelOperation:
     """An original endpoint (`jacobian`), else a model's (`<model>`, `<model>.<operation>`)."""
     params = request.path_params
     name, version = params["model_name"], params.get("version")
     if name in oip.models():
         return oip.model(name, version)
-    engines = runtime.runtime(request).engines
-    models = None if engines is None else engines.models()
-    if models is None:
-        raise NotReady("The service is still loading its models; retry shortly") from None
-    return repo.find(name, list(models.values()), version)
+    return repo.find(name, list((await runtime.models(request)).values()), version)
 
 
 @router.get(
@@ -109,14 +104,14 @@ async def ready(request: Request) -> Response:
 
 
 async def _model_ready(request: Request) -> Response:
-    m = _model_from(request)
+    m = await _model_from(request)
     loaded = not isinstance(m, repo.ModelOperation) or m.card.state == "ready"
     ok = await _ready(request) and loaded
     return Response(orjson.dumps({"name": m.name, "ready": ok}), 200 if ok else 503, media_type=codec.JSON)
 
 
 async def _metadata(request: Request) -> docs.ModelMetadata:
-    m = _model_from(request)
+    m = await _model_from(request)
     if isinstance(m, repo.ModelOperation):
         return repo.metadata(m)
     default = runtime.runtime(request).settings.default_dtype
@@ -140,7 +135,7 @@ _METADATA_DOC: dict[str, Any] = {
 
 async def infer(request: Request) -> Response:
     """Read, compute through the same service as the native routes, answer in the protocol's form."""
-    m = _model_from(request)
+    m = await _model_from(request)
     service = runtime.service(request)
     s = service.settings
     check_api_key(request, s)
@@ -153,7 +148,7 @@ async def infer(request: Request) -> Response:
         computing = service.serve(inference.problem, out)
     else:  # an original endpoint's: a front to the built-in model
         computing = front.serve(
-            service, runtime.card(request, BUILTIN), inference.model.endpoint, inference.problem, out
+            service, await runtime.card(request, BUILTIN), inference.model.endpoint, inference.problem, out
         )
     answer = await unless_disconnected(request, computing)
     binary = inference.any_binary
