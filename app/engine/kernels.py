@@ -5,7 +5,7 @@ built into the traced function. Jacobians vectorize their reverse passes with pf
 (`tf.vectorized_map`), as `GradientTape`'s do; forward-mode products are reverse-over-reverse (the
 gradient, linear in its cotangent, differentiated in that cotangent), since a tape does not see
 imported ops. A model may say that every output has the same Hessian (`same_hessian`): it is
-computed once per row, and broadcast.
+computed and returned once per row (an output axis of 1), and the service broadcasts it as a view.
 
 The rows and the names of what comes back are `app.calls`'.
 """
@@ -198,12 +198,9 @@ class Kernel:
     def _hessians(self, ys: Tensors, wrt: Tensors, xs: Tensors) -> Tensors:
         ((w, x),) = wrt.items()
         g = self._same_hessian(w, xs)
-        if g is not None:
-            H = tf.expand_dims(batch_jacobian(g, x), 1)  # (N, 1, *x, *x)
-            return {
-                calls.name(calls.HESSIAN, o, w): tf.broadcast_to(H, tf.concat([tf.shape(ys[o]), tf.shape(H)[2:]], 0))
-                for o in self.call.of
-            }
+        if g is not None:  # (N, 1, *x, *x): one per row, which the service answers as a view for every output
+            H = tf.expand_dims(batch_jacobian(g, x), 1)
+            return {calls.name(calls.HESSIAN, o, w): H for o in self.call.of}
         return {calls.name(calls.HESSIAN, o, w): self._hessian(ys[o], x, w) for o in self.call.of}
 
     def _hessian(self, y: tf.Tensor, x: tf.Tensor, name: str) -> tf.Tensor:

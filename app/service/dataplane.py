@@ -81,7 +81,7 @@ class Service:
             ) from None
         try:
             ensure_finite({w.names.get(k, k.replace(calls.SEP, "/")): a for k, a in computed.arrays.items()})
-            arrays = {k: _served(p, k, a) for k, a in computed.arrays.items()}
+            arrays = {k: _served(p, k, a) for k, a in _whole(p, computed.arrays).items()}
         except BaseException:
             computed.release()
             raise
@@ -109,6 +109,15 @@ def _wording(p: Problem) -> Wording:
     sizes = (f"B={p.batch}, " if p.batch else "") + (f"K={p.K}, " if p.K else "")
     hint = ", or fewer examples, outputs (of) or inputs (wrt)" + (", or fewer products (K)" if p.K else "")
     return Wording(p.call.op, derivative, f"{sizes}model {p.card.name}".strip(", "), hint, hint.removeprefix(", or "))
+
+
+def _whole(p: Problem, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A Hessian the same for every output comes once per row (`same_hessian`, the built-in's):
+    answered as a read-only view over the outputs, not A copies."""
+    if p.call.op != calls.HESSIAN:
+        return arrays
+    shapes = engine_shapes(p)
+    return {k: a if a.shape == shapes[k] else np.broadcast_to(a, shapes[k]) for k, a in arrays.items()}
 
 
 def _served(p: Problem, key: str, a: np.ndarray) -> np.ndarray:

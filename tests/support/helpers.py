@@ -64,4 +64,7 @@ def run_policy(engine: Any, op: str, wrt: tuple[str, ...], *rows: np.ndarray) ->
     single = op == "vjp" and rows[2].shape[1] == 1
     result = engine.run(Call(op, wrt, ("W",), single=single, dtype=rows[0].dtype.name), *rows, model="policy")
     arrays = {NAMES[k]: a[:, 0] if op == "hvp" and k != "outputs|W" else a for k, a in result.arrays.items()}
+    if op == "hessian":  # one per row, the same for every output: the service's view over them
+        H = arrays["H"]
+        arrays["H"] = np.broadcast_to(H, (H.shape[0], rows[0].shape[1], *H.shape[2:]))
     return SimpleNamespace(arrays=arrays, device=result.device)
