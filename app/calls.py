@@ -45,6 +45,10 @@ class Call:
     stack: bool = True  # its rows may be stacked with other requests' (examples are independent)
     single: bool = False  # vjp with one cotangent per row (K = 1): plain reverse passes, no loop
     dtype: str = ""  # the floating dtype it computes in, for a model that offers several ("": its signature's)
+    # Trainable variables whose values the request gives (its last arrays, whole, no row axis);
+    # the others are its version's (0: the newest when the engine takes the request in).
+    variables: tuple[str, ...] = ()
+    version: int = 0
     # What the engine returns: `row_bytes` per row and `fixed_bytes` whatever the rows (a sum
     # over the batch), in `arrays` arrays. Stacking and the answer's shared memory are sized by them.
     row_bytes: int = 0
@@ -56,7 +60,8 @@ class Call:
 
     @property
     def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], bool, bool, str]:
-        """What the engine traces a function for."""
+        """What the engine traces a function for (the variables' values are its arguments: any
+        version, and any values a request gives, use the same function)."""
         return self.op, self.wrt, self.of, self.sum_batch, self.single, self.dtype
 
     def inputs_wrt(self) -> tuple[str, ...]:
@@ -269,6 +274,7 @@ class Computed:
     arrays: dict[str, np.ndarray]
     device: str
     release: Callable[[], None]
+    version: int = 0  # of the model's variables it ran on
 
 
 def default_call(card: Card, op: str) -> Call:

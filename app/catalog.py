@@ -50,6 +50,10 @@ class Card:
     # operation -> TensorFlow's measured peak while it runs, a multiple of its inputs and outputs
     # (calibrated on first use: `app.engine.derivatives.Engine.calibrate`), what the memory budget charges.
     peak_factors: dict[str, float] = field(default_factory=dict)
+    # The versions of its variables' values kept (`version` is the newest: the default).
+    versions: tuple[int, ...] = ()
+    # An op that uses a variable other than by reading it: its variables take no values per request.
+    variables_fixed_by: str = ""
 
     @property
     def differentiable(self) -> tuple[str, ...]:
@@ -59,6 +63,18 @@ class Card:
         return wrt not in self.undefined.get(output, {})
 
 
+def variables_fixed(card: Card) -> str:
+    """Why the model's variables take no values ("" when they do)."""
+    if not card.variables:
+        return f"Model {card.name!r} has no trainable variables to give values to"
+    if card.variables_fixed_by:
+        return (
+            f"Model {card.name!r} uses its variables through {card.variables_fixed_by}, not only by reading "
+            "them: it is served at its stored values only"
+        )
+    return ""
+
+
 def card_from_dict(d: dict[str, Any]) -> Card:
     """A card as the engines report it (`dataclasses.asdict`, through JSON) back into a Card."""
 
@@ -66,7 +82,7 @@ def card_from_dict(d: dict[str, Any]) -> Card:
         return tuple(Tensor(r["name"], r["dtype"], tuple(r["shape"]), tuple(r.get("symbols", ()))) for r in rows)
 
     keys = ("name", "version", "state", "reason", "batch", "optional_batch", "undefined", "peak_factors")
-    fields = {k: d[k] for k in keys if k in d}
+    fields = {k: d[k] for k in (*keys, "variables_fixed_by") if k in d}
     return Card(
         **fields,
         inputs=tensors(d["inputs"]),
@@ -74,6 +90,7 @@ def card_from_dict(d: dict[str, Any]) -> Card:
         variables=tensors(d["variables"]),
         shared=tuple(d.get("shared", ())),
         dtypes=tuple(d.get("dtypes", ())),
+        versions=tuple(d.get("versions", ())),
     )
 
 
@@ -91,4 +108,5 @@ BUILTIN_CARD = Card(
     shared=("X",),
     optional_batch=True,
     dtypes=("float32", "float64"),
+    versions=(1,),
 )

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     xla: bool = Field(True, description="Serve shapes asked for repeatedly with XLA-compiled functions.")
     xla_after: int = Field(2, gt=0, description="Requests of one shape before it is compiled with XLA.")
     xla_max_shapes: int = Field(64, ge=0, description="Most shapes compiled with XLA (bounds its cache).")
+    max_versions: int = Field(2, ge=1, description="Versions of a model's variables kept: the newest and those before.")
 
     memory_budget_bytes: int = Field(
         default_factory=lambda: default_budget(),

@@ -36,7 +36,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # The modules that share a session server, each group run by one pytest-xdist worker (which starts
 # the server once); every other module runs whole on one worker, so its module fixtures start once.
 SHARED_SERVERS = {
-    "repository_app": ["tests/app/test_model_operations.py", "tests/app/test_model_catalog.py"],
+    "repository_app": [
+        "tests/app/test_model_operations.py",
+        "tests/app/test_model_catalog.py",
+        "tests/app/test_model_variables.py",
+    ],
     "repository_server": [
         "tests/served/test_client_jax.py",
         "tests/served/test_client_tensorflow.py",

@@ -21,8 +21,11 @@ class Function:
 
     arguments: ClassVar[dict[str, str]] = {"X": "X", "Y": "Y"}  # its inputs (`Kernel` differentiates them per row)
     xla = True  # small and middle shapes run faster compiled (`app.engine.xla`)
+    values: ClassVar[dict[str, str]] = {}  # no variables: X, its parameters, come with every request
 
-    def __call__(self, inputs: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    def __call__(
+        self, inputs: dict[str, tf.Tensor], values: dict[str, tf.Tensor] | None = None
+    ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         z = tf.linalg.matvec(inputs["X"], inputs["Y"])
         return {"W": tf.nn.log_softmax(z, axis=-1)}, {}  # no variables
 

@@ -21,10 +21,13 @@ import tensorflow as tf
 from tensorflow.python.util import _pywrap_util_port
 
 from app import calls
+from app.catalog import Card, variables_fixed
 from app.config import Settings
 from app.engine import builtin, repository
 from app.engine.model_calls import ModelCalls
 from app.engine.tensors import Result
+from app.engine.versions import Version, Versions
+from app.errors import InvalidInput, UnknownModel
 
 log = logging.getLogger("app.engine")
 tf.get_logger().setLevel("ERROR")  # the retracing heuristic misfires on our one-trace-per-function setup
@@ -50,6 +53,7 @@ class Engine:
         model_repository: str | None = None,
         max_output_elements: int = _DEFAULTS["max_output_elements"].default,
         memory_budget_bytes: int | None = None,
+        max_versions: int = _DEFAULTS["max_versions"].default,
     ) -> None:
         if onednn_enabled() and os.environ.get("ONEDNN_MAX_CPU_ISA") != "AVX2":
             # See app/tensorflow_env.py: oneDNN's AVX-512 matmul segfaults on our Jacobians.
@@ -61,9 +65,14 @@ class Engine:
         # than the budget (unset: the machine's, as the service computes it).
         budget = memory_budget_bytes if memory_budget_bytes is not None else Settings().memory_budget_bytes
         # The built-in model first, then the repository's: one registry, served by the same calls.
-        found = repository.load_repository(model_repository, (builtin.NAME,)) if model_repository else {}
+        found = repository.load_repository(model_repository, (builtin.NAME,), max_versions) if model_repository else {}
         self.refused = [found.pop(builtin.NAME).card] if builtin.NAME in found else []  # listed, not served
-        self.repository = {builtin.NAME: repository.Loaded(builtin.CARD, graph=builtin.Function()), **found}
+        policy = repository.Loaded(
+            builtin.CARD,
+            graph=builtin.Function(),
+            versions=Versions(builtin.NAME, builtin.CARD.version, {}, max_versions),
+        )
+        self.repository = {builtin.NAME: policy, **found}
         self.xla = xla
         self.model_calls = ModelCalls(
             self.repository, max_output_elements, budget, (xla_after, xla_max_shapes) if xla else None
@@ -79,6 +88,7 @@ class Engine:
             settings.model_repository,
             settings.max_output_elements,
             settings.memory_budget_bytes,
+            settings.max_versions,
         )
 
     @property
@@ -114,6 +124,29 @@ class Engine:
             "xla_compiling": len(self.model_calls.xla.pending) if self.model_calls.xla is not None else 0,
             "models": [dataclasses.asdict(c) for c in [m.card for m in self.repository.values()] + self.refused],
         }
+
+    def pin(self, model: str, call: calls.Call) -> tuple[calls.Call, Version]:
+        """The call on the version it names, or the newest now: the one it runs on, however many
+        pushes come before it does (holding the `Version` keeps its values while it is in flight)."""
+        version = self._versions(model).get(call.version)
+        return dataclasses.replace(call, version=version.number), version
+
+    def push(self, model: str, values: dict[str, np.ndarray], number: int = 0) -> tuple[int, Card]:
+        """A new version of the model's variables (`Versions.push`): its number, and the card."""
+        versions, loaded = self._versions(model), self.repository[model]
+        fixed = variables_fixed(loaded.card)
+        if fixed:
+            raise InvalidInput(fixed)
+        version = versions.push(values, number)
+        loaded.card = dataclasses.replace(loaded.card, version=versions.newest.number, versions=versions.numbers)
+        log.info("model %s: version %d of its variables (%s)", model, version.number, ", ".join(values))
+        return version.number, loaded.card
+
+    def _versions(self, model: str) -> Versions:
+        loaded = self.repository.get(model)
+        if loaded is None or loaded.versions is None:
+            raise UnknownModel(f"Unknown model {model!r}; GET /models lists the models served")
+        return loaded.versions
 
     def calibrate(self, model: str, op: str) -> None:
         """A model's operation measured for memory, once (`ModelCalls.calibrate`)."""

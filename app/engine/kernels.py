@@ -32,7 +32,16 @@ class ModelFunction(Protocol):
     def arguments(self) -> dict[str, str]:  # the inputs' names (keys)
         ...
 
-    def __call__(self, inputs: Tensors) -> tuple[Tensors, Tensors]: ...
+    @property
+    def values(self) -> dict[str, str]:  # the trainable variables whose values each call gives (keys)
+        ...
+
+    def __call__(self, inputs: Tensors, values: Tensors | None = None) -> tuple[Tensors, Tensors]: ...
+
+
+def valued(card: Card, graph: ModelFunction) -> tuple[Any, ...]:
+    """The card's trainable variables (`catalog.Tensor`) whose values a call gives, in its order."""
+    return tuple(v for v in card.variables if v.name in graph.values)
 
 
 def _grads(ys: Any, xs: Any, grad_ys: Any = None) -> list[tf.Tensor]:
@@ -76,11 +85,13 @@ def _contract(u: tf.Tensor, y: tf.Tensor, lead: int) -> tf.Tensor:
 
 
 class Kernel:
-    """One call (`app.calls.Call`) of one model, as a function of its row arrays."""
+    """One call (`app.calls.Call`) of one model, as a function of its row arrays, then the values
+    of its trainable variables (`valued`: every one a graph reads from values), whole."""
 
     def __init__(self, card: Card, graph: ModelFunction, call: Call) -> None:
         self.card, self.graph, self.call = card, graph, call
         self.batch = card.batch
+        self.valued = valued(card, graph)
 
     def signature(self) -> list[tf.TensorSpec]:
         lead: list[int | None] = [None] if self.batch else [1]
@@ -90,20 +101,21 @@ class Kernel:
         for n in self.call.product_names():
             t = tensors[n]
             specs.append(tf.TensorSpec([*lead, None, *calls.row_shape(card, t)], dtype(t), name=f"d_{n}"))
-        return specs
+        return specs + [tf.TensorSpec(v.shape, v.dtype) for v in self.valued]
 
     def _dtype(self, t: Any) -> str:
         """A floating tensor's dtype is the call's, for a model that computes in several."""
         return self.call.dtype if self.call.dtype and t.floating else str(t.dtype)
 
     def __call__(self, *rows: tf.Tensor) -> Tensors:
-        n_in = len(self.card.inputs)
-        given, products = rows[:n_in], rows[n_in:]
+        n_in, n_values = len(self.card.inputs), len(self.valued)
+        given, products = rows[:n_in], rows[n_in : len(rows) - n_values]
+        values = {v.name: t for v, t in zip(self.valued, rows[len(rows) - n_values :], strict=True)}
         if not self.batch:  # one row: the model takes the arrays without it
             given = tuple(r[0] for r in given)
             products = tuple(r[0] for r in products)
         xs = {t.name: x for t, x in zip(self.card.inputs, given, strict=True)}
-        ys, variables = self.graph(xs)
+        ys, variables = self.graph(xs, values)
         wrt = {w: xs[w] for w in self.call.inputs_wrt()}
         if VARIABLES in self.call.wrt:
             wrt |= variables

@@ -59,7 +59,8 @@ class ModelCalls:
         loaded = self.repository[model]
         measure = functools.partial(self.run, xla=False)  # its example shapes are no request's
         limit, budget = self.max_output_elements, self.memory_budget
-        factor = calibration.calibrate(measure, model, loaded.card, op, limit, budget, call)
+        example = dataclasses.replace(call, variables=()) if call is not None else None  # at the stored values
+        factor = calibration.calibrate(measure, model, loaded.card, op, limit, budget, example)
         if factor is not None:
             loaded.card = dataclasses.replace(loaded.card, peak_factors={**loaded.card.peak_factors, op: factor})
             log.info("model %s: TensorFlow's peak for %s is %g times its inputs and answer", model, op, factor)
@@ -80,6 +81,7 @@ class ModelCalls:
         it starts, and one of independent rows runs in pieces and stops once it has passed
         (`app.engine.costs`): `DeadlineExceeded`."""
         self.calibrate(model, call.op, call)
+        rows, values, version = self._values(model, call, rows)
         key = (model, call.key, *((r.dtype.str, r.shape[1:]) for r in rows))
         n = len(rows[0])
         pieces = deadline is not None and call.stack and not call.sum_batch
@@ -90,12 +92,14 @@ class ModelCalls:
         while start < n:
             if deadline is not None:
                 self._refuse_late(model, key, n, start, piece, deadline)
-            part, device = self._timed_call(model, call, key, tuple(r[start : start + piece] for r in rows), xla)
+            part, device = self._timed_call(
+                model, call, key, tuple(r[start : start + piece] for r in rows), values, xla
+            )
             done.append(part)
             start += piece
             piece = self.costs.piece(key, n - start, family, row_bytes) if pieces else n
         arrays = done[0] if len(done) == 1 else {k: np.concatenate([d[k] for d in done]) for k in done[0]}
-        return Result(arrays, device)
+        return Result(arrays, device, version)
 
     def _refuse_late(self, model: str, key: Any, n: int, start: int, piece: int, deadline: float) -> None:
         """Refused before it starts, or stopped between pieces, once the deadline has passed or the
@@ -112,14 +116,34 @@ class ModelCalls:
         done = "was refused before it started" if start == 0 else f"was stopped after {start} of its {n} rows"
         raise DeadlineExceeded(f"Model {model!r} {done}: {why} (JACOBIAN_DEADLINE_S); send fewer rows")
 
+    def _values(
+        self, model: str, call: calls.Call, rows: tuple[np.ndarray, ...]
+    ) -> tuple[tuple[np.ndarray, ...], tuple[Any, ...], int]:
+        """The row arrays, the values of the variables the traced function reads (the call's own,
+        its last arrays by `call.variables`, the others its version's), and that version."""
+        n_given = len(call.variables)
+        given = dict(zip(call.variables, rows[len(rows) - n_given :], strict=True))
+        loaded = self.repository[model]
+        assert loaded.versions is not None and loaded.graph is not None, f"model {model} is not loaded"
+        version = loaded.versions.get(call.version)
+        valued = kernels.valued(loaded.card, loaded.graph)
+        values = tuple(given.get(v.name, version.values.get(v.name)) for v in valued)
+        return rows[: len(rows) - n_given], values, version.number
+
     def _timed_call(
-        self, model: str, call: calls.Call, key: Any, rows: tuple[np.ndarray, ...], xla: bool = True
+        self,
+        model: str,
+        call: calls.Call,
+        key: Any,
+        rows: tuple[np.ndarray, ...],
+        values: tuple[Any, ...] = (),
+        xla: bool = True,
     ) -> tuple[dict[str, np.ndarray], str]:
         traces, start = sum(self.traces.values()), time.perf_counter()
         n = len(rows[0])
         try:
-            out = compiled = self._xla(model, call, rows) if xla else None  # its rows padded: cut back below
-            out = out if out is not None else self.function(model, call)(*rows)
+            out = compiled = self._xla(model, call, rows) if xla and not values else None  # rows padded: cut below
+            out = out if out is not None else self.function(model, call)(*rows, *values)
         except tf.errors.InvalidArgumentError as err:
             raise ModelRefused(f"Model {model!r} refused these inputs: {reason(err.message)}") from None
         if sum(self.traces.values()) == traces:  # a call that traced says nothing of the next one's time

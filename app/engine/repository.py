@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from app.catalog import VARIABLES, Card, Tensor
 from app.engine import graphs, kernels
+from app.engine.versions import Versions
 
 log = logging.getLogger("app.engine")
 SIGNATURE = "serving_default"
@@ -30,6 +31,7 @@ class Loaded:
     signature: Any = None  # the serving_default concrete function
     graph: kernels.ModelFunction | None = None  # its graph, inlined, for the derivatives (or a built-in's function)
     keep: Any = field(default=None, repr=False)  # what tf.saved_model.load returned
+    versions: Versions | None = None  # its variables' values, as loaded and as pushed
 
 
 def versions(root: Path) -> dict[str, tuple[int, Path]]:
@@ -45,7 +47,7 @@ def versions(root: Path) -> dict[str, tuple[int, Path]]:
     return found
 
 
-def load_repository(root: str | Path, reserved: tuple[str, ...] = ()) -> dict[str, Loaded]:
+def load_repository(root: str | Path, reserved: tuple[str, ...] = (), keep: int = 2) -> dict[str, Loaded]:
     """Every model of the repository; a folder that is not there is logged, and the built-in models
     serve alone (an engine that exited on it would be restarted into the same exit). A folder
     named as a built-in model (`reserved`) is a failed card."""
@@ -59,23 +61,24 @@ def load_repository(root: str | Path, reserved: tuple[str, ...] = ()) -> dict[st
                 Card(name, version, "failed", f"{name!r} is a built-in model's name; rename the folder")
             )
         else:
-            loaded[name] = load(name, version, path)
+            loaded[name] = load(name, version, path, keep)
     return loaded
 
 
-def load(name: str, version: int, path: Path) -> Loaded:
+def load(name: str, version: int, path: Path, keep: int = 2) -> Loaded:
     try:
-        keep = tf.saved_model.load(str(path))
-        signature = keep.signatures.get(SIGNATURE)
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures.get(SIGNATURE)
         if signature is None:
-            raise ValueError(f"it has no {SIGNATURE!r} signature (it has {sorted(keep.signatures) or 'none'})")
+            raise ValueError(f"it has no {SIGNATURE!r} signature (it has {sorted(loaded.signatures) or 'none'})")
         card, graph = describe(name, version, signature, _batch_setting(path))
     except Exception as err:  # a model that does not load must not stop the others
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
         log.error("model %s version %d did not load: %s", name, version, reason)
         return Loaded(Card(name, version, "failed", reason))
     log.info("model %s version %d loaded: %d inputs, %d outputs", name, version, len(card.inputs), len(card.outputs))
-    return Loaded(card, signature, graph, keep)
+    values = {v.name: t.read_value() for v, t in zip(card.variables, signature.trainable_variables, strict=True)}
+    return Loaded(card, signature, graph, loaded, Versions(name, version, values, keep))
 
 
 def _batch_setting(path: Path) -> bool | None:
@@ -108,8 +111,19 @@ def describe(name: str, version: int, signature: Any, batch_setting: bool | None
     )
     leading = all(t.shape[:1] == (None,) for t in inputs + outputs)
     batch = leading if batch_setting is None else batch_setting and leading
-    card = Card(name, version, "ready", None, inputs, outputs, variables, batch)
     graph = graphs.Graph.of(signature, names)
+    card = Card(
+        name,
+        version,
+        "ready",
+        None,
+        inputs,
+        outputs,
+        variables,
+        batch,
+        versions=(version,),
+        variables_fixed_by=graph.fixed_by,
+    )
     return Card(**{**card.__dict__, "undefined": graphs.probe(card, graph)}), graph
 
 

@@ -34,21 +34,25 @@ class Result:
 
     arrays: dict[str, np.ndarray]
     device: str
+    version: int = 0  # of the model's variables
 
     def slice(self, start: int, stop: int) -> Result:
         """Rows start:stop of every array (views, no copy)."""
-        return Result({k: a[start:stop] for k, a in self.arrays.items()}, self.device)
+        return Result({k: a[start:stop] for k, a in self.arrays.items()}, self.device, self.version)
 
 
 DLPACK_MIN_BYTES = 1 << 20
 TF_ALIGN = 64  # Eigen's largest alignment (AVX-512); TensorFlow aborts on a less aligned buffer
 
 
-def as_tensor(a: np.ndarray) -> tf.Tensor:
-    """`a` as a tensor. A big input in a worker's shared-memory segment (64-byte aligned by
-    `app.ipc.shm.Layout`) is wrapped in place through DLPack: `tf.constant` copies, 0.8 ms per 4 MB
-    here. Anything else is copied: TensorFlow does not check a DLPack buffer's alignment until
-    a kernel aborts the process on it, so only arrays that pass every condition are wrapped."""
+def as_tensor(a: np.ndarray | tf.Tensor) -> tf.Tensor:
+    """`a` as a tensor (a tensor as it is: a version's variables). A big input in a worker's
+    shared-memory segment (64-byte aligned by `app.ipc.shm.Layout`) is wrapped in place through
+    DLPack: `tf.constant` copies, 0.8 ms per 4 MB here. Anything else is copied: TensorFlow does
+    not check a DLPack buffer's alignment until a kernel aborts the process on it, so only arrays
+    that pass every condition are wrapped."""
+    if isinstance(a, tf.Tensor):
+        return a
     if (
         a.nbytes >= DLPACK_MIN_BYTES
         and a.flags.c_contiguous

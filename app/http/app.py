@@ -66,6 +66,9 @@ class InProcessEngine:
     async def first_contact(self) -> None:
         """In this process: nothing to contact."""
 
+    async def push(self, model: str, values: dict[str, Any]) -> tuple[int, Card]:
+        return self.engine.push(model, values)
+
     def cards(self) -> list[dict[str, Any]] | None:
         models: list[dict[str, Any]] = self.engine.describe()["models"]
         return models

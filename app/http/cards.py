@@ -29,7 +29,11 @@ def _cards(request: Request) -> list[dict[str, Any]]:
     cards = None if engines is None else engines.cards()
     if cards is None:  # no engine has loaded the repository yet
         raise NotReady("The service is still loading its models; retry shortly")
-    return [{**c, "differentiable": _differentiable(c)} for c in cards]
+    return [{**c, "differentiable": _differentiable(c), "versions": _versions(c)} for c in cards]
+
+
+def _versions(card: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"version": v, "state": "available"} for v in card.get("versions", [])]
 
 
 def _differentiable(card: dict[str, Any]) -> list[str]:

@@ -26,6 +26,8 @@ class Engines(Protocol):
 
     async def first_contact(self) -> None: ...
 
+    async def push(self, model: str, values: dict[str, Any]) -> tuple[int, Card]: ...
+
     def cards(self) -> list[dict[str, Any]] | None: ...
     def models(self) -> dict[str, Card] | None: ...
 
@@ -67,6 +69,13 @@ async def card(request: Request, name: str) -> Card:
     found = (await models(request)).get(name)
     if found is None:
         raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models served")
+    return found
+
+
+def engines(request: Request) -> Engines:
+    found = runtime(request).engines
+    if found is None:
+        raise NotReady("The service is still loading TensorFlow and warming up; retry shortly")
     return found
 
 

@@ -215,17 +215,33 @@ class TensorCard(BaseModel):
     )
 
 
+class VersionState(BaseModel):
+    version: int
+    state: Literal["available"] = Field(description="Served: requests may name it.")
+
+
 class ModelCard(BaseModel):
     """A served model: its signature and which of its derivatives are defined."""
 
     name: str
-    version: int
+    version: int = Field(description="The version requests that name none are computed on: the newest.")
+    versions: list[VersionState] = Field(
+        default_factory=list,
+        description="The versions of its variables kept (JACOBIAN_MAX_VERSIONS): as loaded, and as pushed since "
+        "(PUT /models/{name}/variables); /models/{name}/versions/{version}/{operation} names one.",
+    )
     state: Literal["ready", "failed"]
     reason: str | None = Field(None, description="Why it failed to load.")
     inputs: list[TensorCard]
     outputs: list[TensorCard]
     differentiable: list[str] = Field(description="Inputs derivatives may be taken in (floating dtypes).")
-    variables: list[TensorCard] = Field(description='Its trainable variables; `wrt: ["variables"]` takes them.')
+    variables: list[TensorCard] = Field(
+        description='Its trainable variables; `wrt: ["variables"]` takes them, a request\'s `variables` gives them '
+        "values, and PUT /models/{name}/variables pushes new ones."
+    )
+    variables_fixed_by: str = Field(
+        "", description="An op of its graph that uses a variable other than by reading it: then no values are taken."
+    )
     batch: bool = Field(description="Whether Jacobians are per example along a shared leading batch dimension.")
     shared: list[str] = Field(
         default_factory=list, description="Inputs without the batch dimension: one for every example."
@@ -247,6 +263,14 @@ class ModelCard(BaseModel):
 
 class ModelList(BaseModel):
     models: list[ModelCard]
+
+
+class VariablesPush(BaseModel):
+    """PUT /models/{name}/variables: new values for some or all of a model's trainable variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variables: dict[str, Any] = Field(description="Values by the names on its card: nested lists of numbers.")
 
 
 class ModelRequest(BaseModel):
@@ -275,4 +299,9 @@ class ModelRequest(BaseModel):
         None,
         description="For a model that computes in several dtypes (its card's `dtypes`: the built-in policy's float32 "
         "or float64): which; default the service's. Other models compute in their signature's.",
+    )
+    variables: dict[str, Any] | None = Field(
+        None,
+        description="Values for some or all of its trainable variables, by the names on its card: it computes at "
+        "them (derivatives in wrt 'variables' are then at these values), the others at the version's.",
     )

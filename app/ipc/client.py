@@ -29,6 +29,8 @@ from app.ipc.messages import (
     Compute,
     Message,
     Placed,
+    Push,
+    Pushed,
     Refusal,
     Release,
     SharedAnswer,
@@ -121,7 +123,7 @@ class EngineClient:
         try:
             await self._writer.drain()  # only waits when a big input is still being written
             try:
-                arrays, device, compute_s = await future
+                arrays, device, compute_s, version = await future
             finally:
                 answered = (
                     future.done() and not future.cancelled() and not isinstance(future.exception(), EngineUnavailable)
@@ -142,8 +144,26 @@ class EngineClient:
         if self._observe_ipc is not None:
             self._observe_ipc(max(time.perf_counter() - sent - compute_s, 0.0))
         if segment is None:  # answered through the socket: the engine has released the claim
-            return Computed(arrays, device, _nothing)
-        return Computed(arrays, device, lambda: self._send(Release(request_id)))
+            return Computed(arrays, device, _nothing, version)
+        return Computed(arrays, device, lambda: self._send(Release(request_id)), version)
+
+    async def push(self, model: str, values: dict[str, np.ndarray], version: int = 0) -> tuple[int, dict[str, Any]]:
+        """New values for a model's variables (`Push`): the version this engine made, and its card."""
+        if self.state != "ready" or self._writer is None:
+            raise EngineUnavailable(f"The engine process {self.index} is {self.state}; retry the push shortly")
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (future, None)
+        arrays = list(values.values())
+        self._writer.writelines(wire.frames(Push(request_id, model, list(values), wire.specs(arrays), version), arrays))
+        try:
+            await self._writer.drain()
+            pushed: Pushed = await future
+        finally:
+            self._pending.pop(request_id, None)
+        models = [pushed.card if c["name"] == model else c for c in self.status.get("models", [])]
+        self.status = {**self.status, "models": models}  # seen at once, not at the next status
+        return pushed.version, pushed.card
 
     def _send(self, message: Message) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -199,15 +219,18 @@ class EngineClient:
         if isinstance(message, SharedAnswer):
             assert segment is not None
             layout = shm.Layout(message.entries, message.nbytes)
-            future.set_result((self.arena.views(segment, layout), message.device, message.compute_s))
+            views = self.arena.views(segment, layout)
+            future.set_result((views, message.device, message.compute_s, message.version))
             return
         if segment is not None:
             self.arena.give_back(segment)
         if isinstance(message, Refusal):
             future.set_exception(message.exception())
+        elif isinstance(message, Pushed):
+            future.set_result(message)
         elif isinstance(message, Answer):
             arrays = dict(zip(message.names, wire.split(payload, message.arrays), strict=True))
-            future.set_result((arrays, message.device, message.compute_s))
+            future.set_result((arrays, message.device, message.compute_s, message.version))
 
     def _on_status(self, status: dict[str, Any]) -> None:
         self.status = status
@@ -254,6 +277,14 @@ class Engines:
 
     async def first_contact(self) -> None:
         await asyncio.gather(*(c.first_contact() for c in self.clients))
+
+    async def push(self, model: str, values: dict[str, np.ndarray]) -> tuple[int, Card]:
+        """A new version in every engine before it is answered: the first numbers it, the others
+        make the same number."""
+        first, *rest = self.clients
+        version, card = await first.push(model, values)
+        await asyncio.gather(*(c.push(model, values, version) for c in rest))
+        return version, card_from_dict(card)
 
     def cards(self) -> list[dict[str, Any]] | None:
         """The models, as the engines loaded them (each loads the same repository); None until

@@ -2,9 +2,10 @@
 the wire (a JSON header, `app.ipc.wire`). The engine's refusals are types too, each mapping to
 the domain exception the worker raises (`Refusal.exception`), with what its message needs.
 
-worker → engine: `Compute`, `Release`, `StatusQuery`;
+worker → engine: `Compute`, `Release`, `StatusQuery`, `Push` (a model's variables' new values);
 engine → worker: `Answer` (arrays in the payload), `SharedAnswer` (in the worker's segment),
-`Status`, and the refusals `MemoryRefused`, `OverloadedRefused`, `EngineFailed`, `InputRefused`.
+`Status`, `Pushed`, and the refusals `MemoryRefused`, `OverloadedRefused`, `EngineFailed`,
+`InputRefused`, `DeadlineRefused`, `NotFoundRefused`, `PushRefused`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.calls import Call
-from app.errors import DeadlineExceeded, MemoryBusy, ModelRefused, Overloaded
+from app.errors import DeadlineExceeded, InvalidInput, MemoryBusy, ModelRefused, Overloaded, UnknownModel
 
 ArraySpec = tuple[str, list[int]]  # dtype, shape
 Entry = tuple[str, str, list[int], int]  # name, dtype, shape, offset in a segment (`app.ipc.shm.Layout`)
@@ -56,7 +57,7 @@ class Compute:
         if placed is not None:
             placed = Placed(**(placed | {"entries": _tuples(placed["entries"])}))
         call = header.pop("call")
-        call = Call(**(call | {"wrt": tuple(call["wrt"]), "of": tuple(call["of"])}))
+        call = Call(**(call | {k: tuple(call[k]) for k in ("wrt", "of", "variables")}))
         return cls(**(header | {"arrays": _tuples(header["arrays"])}), call=call, inputs=placed)
 
 
@@ -66,6 +67,31 @@ class Release:
 
     id: int
     kind: Literal["release"] = "release"
+
+
+@dataclass(frozen=True)
+class Push:
+    """New values for some of `model`'s variables (the payload's arrays, by `names`): a new
+    version, numbered `version` when another engine numbered it already (0: the next)."""
+
+    id: int
+    model: str
+    names: list[str]
+    arrays: list[ArraySpec]
+    version: int = 0
+    kind: Literal["push"] = "push"
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> Push:
+        return cls(**(header | {"arrays": _tuples(header["arrays"])}))
+
+
+@dataclass(frozen=True)
+class Pushed:
+    id: int
+    version: int
+    card: dict[str, Any]  # the model's card, saying its versions
+    kind: Literal["pushed"] = "pushed"
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,7 @@ class Answer:
     compute_s: float
     names: list[str]
     arrays: list[ArraySpec]  # in the payload, in `names`' order
+    version: int = 0  # of the model's variables it ran on
     kind: Literal["answer"] = "answer"
 
     @classmethod
@@ -104,6 +131,7 @@ class SharedAnswer:
     compute_s: float
     entries: list[Entry]
     nbytes: int
+    version: int = 0
     kind: Literal["shared_answer"] = "shared_answer"
 
     @classmethod
@@ -180,9 +208,35 @@ class DeadlineRefused(Refusal):
         return DeadlineExceeded(self.message)
 
 
-Refused = MemoryRefused | OverloadedRefused | EngineFailed | InputRefused | DeadlineRefused
+@dataclass(frozen=True)
+class NotFoundRefused(Refusal):
+    """The model, or the version of it asked for, is not there (`UnknownModel`, a 404)."""
+
+    id: int
+    message: str
+    kind: Literal["not_found"] = "not_found"
+
+    def exception(self) -> Exception:
+        return UnknownModel(self.message)
+
+
+@dataclass(frozen=True)
+class PushRefused(Refusal):
+    """The model takes no new values for its variables (`InvalidInput`, a 422)."""
+
+    id: int
+    message: str
+    kind: Literal["push_refused"] = "push_refused"
+
+    def exception(self) -> Exception:
+        return InvalidInput(self.message)
+
+
+Refused = MemoryRefused | OverloadedRefused | EngineFailed | InputRefused | DeadlineRefused | NotFoundRefused
 Message = (
     Compute
+    | Push
+    | Pushed
     | Release
     | StatusQuery
     | Status
@@ -193,9 +247,13 @@ Message = (
     | EngineFailed
     | InputRefused
     | DeadlineRefused
+    | NotFoundRefused
+    | PushRefused
 )
 _TYPES: tuple[type[Message], ...] = (
     Compute,
+    Push,
+    Pushed,
     Release,
     StatusQuery,
     Status,
@@ -206,6 +264,8 @@ _TYPES: tuple[type[Message], ...] = (
     EngineFailed,
     InputRefused,
     DeadlineRefused,
+    NotFoundRefused,
+    PushRefused,
 )
 _KINDS: dict[str, Any] = {cls.kind: cls for cls in _TYPES}
 

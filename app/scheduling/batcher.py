@@ -93,11 +93,11 @@ class Batcher:
         if not self.scheduler.admitted(job):
             loop.call_later(self.scheduler.memory_wait_s + 1e-3, self._expire)
         try:
-            arrays, device = await job.future
+            arrays, device, version = await job.future
         except BaseException:
             self._release(job)
             raise
-        return Computed(arrays, device, lambda: self._release(job))
+        return Computed(arrays, device, lambda: self._release(job), version)
 
     def _expire(self) -> None:
         for job in self.scheduler.expired():
@@ -145,4 +145,4 @@ class Batcher:
             )
         for job, arrays in answers:
             if not job.future.done():
-                job.future.set_result((arrays, result.device))
+                job.future.set_result((arrays, result.device, result.version))

@@ -36,8 +36,10 @@ class Job:
 
     @property
     def key(self) -> tuple[Any, ...]:
-        # Everything but the row count: rows stack only when every input's other axes agree (K too).
-        return (self.model, self.call.key, self.rows[0].dtype.name, *(r.shape[1:] for r in self.rows))
+        # Everything but the row count: rows stack only when every input's other axes agree (K
+        # too), on one version of the model's variables.
+        call = self.call
+        return (self.model, call.key, call.version, self.rows[0].dtype.name, *(r.shape[1:] for r in self.rows))
 
     @property
     def n(self) -> int:

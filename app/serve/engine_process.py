@@ -20,6 +20,7 @@ batch, made of admitted requests only, never stacks past the budget. A request t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -33,7 +34,7 @@ import numpy as np
 
 from app import calls, lifeline
 from app.config import Settings, get_settings
-from app.errors import DeadlineExceeded, ModelRefused, Overloaded
+from app.errors import DeadlineExceeded, InvalidInput, ModelRefused, Overloaded, UnknownModel
 from app.ipc import shm, wire
 from app.ipc.messages import (
     Answer,
@@ -43,7 +44,11 @@ from app.ipc.messages import (
     InputRefused,
     MemoryRefused,
     Message,
+    NotFoundRefused,
     OverloadedRefused,
+    Push,
+    Pushed,
+    PushRefused,
     Refused,
     Release,
     SharedAnswer,
@@ -64,6 +69,7 @@ class _Job(Job):
     shm: str | None  # the worker's shared-memory segment for the answer, if it is big
     shm_size: int
     worker: int  # the worker's process id
+    pinned: Any = None  # the version of the model's variables it runs on, held while it is in flight
 
 
 class EngineLoop:
@@ -126,6 +132,8 @@ class EngineLoop:
             self.reply(peer, Status(message.id, status))
         elif isinstance(message, Compute):
             self.offer(peer, message, received.payload)
+        elif isinstance(message, Push):
+            self.push(peer, message, received.payload)
         else:
             log.warning("ignored a %s message from a worker", message.kind)
 
@@ -135,9 +143,24 @@ class EngineLoop:
             self.reply(peer, EngineFailed(request.id, "inputs gone"))
             return
         r = request
+        try:  # on the version it names, or the newest now: a push while it waits does not change it
+            call, pinned = self.engine.pin(r.model, r.call)
+        except UnknownModel as err:
+            self.reply(peer, NotFoundRefused(r.id, err.message))
+            return
         deadline = time.monotonic() + self.settings.deadline_s  # when its worker gives up on it
         job = _Job(
-            r.call, rows, r.model, peer, r.id, r.shm, r.shm_size, r.worker, deadline=deadline, claim_after=r.claim_after
+            call,
+            rows,
+            r.model,
+            peer,
+            r.id,
+            r.shm,
+            r.shm_size,
+            r.worker,
+            pinned,
+            deadline=deadline,
+            claim_after=r.claim_after,
         )
         try:
             self.scheduler.offer(job, r.claim)
@@ -145,6 +168,19 @@ class EngineLoop:
             self.reply(peer, OverloadedRefused(job.id, self.settings.max_pending))
             return
         self.held[peer, job.id] = job
+
+    def push(self, peer: socket.socket, request: Push, payload: bytes) -> None:
+        """A new version of a model's variables, made between two batches: a request already
+        taken in keeps the version it was pinned to."""
+        values = dict(zip(request.names, wire.split(payload, request.arrays), strict=True))
+        try:
+            version, card = self.engine.push(request.model, values, request.version)
+        except UnknownModel as err:
+            self.reply(peer, NotFoundRefused(request.id, err.message))
+        except InvalidInput as err:
+            self.reply(peer, PushRefused(request.id, err.message))
+        else:
+            self.reply(peer, Pushed(request.id, version, dataclasses.asdict(card)))
 
     def inputs(self, request: Compute, payload: bytes) -> tuple[np.ndarray, ...] | None:
         """The request's rows: from the socket's payload, or in place in the worker's segment."""
@@ -190,17 +226,17 @@ class EngineLoop:
             )
         )
         for job, arrays in answers:
-            self.answer(job, arrays, result.device, seconds)
+            self.answer(job, arrays, result.device, seconds, result.version)
 
-    def answer(self, job: _Job, arrays: dict[str, np.ndarray], device: str, seconds: float) -> None:
+    def answer(self, job: _Job, arrays: dict[str, np.ndarray], device: str, seconds: float, version: int) -> None:
         if job.shm is not None:
             layout = self.mappings.write(job.shm, job.shm_size, arrays)
             if layout is not None:
-                self.reply(job.peer, SharedAnswer(job.id, device, seconds, layout.entries, layout.nbytes))
+                self.reply(job.peer, SharedAnswer(job.id, device, seconds, layout.entries, layout.nbytes, version))
                 return  # its claim is held until the worker has sent the answer (`Release`)
             log.warning("segment %s cannot take the answer; sending it through the socket", job.shm)
         values = list(arrays.values())
-        self.reply(job.peer, Answer(job.id, device, seconds, list(arrays), wire.specs(values)), values)
+        self.reply(job.peer, Answer(job.id, device, seconds, list(arrays), wire.specs(values), version), values)
         # A small answer's memory is spent once it is sent: its claim ends here, without a message.
         self.done(job)
 

@@ -86,15 +86,17 @@ class Service:
             computed.release()
             raise
         floating = dict.fromkeys(p.call.dtype or t.dtype for t in p.card.outputs if t.floating)
-        meta = {"model": p.card.name, "version": p.card.version, "dtype": ", ".join(floating) or "none"}
+        version = computed.version or p.card.version  # the one it ran on
+        meta = {"model": p.card.name, "version": version, "dtype": ", ".join(floating) or "none"}
         return Served(arrays, {**meta, "device": computed.device}, computed.release)
 
     async def _with_output_sizes(self, p: Problem, out: Encoding) -> Problem:
         """A signature that leaves an output's size open: a forward pass first shows it, so that the
         derivative's size limits and memory claim count it (one forward pass more for such models)."""
-        n_inputs = len(p.card.inputs)
+        n_inputs, n_values = len(p.card.inputs), len(p.call.variables)
         call = replace(p.call, op=calls.PREDICT, wrt=(), of=(), sum_batch=False, single=False)
-        answer = await self.serve(sized(replace(p, call=call, rows=p.rows[:n_inputs], K=None)), out)
+        forward = p.rows[:n_inputs] + p.rows[len(p.rows) - n_values :]
+        answer = await self.serve(sized(replace(p, call=call, rows=forward, K=None)), out)
         try:
             found = {k.split(calls.SEP, 1)[1]: a.shape for k, a in answer.arrays.items()}
         finally:

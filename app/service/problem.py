@@ -21,6 +21,7 @@ from app.calls import Call
 from app.catalog import Card, Tensor
 from app.errors import ModelUnavailable
 from app.service.arrays import Sizes, _fail, array_for, check_shape, tensor_text
+from app.service.variables import read_variables
 
 OUTPUTS = "outputs"
 
@@ -151,8 +152,11 @@ def problem(
     sum_batch: bool = False,
     dtype: str | None = None,
     default_dtype: str = "float32",
+    variables: Mapping[str, Any] | None = None,
+    version: int | None = None,
 ) -> Problem:
     ready(card)
+    values = read_variables(card, variables) if variables else {}
     computed_in = _dtype(card, dtype, _widest(inputs) or default_dtype)
     sizes = Sizes()
     arrays, one = read_inputs(card, inputs, computed_in, sizes)
@@ -193,14 +197,23 @@ def problem(
     else:
         chosen_wrt = calls.choose_wrt(card, op, wrt)
         chosen_of = calls.choose_of(card, of, chosen_wrt)
-    rows = tuple(calls.as_rows(card, arrays)) + tuple(products.values())
+    rows = tuple(calls.as_rows(card, arrays)) + tuple(products.values()) + tuple(values.values())
     input_rows = {t.name: tuple(arrays[t.name].shape[1 if calls.row_axis(card, t) else 0 :]) for t in card.inputs}
     # An output size the signature leaves open counts as 1 until a forward pass has shown it (`serve`).
     output_rows = {t.name: _known(card, t, sizes) for t in card.outputs}
     single = op == calls.VJP and (K or 1) == 1
-    stack = card.batch and not sum_batch
+    # Requests with their own variables run alone: stacked rows share one set of values.
+    stack = card.batch and not sum_batch and not values
     call = Call(
-        op, chosen_wrt, chosen_of, sum_batch, stack=stack, single=single, dtype=computed_in if card.dtypes else ""
+        op,
+        chosen_wrt,
+        chosen_of,
+        sum_batch,
+        stack=stack,
+        single=single,
+        dtype=computed_in if card.dtypes else "",
+        variables=tuple(values),
+        version=version or 0,
     )
     return sized(Problem(card, call, rows, batch, K, input_rows, output_rows, one))
 

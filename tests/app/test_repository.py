@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from app import calls
 from app.catalog import VARIABLES, Tensor
-from app.engine import repository
+from app.engine import kernels, repository
 from examples import build_models
 from tests.support import edge_models
 
@@ -185,7 +185,11 @@ def test_the_flat_call_names_each_output_as_the_public_call_does(repo: Path, op:
     rows = [rng.normal(size=(3, 64)).astype(np.float32)]
     if op == calls.VJP:
         rows.append(rng.normal(size=(3, 1, 16)).astype(np.float32))
-    got, want = fast(*rows), fast.concrete(*rows)
+    loaded = engine.repository["mlp"]
+    assert loaded.versions is not None and loaded.graph is not None
+    values = [loaded.versions.newest.values[v.name] for v in kernels.valued(loaded.card, loaded.graph)]
+    assert len(values) == 6  # the variables are the function's arguments, after the rows
+    got, want = fast(*rows, *values), fast.concrete(*rows, *values)
     assert list(got) == list(want) and len(got) == 7
     for name, tensor in want.items():
         np.testing.assert_array_equal(got[name].numpy(), tensor.numpy(), err_msg=name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,8 +24,12 @@ JACOBIAN = jacobian_call()
 class FakeEngine:
     """W and J of log_softmax by the closed form, per row: what the batcher stacks and splits."""
 
+    def pin(self, model: str, call: Call) -> tuple[Call, None]:
+        """Its one version."""
+        return dataclasses.replace(call, version=1), None
+
     def run(self, call: Call, Xr: np.ndarray, Yr: np.ndarray, model: str, **_: Any) -> SimpleNamespace:
         assert call.op == "jacobian"
         W = np.stack([oracles.log_softmax(X, y) for X, y in zip(Xr, Yr, strict=True)])
         J = np.stack([oracles.jacobian(X, y) for X, y in zip(Xr, Yr, strict=True)])
-        return SimpleNamespace(arrays={"W": W, "J": J}, device="/device:FAKE:0")
+        return SimpleNamespace(arrays={"W": W, "J": J}, device="/device:FAKE:0", version=1)

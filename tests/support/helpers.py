@@ -67,4 +67,4 @@ def run_policy(engine: Any, op: str, wrt: tuple[str, ...], *rows: np.ndarray) ->
     if op == "hessian":  # one per row, the same for every output: the service's view over them
         H = arrays["H"]
         arrays["H"] = np.broadcast_to(H, (H.shape[0], rows[0].shape[1], *H.shape[2:]))
-    return SimpleNamespace(arrays=arrays, device=result.device)
+    return SimpleNamespace(arrays=arrays, device=result.device, version=result.version)

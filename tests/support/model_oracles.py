@@ -4,6 +4,7 @@ in float64 whatever the model's dtype)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,12 @@ class Oracle:
     def __init__(self, name: str, path: Path) -> None:
         self.net = NETWORKS[name]
         self.params = {k: jnp.asarray(v) for k, v in variables(path).items()}
+
+    def at(self, values: dict[str, np.ndarray]) -> Oracle:
+        """The same network at other values of some or all of its variables."""
+        other = copy.copy(self)
+        other.params = {**self.params, **{k: jnp.asarray(np.asarray(v, np.float64)) for k, v in values.items()}}
+        return other
 
     def _as64(self, inputs: dict[str, np.ndarray]) -> Inputs:
         return {k: jnp.asarray(v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in inputs.items()}
