@@ -10,7 +10,7 @@ import copy
 from typing import Any
 
 from app import calls
-from app.catalog import VARIABLES, Card, Tensor
+from app.catalog import VARIABLES, Card, Tensor, variables_fixed
 from app.errors import InvalidInput
 from app.service import codec
 from app.service.problem import open_outputs
@@ -82,6 +82,11 @@ def _request(card: Card, op: str) -> tuple[dict[str, Any], dict[str, Any]]:
         example["wrt"] = [t.name for t in chosen]
     if op == calls.HESSIAN:
         example["wrt"] = card.differentiable[:1]
+    if not variables_fixed(card):
+        props["variables"] = _nullable(
+            {**_group(list(card.variables)), "required": []},
+            "values for some or all of its trainable variables: computed at them, the others at the version's",
+        )
     schema = {"type": "object", "properties": props, "required": ["inputs"], "additionalProperties": False}
     return schema, example
 
@@ -128,6 +133,12 @@ def _description(card: Card) -> str:
         notes.append("One example may be sent without the batch axis; its answer comes without it.")
     if card.dtypes:
         notes.append(f"It computes in {' or '.join(card.dtypes)} (`dtype`).")
+    if not variables_fixed(card):
+        notes.append(
+            "Optional `variables` give its trainable variables values for this request; without a version it "
+            f"computes at the newest (version {card.version}), /models/{card.name}/versions/{{version}}/... at "
+            "that one."
+        )
     return " ".join(notes) + " JSON or npz in (Content-Type) and out (Accept)."
 
 
@@ -153,8 +164,8 @@ def paths(cards: list[Card], errors: dict[str, Any]) -> dict[str, Any]:
                             codec.JSON: {"schema": schema, **({"example": example} if shown else {})},
                             codec.NPZ: {
                                 "schema": {"type": "string", "format": "binary"},
-                                "description": "members inputs/<name>, cotangents/<output>, tangents/<input>; "
-                                "wrt, of and sum_batch in the query",
+                                "description": "members inputs/<name>, cotangents/<output>, tangents/<input>, "
+                                "variables/<name>; wrt, of and sum_batch in the query",
                             },
                         },
                     },
@@ -168,7 +179,40 @@ def paths(cards: list[Card], errors: dict[str, Any]) -> dict[str, Any]:
                     },
                 }
             }
+        if not variables_fixed(card):
+            found[f"/models/{card.name}/variables"] = {"put": _push(card, errors)}
     return found
+
+
+def _push(card: Card, errors: dict[str, Any]) -> dict[str, Any]:
+    """PUT /models/{name}/variables: a new version with these values."""
+    schema = {
+        "type": "object",
+        "properties": {"variables": {**_group(list(card.variables)), "required": []}},
+        "required": ["variables"],
+        "additionalProperties": False,
+    }
+    example = {"variables": {v.name: _example(v) for v in card.variables[:1]}}
+    answer = {"type": "object", "properties": {"model": {"type": "string"}, "version": {"type": "integer"}}}
+    return {
+        "tags": [f"model: {card.name}"],
+        "summary": f"{card.name}: push new values of its variables (a new version, no restart)",
+        "description": "Some or all of its trainable variables: a new version, served by every engine before the "
+        "answer; requests without a version get it, those in flight finish on theirs. npz: members "
+        "variables/<name>.",
+        "operationId": f"model_{card.name}_push_variables",
+        "requestBody": {
+            "required": True,
+            "content": {
+                codec.JSON: {"schema": schema, "example": example},
+                codec.NPZ: {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        "responses": {
+            "200": {"description": "The version made", "content": {codec.JSON: {"schema": answer}}},
+            **errors,
+        },
+    }
 
 
 def with_models(base: dict[str, Any], cards: list[Card] | None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from tests.app.test_model_operations import DTYPE, NPZ, close, example_inputs, post
 from tests.support.model_oracles import Oracle, variables
+from tests.support.v2 import tensor, v2_body
 
 
 @pytest.fixture
@@ -176,3 +177,35 @@ def test_each_bad_variable_is_refused_by_name(client: TestClient, name: str, var
     r = client.post(f"/models/{name}/predict", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == 422, r.text
     assert says in r.json()["message"], r.json()["message"]
+
+
+def test_variables_as_v2_inputs(
+    client: TestClient, stored: dict[str, dict[str, np.ndarray]], repo: Path, rng: Any
+) -> None:
+    """`variables/<name>` inputs, JSON and binary data; the metadata lists them as optional."""
+    theta = moved(stored["wide"], rng, "float64", ["dense/w0", "dense/b1"])
+    oracle = Oracle("wide", repo / "wide" / "1").at(theta)
+    x = example_inputs("wide", rng)["x"]
+    w0, b1 = theta["dense/w0"], theta["dense/b1"]
+    request = {
+        "inputs": [
+            tensor("x", x),
+            tensor("variables/dense/w0", w0, binary=True),
+            tensor("variables/dense/b1", b1),
+        ],
+        "parameters": {"wrt": "variables"},
+    }
+    body, length = v2_body(request, w0)
+    r = client.post(
+        "/v2/models/wide.jacobian/infer", content=body, headers={"Inference-Header-Content-Length": str(length)}
+    )
+    assert r.status_code == 200, r.text
+    outputs = {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in r.json()["outputs"]}
+    for o, per_variable in oracle.jacobian({"x": x}, "variables").items():
+        for v, J in per_variable.items():
+            close(outputs[f"jacobian/{o}/{v}"], J, "float64")
+    meta = client.get("/v2/models/wide.jacobian").json()
+    optional = {t["name"]: t for t in meta["inputs"] if t.get("optional")}
+    assert set(optional) == {f"variables/{v}" for v in stored["wide"]}
+    assert optional["variables/dense/w0"]["shape"] == list(w0.shape)
+    assert all("optional" not in t for t in client.get("/v2/models/jacobian").json()["inputs"])

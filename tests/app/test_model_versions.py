@@ -177,3 +177,27 @@ def test_answers_under_pushes_are_each_one_versions(client: TestClient, repo: Pa
     assert len(answers) > 20 and len({v for _, v in answers}) > 1
     for y, version in answers:
         close(y, oracle.at(pushed[version]).outputs({"x": x})["y"], "float32")
+
+
+def test_a_version_by_the_open_inference_protocol(client: TestClient, repo: Path, rng: Any) -> None:
+    stored = variables(repo / "wide" / "1")
+    theta = moved(stored, 0.9, "float64")
+    before = client.get("/models/wide").json()["version"]
+    after = push(client, "wide", theta)
+    x = rng.normal(size=(2, 5))
+    request = {"inputs": [{"name": "x", "shape": [2, 5], "datatype": "FP64", "data": x.ravel().tolist()}]}
+    oracle = Oracle("wide", repo / "wide" / "1")
+    for path, version, expected in (
+        ("/v2/models/wide/infer", after, oracle.at(theta)),
+        (f"/v2/models/wide/versions/{before}/infer", before, None),
+    ):
+        r = client.post(path, json=request)
+        assert r.status_code == 200, r.text
+        assert r.json()["model_version"] == str(version)
+        if expected is not None:
+            (y,) = r.json()["outputs"]
+            close(np.asarray(y["data"]).reshape(y["shape"]), expected.outputs({"x": x})["y"], "float64")
+    meta = client.get("/v2/models/wide").json()
+    assert meta["versions"] == [str(before), str(after)]
+    r = client.post("/v2/models/wide/versions/1/infer", json=request)
+    assert r.status_code == 404 and f"its versions are {before}, {after}" in r.json()["error"], r.text

@@ -64,6 +64,9 @@ class TensorMetadata(BaseModel):
     name: str
     datatype: str
     shape: list[int] = Field(description="-1 for each dimension that varies")
+    optional: bool | None = Field(
+        None, description="An input a request may leave out (a model's `variables/<name>`: its version's values)."
+    )
 
 
 class ModelMetadata(BaseModel):

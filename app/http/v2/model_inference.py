@@ -5,8 +5,10 @@ Naming: `<model>` is the model's forward pass, with its signature's real inputs 
 signature's, in its datatypes, plus `cotangents/<output>` (vjp) or `tangents/<input>` (jvp, hvp);
 the request's parameters `wrt` and `of` (comma-separated names) and `sum_batch` choose as the
 native API's fields do; outputs are the signature's and the derivatives, named as the native
-npz answer's members (`jacobian/<output>/<input>`). The version is the model's. A request becomes
-the same `Problem` a native one does (`app.service.problem`): same checks, limits, batching.
+npz answer's members (`jacobian/<output>/<input>`). Optional inputs `variables/<name>` give its
+trainable variables values for this request. Without a version, the newest computes; with one
+(`/v2/models/<name>/versions/<v>/infer`), that one. A request becomes the same `Problem` a native
+one does (`app.service.problem`): same checks, limits, batching.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from app import calls
-from app.catalog import VARIABLES, Card
+from app.catalog import VARIABLES, Card, variables_fixed
 from app.errors import InvalidInput, UnknownModel
 from app.http.v2 import protocol as oip
 from app.http.v2.documents import ModelMetadata, TensorMetadata
@@ -39,7 +41,7 @@ DATATYPES = {
     "UINT64": "uint64",
 }
 V2_DATATYPE = {v: k for k, v in DATATYPES.items()}
-GROUPS = ("cotangents", "tangents")
+GROUPS = ("cotangents", "tangents", "variables")
 SEP = "/"
 
 
@@ -48,10 +50,7 @@ class ModelOperation:
     name: str  # its V2 name: <model> or <model>.<operation>
     card: Card
     op: str
-
-    @property
-    def version(self) -> str:
-        return str(self.card.version)
+    asked: int | None = None  # the version the request names (the engine knows which it keeps)
 
 
 def find(name: str, cards: list[Card], version: str | None) -> ModelOperation:
@@ -60,10 +59,10 @@ def find(name: str, cards: list[Card], version: str | None) -> ModelOperation:
         owner, op = name, calls.PREDICT
     for card in cards:
         if card.name == owner:
-            m = ModelOperation(name, card, op)
-            if version is not None and version != m.version:
-                raise UnknownModel(f"Model {name!r} has no version {version!r}; it serves version {m.version}")
-            return m
+            if version is not None and not (version.isdigit() and int(version) > 0):
+                kept = ", ".join(map(str, card.versions))
+                raise UnknownModel(f"Model {name!r} has no version {version!r}; its versions are {kept}")
+            return ModelOperation(name, card, op, int(version) if version is not None else None)
     raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models, GET /v2/models/<name> each one")
 
 
@@ -80,7 +79,15 @@ def metadata(m: ModelOperation) -> ModelMetadata:
     if m.op != calls.PREDICT:
         inputs += _product_inputs(m)
         outputs += _derivative_outputs(m)
-    return ModelMetadata(name=m.name, versions=[m.version], platform=oip.PLATFORM, inputs=inputs, outputs=outputs)
+    if not variables_fixed(card):
+        inputs += [
+            TensorMetadata(
+                name=f"variables{SEP}{v.name}", datatype=V2_DATATYPE[v.dtype], shape=_dims(v.shape), optional=True
+            )
+            for v in card.variables
+        ]
+    versions = [str(v) for v in card.versions]
+    return ModelMetadata(name=m.name, versions=versions, platform=oip.PLATFORM, inputs=inputs, outputs=outputs)
 
 
 def _product_inputs(m: ModelOperation) -> list[TensorMetadata]:
@@ -133,6 +140,7 @@ def _check_datatypes(card: Card, inputs: list[Any]) -> None:
     tensors = {t.name: t for t in card.inputs}
     tensors |= {f"cotangents{SEP}{t.name}": t for t in card.outputs}
     tensors |= {f"tangents{SEP}{t.name}": t for t in card.inputs}
+    tensors |= {f"variables{SEP}{t.name}": t for t in card.variables}
     for given in inputs:
         t = tensors.get(given.name)
         if t is not None and t.floating and DATATYPES.get(given.datatype) in card.dtypes:
@@ -167,6 +175,8 @@ def parse(m: ModelOperation, body: bytes, header_length: str | None) -> Operatio
         tangents=groups["tangents"] or None,
         sum_batch=oip.flag(params, "sum_batch"),
         dtype=_computed_in(m.card, arrays),
+        variables=groups["variables"] or None,
+        version=m.asked,
     )
     outputs = None
     if request.outputs is not None:
@@ -205,7 +215,8 @@ def encode(inference: OperationInference, answer: Served) -> npz.Body:
             )
     chosen = asked if asked is not None else {n: inference.binary for n in named}
     tensors = [(n, named[n], V2_DATATYPE[named[n].dtype.name], binary) for n, binary in chosen.items()]
-    return oip.response(inference.model.name, inference.model.version, inference.id, answer.meta, tensors)
+    version = str(answer.meta["version"])  # the one it ran on
+    return oip.response(inference.model.name, version, inference.id, answer.meta, tensors)
 
 
 def _v2_name(key: str) -> str:

@@ -129,6 +129,7 @@ _METADATA_DOC: dict[str, Any] = {
     "dimension that varies (Y may also be one state, F; U and V may drop their K axis). The datatype shown "
     "is the default; FP32 and FP64 are both served.",
     "response_model": docs.ModelMetadata,
+    "response_model_exclude_none": True,
     "responses": {404: ERRORS[404], 405: ERRORS[405]},
 }
 
