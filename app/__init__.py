@@ -15,7 +15,8 @@ http/ (the HTTP workers: decode, compute, encode)
     app             the ASGI app and its lifespan (in-process engine or engine processes).
     runtime         what the app holds while it runs, as one typed object; a model's card by name.
     connection      the HTTP connection: read deadline and connection cap.
-    model_routes    POST /models/{name}/{operation}: every operation of every model, JSON or npz.
+    model_routes    POST /models/{name}/{operation} (and .../versions/{v}/...): every operation of every
+                    model, JSON or npz; PUT and GET /models/{name}/variables: push a version, read one.
     routes          the original endpoints (/jacobian, ...), fronts to the built-in model; health, metrics.
     cards           GET /models and /models/{name}: every model served, with its card.
     reading         a request's media type, body (against the limit), options in the query.
@@ -35,6 +36,7 @@ http/ (the HTTP workers: decode, compute, encode)
 
 service/ (no web, no TensorFlow)
     problem         a request to any model, checked against its card: the `Problem` and its `Call`.
+    variables       a model's variables given values by a request or a push, checked against its card.
     arrays          a request's arrays: dtype, finiteness, shapes, the sizes a card names.
     dataplane       what a Problem computes: limits, memory claim, deadline, engine call, finiteness,
                     the answer shaped as served (`Service.serve`): every door ends here.
@@ -54,13 +56,16 @@ ipc/ (between the HTTP workers and the engine processes)
     messages        the typed messages, refusals among them (each maps to a domain exception).
     wire            framing over a Unix socket, and the engine's server.
     shm             shared-memory segments for big inputs and answers.
-    client          an HTTP worker's connection to the engine processes.
+    client          an HTTP worker's connection to one engine process.
+    engines         the engine processes a worker talks to: requests to the least busy, pushes to all.
 
 engine/ (TensorFlow alone)
     derivatives     the Engine: one registry of models, the built-in first; what readiness reports.
     builtin         the built-in model `policy`, defined in code: its function and its hook.
     repository      a model repository's SavedModels loaded and described.
-    graphs          a SavedModel signature's graph, inlined, imported and probed for gradients.
+    graphs          a SavedModel signature's graph, inlined, imported and probed for gradients; its
+                    variables read from values each call gives.
+    versions        a model's versions of its variables' values: as loaded, and as pushed.
     kernels         every derivative of a model's function by autodiff, one `Kernel` per call.
     model_calls     a model's calls: traced on first use, timed, run in pieces to a deadline.
     calibration     a model's memory peak per operation, measured on first use within the limits.
@@ -80,11 +85,12 @@ Shared by every layer (they import none of it)
 
 A request's path, under `python -m app`: http/connection (deadline) → http/model_routes (or
 http/routes and service/front for the original endpoints, or v2/rest) → http/reading (body) →
-service/problem (checked against the model's card, from http/runtime) → service/dataplane (limits
-from service/outputs, claim from service/budget) → ipc/client (a `Compute` message carrying the
-`Call`, inputs inline or in ipc/shm) → [engine process] serve/engine_process → scheduling/policy
-(admit, batch) → engine/derivatives → engine/model_calls (engine/kernels over engine/builtin or
-engine/graphs; engine/xla) → an `Answer` message back through ipc/wire → service/dataplane (check,
+service/problem (checked against the model's card, from http/runtime; its variables by
+service/variables) → service/dataplane (limits from service/outputs, claim from service/budget) →
+ipc/engines → ipc/client (a `Compute` message carrying the `Call`, inputs inline or in ipc/shm) →
+[engine process] serve/engine_process (pinned to a version) → scheduling/policy (admit, batch) →
+engine/derivatives → engine/model_calls (engine/versions' values; engine/kernels over
+engine/builtin or engine/graphs; engine/xla) → an `Answer` message back through ipc/wire → service/dataplane (check,
 shape) → http/responses (encode, send, release the claim). In process (`uvicorn app.http.app:app`),
 scheduling/batcher takes ipc's place.
 """

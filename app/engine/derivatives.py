@@ -25,7 +25,7 @@ from app.catalog import Card, variables_fixed
 from app.config import Settings
 from app.engine import builtin, repository
 from app.engine.model_calls import ModelCalls
-from app.engine.tensors import Result
+from app.engine.tensors import Result, to_numpy
 from app.engine.versions import Version, Versions
 from app.errors import InvalidInput, UnknownModel
 
@@ -141,6 +141,11 @@ class Engine:
         loaded.card = dataclasses.replace(loaded.card, version=versions.newest.number, versions=versions.numbers)
         log.info("model %s: version %d of its variables (%s)", model, version.number, ", ".join(values))
         return version.number, loaded.card
+
+    def values(self, model: str, number: int = 0) -> tuple[int, dict[str, np.ndarray]]:
+        """A version's values of the model's trainable variables (the newest for 0), by name."""
+        version = self._versions(model).get(number)
+        return version.number, {n: to_numpy(t) for n, t in version.values.items()}
 
     def _versions(self, model: str) -> Versions:
         loaded = self.repository.get(model)

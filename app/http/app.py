@@ -69,6 +69,9 @@ class InProcessEngine:
     async def push(self, model: str, values: dict[str, Any]) -> tuple[int, Card]:
         return self.engine.push(model, values)
 
+    async def values(self, model: str, version: int = 0) -> tuple[int, dict[str, Any]]:
+        return self.engine.values(model, version)
+
     def cards(self) -> list[dict[str, Any]] | None:
         models: list[dict[str, Any]] = self.engine.describe()["models"]
         return models
@@ -128,7 +131,7 @@ async def _start_in_process(app: FastAPI) -> None:
 
 def _start_worker(app: FastAPI) -> None:
     """An HTTP worker started by the supervisor: no TensorFlow here, the engines are processes."""
-    from app.ipc.client import Engines
+    from app.ipc.engines import Engines
 
     lifeline.die_with_parent()
     state: Runtime = app.state.runtime

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app import calls
+from app.catalog import variables_fixed
 from app.errors import InvalidInput, UnknownModel, UnsupportedMediaType
 from app.http import runtime
 from app.http.auth import check_api_key
@@ -138,7 +139,32 @@ async def push_variables(request: Request) -> Response:
     return Response(orjson.dumps({"model": name, "version": version}), media_type=codec.JSON)
 
 
+async def get_variables(request: Request) -> Response:
+    """GET /models/{name}/variables (or /models/{name}/versions/{v}/variables): a version's values
+    of the model's trainable variables, the newest by default: where a training loop starts."""
+    name, version = request.path_params["name"], _version(request.path_params.get("version"))
+    check_api_key(request, runtime.service(request).settings)
+    card = await runtime.card(request, name)
+    fixed = variables_fixed(card)
+    if fixed:
+        raise InvalidInput(fixed)
+    number, values = await runtime.engines(request).values(name, version or 0)
+    meta = {"model": name, "version": number}
+    if wants_npz(request.headers.get("accept")):
+        members = {f"variables{MEMBER_SEP}{k}": a for k, a in values.items()}
+        body = npz.write(members, {k: str(v) for k, v in meta.items()})
+        return Response(b"".join(bytes(p) for p in body.parts), media_type=codec.NPZ)
+    lists = {
+        k: a.tolist() for k, a in values.items()
+    }  # a 0-d variable too (a number), which orjson's NumPy does not take
+    return Response(_json({"variables": lists}, meta), media_type=codec.JSON)
+
+
 router.add_api_route("/models/{name}/variables", push_variables, methods=["PUT"], include_in_schema=False)
+router.add_api_route("/models/{name}/variables", get_variables, methods=["GET"], include_in_schema=False)
+router.add_api_route(
+    "/models/{name}/versions/{version}/variables", get_variables, methods=["GET"], include_in_schema=False
+)
 router.add_api_route("/models/{name}/{operation}", model_operation, methods=["POST"], include_in_schema=False)
 router.add_api_route(
     "/models/{name}/versions/{version}/{operation}", model_operation, methods=["POST"], include_in_schema=False

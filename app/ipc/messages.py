@@ -2,16 +2,16 @@
 the wire (a JSON header, `app.ipc.wire`). The engine's refusals are types too, each mapping to
 the domain exception the worker raises (`Refusal.exception`), with what its message needs.
 
-worker → engine: `Compute`, `Release`, `StatusQuery`, `Push` (a model's variables' new values);
-engine → worker: `Answer` (arrays in the payload), `SharedAnswer` (in the worker's segment),
-`Status`, `Pushed`, and the refusals `MemoryRefused`, `OverloadedRefused`, `EngineFailed`,
+worker → engine: `Compute`, `Release`, `StatusQuery`, `Push` (a model's variables' new values),
+`ValuesQuery`; engine → worker: `Answer` (arrays in the payload), `SharedAnswer` (in the worker's
+segment), `Status`, `Pushed`, `Values`, and the refusals `MemoryRefused`, `OverloadedRefused`, `EngineFailed`,
 `InputRefused`, `DeadlineRefused`, `NotFoundRefused`, `PushRefused`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from app.calls import Call
 from app.errors import DeadlineExceeded, InvalidInput, MemoryBusy, ModelRefused, Overloaded, UnknownModel
@@ -92,6 +92,29 @@ class Pushed:
     version: int
     card: dict[str, Any]  # the model's card, saying its versions
     kind: Literal["pushed"] = "pushed"
+
+
+@dataclass(frozen=True)
+class ValuesQuery:
+    """The values of `model`'s variables at `version` (0: the newest)."""
+
+    id: int
+    model: str
+    version: int = 0
+    kind: Literal["values_query"] = "values_query"
+
+
+@dataclass(frozen=True)
+class Values:
+    id: int
+    version: int
+    names: list[str]
+    arrays: list[ArraySpec]  # in the payload, in `names`' order
+    kind: Literal["values"] = "values"
+
+    @classmethod
+    def parse(cls, header: dict[str, Any]) -> Values:
+        return cls(**(header | {"arrays": _tuples(header["arrays"])}))
 
 
 @dataclass(frozen=True)
@@ -237,6 +260,8 @@ Message = (
     Compute
     | Push
     | Pushed
+    | ValuesQuery
+    | Values
     | Release
     | StatusQuery
     | Status
@@ -250,23 +275,7 @@ Message = (
     | NotFoundRefused
     | PushRefused
 )
-_TYPES: tuple[type[Message], ...] = (
-    Compute,
-    Push,
-    Pushed,
-    Release,
-    StatusQuery,
-    Status,
-    Answer,
-    SharedAnswer,
-    MemoryRefused,
-    OverloadedRefused,
-    EngineFailed,
-    InputRefused,
-    DeadlineRefused,
-    NotFoundRefused,
-    PushRefused,
-)
+_TYPES: tuple[type[Message], ...] = get_args(Message)
 _KINDS: dict[str, Any] = {cls.kind: cls for cls in _TYPES}
 
 

@@ -54,6 +54,8 @@ from app.ipc.messages import (
     SharedAnswer,
     Status,
     StatusQuery,
+    Values,
+    ValuesQuery,
 )
 from app.scheduling.ledger import Ledger
 from app.scheduling.policy import BatchStats, Job, Scheduler, run_options, split_rows, stack_rows
@@ -134,6 +136,14 @@ class EngineLoop:
             self.offer(peer, message, received.payload)
         elif isinstance(message, Push):
             self.push(peer, message, received.payload)
+        elif isinstance(message, ValuesQuery):
+            try:
+                version, values = self.engine.values(message.model, message.version)
+            except UnknownModel as err:
+                self.reply(peer, NotFoundRefused(message.id, err.message))
+            else:
+                arrays = list(values.values())
+                self.reply(peer, Values(message.id, version, list(values), wire.specs(arrays)), arrays)
         else:
             log.warning("ignored a %s message from a worker", message.kind)
 

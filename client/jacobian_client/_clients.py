@@ -100,9 +100,9 @@ class Client(_Base):
         """W and J·V (`JV`): V shaped like X, optionally with a leading K axis."""
         return self._run(_core.call("/jvp", JvpResult, dtype, {"X": X, "Y": Y, "V": V}))
 
-    def model(self, name: str) -> Model:
-        """A model of the service's repository, by name (GET /models lists them)."""
-        return Model(self, name)
+    def model(self, name: str, version: int | None = None) -> Model:
+        """A model served, by name (GET /models lists them): its newest version, or `version`."""
+        return Model(self, name, version)
 
     def as_jax(self) -> Any:
         """The built-in model, W = log_softmax(X·Y), as a JAX function of X and Y (extra `[jax]`)."""
@@ -137,7 +137,7 @@ class Client(_Base):
         while True:
             outcome: httpx.Response | Exception
             try:
-                outcome = self._http.post(self.base_url + c.path, **request.kwargs)
+                outcome = self._http.request(c.method, self.base_url + c.path, **request.kwargs)
             except httpx.HTTPError as err:
                 outcome = _core.failed(err)
             if (delay := self._next(attempt, deadline, outcome)) is None:
@@ -188,9 +188,9 @@ class AsyncClient(_Base):
         """W and J·V (`JV`): V shaped like X, optionally with a leading K axis."""
         return await self._run(_core.call("/jvp", JvpResult, dtype, {"X": X, "Y": Y, "V": V}))
 
-    def model(self, name: str) -> AsyncModel:
-        """A model of the service's repository, by name (GET /models lists them)."""
-        return AsyncModel(self, name)
+    def model(self, name: str, version: int | None = None) -> AsyncModel:
+        """A model served, by name (GET /models lists them): its newest version, or `version`."""
+        return AsyncModel(self, name, version)
 
     async def _get(self, path: str) -> dict[str, Any]:
         r = await self._http.get(self.base_url + path)
@@ -213,7 +213,7 @@ class AsyncClient(_Base):
         while True:
             outcome: httpx.Response | Exception
             try:
-                outcome = await self._http.post(self.base_url + c.path, **request.kwargs)
+                outcome = await self._http.request(c.method, self.base_url + c.path, **request.kwargs)
             except httpx.HTTPError as err:
                 outcome = _core.failed(err)
             if (delay := self._next(attempt, deadline, outcome)) is None:

@@ -89,7 +89,15 @@ class ModelResult:
     hvp: dict[str, dict[str, np.ndarray]] | None = None
 
 
-R = TypeVar("R", bound="Result | ModelResult")
+@dataclass(frozen=True)
+class Pushed:
+    """A push's answer: the model's new version, which requests without a version now get."""
+
+    model: str
+    version: int
+
+
+R = TypeVar("R", bound="Result | ModelResult | Pushed")
 MODEL_META = ("model", "version", "dtype", "device")
 
 
@@ -102,6 +110,7 @@ class Operation(Generic[R]):
     options: dict[str, Any]
     result: type[R]
     nested: bool = False  # a repository model's: arrays named group/name ("inputs/x"), nested in JSON
+    method: str = "POST"
 
 
 def as_array(value: ArrayLike, name: str) -> np.ndarray:
@@ -127,14 +136,28 @@ def call(
 def model_call(
     name: str, op: str, groups: Mapping[str, Mapping[str, ArrayLike] | None], **options: Any
 ) -> Operation[ModelResult]:
-    """A call to POST /models/{name}/{op}: arrays by group (inputs, cotangents, tangents), each
-    in its own dtype (the service casts floats to the signature's, and takes integers for integers)."""
+    """A call to POST /models/{name}/{op} (/models/{name}/versions/{version}/{op} for a version):
+    arrays by group (inputs, cotangents, tangents, variables), each in its own dtype (the service
+    casts floats to the signature's, and takes integers for integers)."""
+    version = options.pop("version", None)
+    path = f"/models/{name}/versions/{version}/{op}" if version is not None else f"/models/{name}/{op}"
+    chosen = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
+    return Operation(path, _grouped(groups), chosen, ModelResult, nested=True)
+
+
+def push_call(name: str, variables: Mapping[str, ArrayLike]) -> Operation[Pushed]:
+    """PUT /models/{name}/variables: new values for some or all of its variables, a new version."""
+    if not variables:
+        raise JacobianServiceError("push_variables needs values for at least one variable")
+    return Operation(f"/models/{name}/variables", _grouped({"variables": variables}), {}, Pushed, True, "PUT")
+
+
+def _grouped(groups: Mapping[str, Mapping[str, ArrayLike] | None]) -> dict[str, np.ndarray]:
     arrays = {f"{g}/{k}": np.asarray(v) for g, named in groups.items() if named for k, v in named.items()}
     for key, a in arrays.items():
         if a.dtype.kind not in "iuf":
             raise JacobianServiceError(f"{key} is not an array of numbers (dtype {a.dtype})")
-    chosen = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
-    return Operation(f"/models/{name}/{op}", arrays, chosen, ModelResult, nested=True)
+    return arrays
 
 
 def wrt_of(wrt: Iterable[str]) -> list[str]:
@@ -216,6 +239,8 @@ def _query(value: Any) -> str:
 def decode(c: Operation[R], response: httpx.Response) -> R:
     if response.status_code != 200:
         raise error_of(response)
+    if c.result is Pushed:
+        return Pushed(**response.json())  # type: ignore[return-value]
     if c.nested:
         return _decode_model(response)  # type: ignore[return-value]
     if response.headers.get("content-type", "").startswith(NPZ):

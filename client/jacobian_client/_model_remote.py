@@ -1,6 +1,6 @@
 """A served model as the JAX and TensorFlow wrappers see it (`jacobian_client._remote.Remote`):
-its flat arguments are the model's inputs in its card's order, then stand-ins for its variables
-when they are chosen, and each derivative the wrappers' rules ask for is one request to its
+its flat arguments are the model's inputs in its card's order, then its variables' values when
+they are chosen (sent with each request), and each derivative the wrappers' rules ask for is one request to its
 operations (`client.model(name)`), the built-in `policy` as any other."""
 
 from __future__ import annotations
@@ -18,12 +18,17 @@ class ServedModel(Protocol):
     """A served model's operations (`jacobian_client.Model`)."""
 
     def card(self) -> dict[str, Any]: ...
-    def predict(self, inputs: Any) -> ModelResult: ...
-    def jacobian(self, inputs: Any, *, wrt: Any = None, of: Any = None) -> ModelResult: ...
-    def vjp(self, inputs: Any, cotangents: Any, *, wrt: Any = None, sum_batch: bool = False) -> ModelResult: ...
-    def jvp(self, inputs: Any, tangents: Any, *, of: Any = None) -> ModelResult: ...
-    def hessian(self, inputs: Any, *, wrt: Any = None, of: Any = None) -> ModelResult: ...
-    def hvp(self, inputs: Any, tangents: Any, *, wrt: Any = None, of: Any = None) -> ModelResult: ...
+    def variables(self) -> dict[str, np.ndarray]: ...
+    def predict(self, inputs: Any, *, variables: Any = None) -> ModelResult: ...
+    def jacobian(self, inputs: Any, *, wrt: Any = None, of: Any = None, variables: Any = None) -> ModelResult: ...
+    def vjp(
+        self, inputs: Any, cotangents: Any, *, wrt: Any = None, sum_batch: bool = False, variables: Any = None
+    ) -> ModelResult: ...
+    def jvp(self, inputs: Any, tangents: Any, *, of: Any = None, variables: Any = None) -> ModelResult: ...
+    def hessian(self, inputs: Any, *, wrt: Any = None, of: Any = None, variables: Any = None) -> ModelResult: ...
+    def hvp(
+        self, inputs: Any, tangents: Any, *, wrt: Any = None, of: Any = None, variables: Any = None
+    ) -> ModelResult: ...
 
 
 class Serves(Protocol):
@@ -42,8 +47,8 @@ def _hs_from_hessian(H: np.ndarray, E: int, n_out: int, n_in: int) -> np.ndarray
 
 class ModelRemote(Remote):
     """A served model (`client.model(name)`), the built-in one's or the repository's: flat
-    arguments are its inputs in the card's order, then, with `variables`, stand-ins for its
-    trainable variables (their values are the server's; the stand-ins say which gradients flow).
+    arguments are its inputs in the card's order, then, with `variables`, its trainable variables'
+    values, sent with every request: the served model computes at the caller's parameters.
     A batch model's inputs carry the examples' axis, but its shared inputs (the built-in's X), and
     one example may come without it where the card allows (the built-in's Y as F)."""
 
@@ -113,6 +118,14 @@ class ModelRemote(Remote):
     def _named(self, xs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         return {spec.name: np.asarray(x) for spec, x in zip(self.inputs[: self.n_inputs], xs, strict=False)}
 
+    def _values(self, xs: Sequence[np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The variables' values the caller holds, by name (None without them: the server's)."""
+        if not self.n_variables:
+            return None
+        return {
+            spec.name: np.asarray(x) for spec, x in zip(self.inputs[self.n_inputs :], xs[self.n_inputs :], strict=True)
+        }
+
     def _out_names(self, idx: Sequence[int]) -> list[str]:
         return [self.card["outputs"][o]["name"] for o in idx]
 
@@ -129,7 +142,7 @@ class ModelRemote(Remote):
 
     def _apply(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         self._count()
-        r = self.model.predict(self._named(xs))
+        r = self.model.predict(self._named(xs), variables=self._values(xs))
         return [r.outputs[t["name"]] for t in self.card["outputs"]]
 
     def _jvp(self, xs: list[np.ndarray], ts: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -139,7 +152,7 @@ class ModelRemote(Remote):
                 "use reverse mode (jax.grad, jax.vjp, jax.jacrev) for their gradients"
             )
         self._count()
-        r = self.model.jvp(self._named(xs), {self.inputs[i].name: t for i, t in ts.items()})
+        r = self.model.jvp(self._named(xs), {self.inputs[i].name: t for i, t in ts.items()}, variables=self._values(xs))
         assert r.jvp is not None
         return {o: r.jvp[t["name"]] for o, t in enumerate(self.card["outputs"]) if t["name"] in r.jvp}
 
@@ -149,7 +162,8 @@ class ModelRemote(Remote):
         inputs = [i for i in wrt if self._per_example(i, xs)]
         if inputs:  # each example's own gradient
             self._count()
-            r = self.model.vjp(self._named(xs), cotangents, wrt=[self.inputs[i].name for i in inputs])
+            names = [self.inputs[i].name for i in inputs]
+            r = self.model.vjp(self._named(xs), cotangents, wrt=names, variables=self._values(xs))
             assert r.vjp is not None
             found |= {i: r.vjp[self.inputs[i].name] for i in inputs}
         variables = [i for i in wrt if self._is_variable(i)]
@@ -157,7 +171,8 @@ class ModelRemote(Remote):
         if variables or shared:  # shared by the examples: summed over them
             self._count()
             names = [self.inputs[i].name for i in shared] + (["variables"] if variables else [])
-            r = self.model.vjp(self._named(xs), cotangents, wrt=names, sum_batch=self._examples(xs))
+            summed = self._examples(xs)
+            r = self.model.vjp(self._named(xs), cotangents, wrt=names, sum_batch=summed, variables=self._values(xs))
             assert r.vjp is not None
             found |= {i: r.vjp[self.inputs[i].name] for i in variables + shared}
         return found
@@ -167,7 +182,7 @@ class ModelRemote(Remote):
     ) -> dict[tuple[int, int], np.ndarray]:
         self._count()
         names = list(dict.fromkeys(self._wrt_name(i) for i in wrt))
-        r = self.model.jacobian(self._named(xs), wrt=names, of=self._out_names(of))
+        r = self.model.jacobian(self._named(xs), wrt=names, of=self._out_names(of), variables=self._values(xs))
         assert r.jacobian is not None
         found = {}
         for o, name in zip(of, self._out_names(of), strict=True):
@@ -186,7 +201,7 @@ class ModelRemote(Remote):
         n_in = xs[wrt].size // E
         self._count()
         if s.shape[0] > 1 and is_basis([s]):  # every direction: the Hessian itself
-            r = self.model.hessian(self._named(xs), wrt=[name], of=self._out_names(of))
+            r = self.model.hessian(self._named(xs), wrt=[name], of=self._out_names(of), variables=self._values(xs))
             assert r.hessian is not None
             return {
                 o: _hs_from_hessian(
@@ -194,7 +209,7 @@ class ModelRemote(Remote):
                 )
                 for o, n in zip(of, self._out_names(of), strict=True)
             }
-        r = self.model.hvp(self._named(xs), {name: s}, wrt=[name], of=self._out_names(of))
+        r = self.model.hvp(self._named(xs), {name: s}, wrt=[name], of=self._out_names(of), variables=self._values(xs))
         assert r.hvp is not None
         K = s.shape[0]
         return {

@@ -46,10 +46,10 @@ def policy(client: Serves) -> Callable[[Any, Any], jax.Array]:
 
 def model(client: Serves, name: str, *, variables: bool = False) -> Callable[..., dict[str, jax.Array]]:
     """A served model (the built-in `policy` or a repository's) as a JAX function of its inputs by
-    name, {output: array} out. With `variables=True` it is f(variables, inputs): gradients in
-    `variables` (stand-ins shaped like the model's trainable variables, `f.zero_variables()`; the
-    server computes with its own values) are the model's parameter gradients, summed over the
-    batch, for the user's optimizer."""
+    name, {output: array} out. With `variables=True` it is f(variables, inputs), computed at those
+    values of the model's trainable variables (sent with each request; `f.served_variables()`
+    gives the service's, `f.zero_variables()` zeros): gradients in `variables` are the model's
+    parameter gradients there, summed over the batch, for the user's optimizer (optax)."""
     remote = ModelRemote(client, name, variables=variables)
     in_names = [s.name for s in remote.inputs[: remote.n_inputs]]
     var_names = [s.name for s in remote.inputs[remote.n_inputs :]]
@@ -84,6 +84,10 @@ def model(client: Serves, name: str, *, variables: bool = False) -> Callable[...
         specs = remote.inputs[remote.n_inputs :]
         return {s.name: jnp.zeros(s.shape, jax.dtypes.canonicalize_dtype(np.dtype(s.dtype))) for s in specs}
 
+    def served_variables() -> dict[str, jax.Array]:
+        return {k: jnp.asarray(v) for k, v in remote.model.variables().items()}
+
     f.remote = remote  # type: ignore[attr-defined]
     f.zero_variables = zero_variables  # type: ignore[attr-defined]
+    f.served_variables = served_variables  # type: ignore[attr-defined]
     return f

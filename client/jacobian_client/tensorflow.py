@@ -48,9 +48,10 @@ def policy(client: Serves) -> Callable[[Any, Any], tf.Tensor]:
 def model(client: Serves, name: str, *, variables: bool = False) -> Callable[..., dict[str, tf.Tensor]]:
     """A served model (the built-in `policy` or a repository's) for `tf.GradientTape` and
     `tf.function`: f(inputs) -> {output: tensor};
-    with `variables=True`, f(variables, inputs), whose gradients in `variables` (tensors or
-    `tf.Variable`s shaped like the model's trainable variables, `f.zero_variables()`; the server
-    computes with its own values) are the model's parameter gradients, summed over the batch."""
+    with `variables=True`, f(variables, inputs), computed at those values of the model's trainable
+    variables (tensors or `tf.Variable`s, sent with each request; `f.served_variables()` gives the
+    service's as `tf.Variable`s, `f.zero_variables()` zeros): its gradients in `variables` are the
+    model's parameter gradients there, summed over the batch, for a Keras optimizer."""
     remote = ModelRemote(client, name, variables=variables)
     in_names = [s.name for s in remote.inputs[: remote.n_inputs]]
     var_specs = remote.inputs[remote.n_inputs :]
@@ -70,6 +71,11 @@ def model(client: Serves, name: str, *, variables: bool = False) -> Callable[...
     def zero_variables() -> dict[str, tf.Variable]:
         return {s.name: tf.Variable(tf.zeros(s.shape, s.dtype), name=s.name.replace("/", "_")) for s in var_specs}
 
+    def served_variables() -> dict[str, tf.Variable]:
+        values = remote.model.variables()
+        return {s.name: tf.Variable(values[s.name], name=s.name.replace("/", "_")) for s in var_specs}
+
     f.remote = remote  # type: ignore[attr-defined]
     f.zero_variables = zero_variables  # type: ignore[attr-defined]
+    f.served_variables = served_variables  # type: ignore[attr-defined]
     return f

@@ -201,3 +201,25 @@ def test_a_version_by_the_open_inference_protocol(client: TestClient, repo: Path
     assert meta["versions"] == [str(before), str(after)]
     r = client.post("/v2/models/wide/versions/1/infer", json=request)
     assert r.status_code == 404 and f"its versions are {before}, {after}" in r.json()["error"], r.text
+
+
+def test_a_versions_variables_are_read_back(client: TestClient, repo: Path) -> None:
+    """GET /models/{name}/variables: the newest version's values (JSON, npz), or a named one's."""
+    theta = moved(variables(repo / "wide" / "1"), 1.7, "float64")
+    before = client.get("/models/wide").json()["version"]
+    old = client.get("/models/wide/variables").json()
+    after = push(client, "wide", theta)
+    body = client.get("/models/wide/variables").json()
+    assert (body["model"], body["version"]) == ("wide", after)
+    assert set(body["variables"]) == set(theta)
+    for k, v in theta.items():
+        np.testing.assert_array_equal(np.asarray(body["variables"][k]), v)
+    r = client.get("/models/wide/variables", headers={"Accept": NPZ})
+    archive = np.load(io.BytesIO(r.content))
+    for k, v in theta.items():
+        np.testing.assert_array_equal(archive[f"variables/{k}"], v)
+    assert int(archive["version"]) == after
+    pinned = client.get(f"/models/wide/versions/{before}/variables").json()
+    assert pinned == old and pinned["version"] == before
+    r = client.get("/models/policy/variables")
+    assert r.status_code == 422 and "no trainable variables" in r.json()["message"], r.text

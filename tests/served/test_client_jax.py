@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jacobian_client import Client, JacobianServiceError
 
@@ -123,8 +124,13 @@ def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(repository_
     def loss(net: Callable[..., Any], params: Any) -> jax.Array:
         return jnp.sum(net(params, {"x": x})["y"] ** 2)
 
-    got, n = requests(remote, lambda: jax.jit(jax.grad(lambda v: loss(remote, v)))(remote.zero_variables()))
-    want = jax.grad(lambda v: loss(oracle.net, v))(oracle.params)
+    served = remote.served_variables()  # the service's values, as the SavedModel holds them
+    assert set(served) == set(oracle.params)
+    for k, v in oracle.params.items():
+        close(served[k], v, 0)
+    theta = {k: v * 1.25 for k, v in served.items()}  # the user's parameters: computed at these
+    got, n = requests(remote, lambda: jax.jit(jax.grad(lambda v: loss(remote, v)))(theta))
+    want = jax.grad(lambda v: loss(oracle.net, v))(oracle.at(theta).params)
     assert set(got) == set(want)
     assert n == 2, n  # the forward pass (the loss needs y) and one VJP in every variable
     for k in want:
@@ -136,11 +142,12 @@ def test_a_0_d_variable_gets_its_gradient(repository_client: tuple[Client, Path]
     client, _ = repository_client
     remote = client.model("scalar").as_jax(variables=True)
     x = np.random.default_rng(4).normal(size=(5, 3))
-    variables = remote.zero_variables()
+    variables = remote.served_variables()
     assert {k: np.shape(v) for k, v in variables.items()} == {"s": ()}
-    got = jax.grad(lambda v: jnp.sum(remote(v, {"x": x})["y"] ** 2))(variables)["s"]
-    s = 1.5  # the server's own value
-    close(np.asarray(got), np.sum(2 * (s * x + s * s) * (x + 2 * s)), 1e-9)
+    assert float(variables["s"]) == 1.5  # the server's own value
+    for s in (1.5, -0.75):  # at the server's value, and at the caller's
+        got = jax.grad(lambda v: jnp.sum(remote(v, {"x": x})["y"] ** 2))({"s": jnp.asarray(s)})["s"]
+        close(np.asarray(got), np.sum(2 * (s * x + s * s) * (x + 2 * s)), 1e-9)
 
 
 def test_service_errors_surface_inside_the_users_program(repository_client: tuple[Client, Path]) -> None:
@@ -157,18 +164,33 @@ def test_service_errors_surface_inside_the_users_program(repository_client: tupl
         jax.hessian(lambda a: jnp.sum(pair({"a": a, "b": a})["s"]))(a)
 
 
-def test_the_readme_jax_example_runs_and_is_right(
+def test_the_readme_jax_training_loop_equals_the_same_loop_run_locally(
     repository_client: tuple[Client, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    client, _ = repository_client
+    """100 policy-gradient steps with optax through the service, and the same 100 steps on the same
+    network written in JAX from the SavedModel's float32 values: the same parameters, moved."""
+    client, root = repository_client
     scope = readme_example("client-jax", client.base_url, monkeypatch)
-    Y, X = scope["Y"], jnp.zeros((3, 4))
-    step = jax.grad(lambda X: -local_policy(X, Y)[2])
-    for _ in range(20):  # the same descent, local
-        X = X - 0.1 * step(X)
-    close(scope["X"], X, 1e-9)
-    close(scope["J"], jax.jacrev(local_policy)(X, Y), 1e-9)
-    assert capsys.readouterr().out.strip() == str(round(float(jnp.exp(local_policy(X, Y))[2]), 3))
+    oracle = model_oracles.Oracle("policy_mlp", root / "policy_mlp" / "1")
+    start = {k: jnp.asarray(v, jnp.float32) for k, v in oracle.params.items()}  # float32, as served
+    states, actions, advantages = scope["states"], scope["actions"], scope["advantages"]
+
+    def loss(theta: Any) -> jax.Array:
+        log_probs = model_oracles.policy_mlp(theta, {"state": states})["log_probs"]
+        return -jnp.mean(advantages * jnp.take_along_axis(log_probs, actions[:, None], axis=1)[:, 0])
+
+    optimizer = optax.sgd(0.1)
+    theta, opt_state, grad = start, optimizer.init(start), jax.jit(jax.grad(loss))
+    for _ in range(100):
+        updates, opt_state = optimizer.update(grad(theta), opt_state)
+        theta = optax.apply_updates(theta, updates)
+    trained = scope["theta"]
+    assert set(trained) == set(theta)
+    for k in theta:
+        close(trained[k], theta[k], 1e-5)
+    assert max(float(jnp.abs(theta[k] - start[k]).max()) for k in theta) > 0.05  # it moved
+    assert float(loss(theta)) < float(loss(start))
+    assert capsys.readouterr().out.strip() == "True"
 
 
 def test_a_basis_goes_to_jacobian(repository_client: tuple[Client, Path], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -148,21 +148,23 @@ def test_gradients_in_a_models_variables_flow_to_the_users_optimizer(repository_
     remote = client.model("wide").as_tf(variables=True)
     local = Local(root / "wide" / "1")
     x = tf.constant(np.random.default_rng(3).normal(size=(6, 5)))
-    stand_ins = remote.zero_variables()
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(remote(stand_ins, {"x": x})["y"] ** 2)
-    got = tape.gradient(loss, stand_ins)
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(local({"x": x})["y"] ** 2)
-    want = tape.gradient(loss, local.fn.trainable_variables)
-    assert [v.shape for v in got.values()] == [v.shape for v in local.fn.trainable_variables]
-    for g, w in zip(got.values(), want, strict=True):
-        close(g, w, 1e-9)
-    # The gradients are for the user's optimizer: a step on a local copy of the weights (a rate float32 holds exactly).
-    weights = [tf.Variable(v) for v in local.fn.trainable_variables]
-    tf.keras.optimizers.SGD(0.5).apply_gradients(zip(got.values(), weights, strict=True))
-    for v, w, g in zip(weights, local.fn.trainable_variables, want, strict=True):
-        close(v, w - 0.5 * g, 1e-9)
+    weights = remote.served_variables()  # tf.Variables holding the service's values
+    for step in range(2):  # at the served values, then after a Keras optimizer's step on them
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(remote(weights, {"x": x})["y"] ** 2)
+        got = tape.gradient(loss, weights)
+        for mine, theirs in zip(weights.values(), local.fn.trainable_variables, strict=True):
+            close(mine, theirs, 0 if step == 0 else 1e-9)  # the local model holds the same values
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(local({"x": x})["y"] ** 2)
+        want = tape.gradient(loss, local.fn.trainable_variables)
+        assert [v.shape for v in got.values()] == [v.shape for v in local.fn.trainable_variables]
+        for g, w in zip(got.values(), want, strict=True):
+            close(g, w, 1e-9)
+        # The gradients are for the user's optimizer: it moves the weights the next request sends.
+        tf.keras.optimizers.SGD(0.5).apply_gradients(zip(got.values(), weights.values(), strict=True))
+        for theirs, w in zip(local.fn.trainable_variables, want, strict=True):
+            theirs.assign_sub(0.5 * w)
 
 
 def test_service_errors_surface_inside_the_users_program(repository_client: tuple[Client, Path]) -> None:

@@ -138,9 +138,16 @@ def _through_tritonclient(url: str, root: Path) -> None:
     assert client.is_model_ready("actions") and not client.is_model_ready("broken")
     meta = client.get_model_metadata("actions")
     assert meta["versions"] == ["1"]
-    assert meta["inputs"] == [
+    # Its trainable variables are optional inputs (the version's values unless given).
+    assert meta["inputs"][:2] == [
         {"name": "action", "datatype": "INT32", "shape": [-1]},
         {"name": "state", "datatype": "FP32", "shape": [-1, 4]},
+    ]
+    assert meta["inputs"][2:] == [
+        {"name": "variables/dense/w0", "datatype": "FP32", "shape": [4, 16], "optional": True},
+        {"name": "variables/dense/b0", "datatype": "FP32", "shape": [16], "optional": True},
+        {"name": "variables/dense/w1", "datatype": "FP32", "shape": [16, 3], "optional": True},
+        {"name": "variables/dense/b1", "datatype": "FP32", "shape": [3], "optional": True},
     ]
     assert meta["outputs"] == [{"name": "log_prob", "datatype": "FP32", "shape": [-1]}]
     rng = np.random.default_rng(7)
@@ -161,7 +168,8 @@ def _through_tritonclient(url: str, root: Path) -> None:
     jac = client.infer("actions.jacobian", inputs)  # every output, as JSON data
     J = oracle.jacobian({"state": state, "action": action}, "state")["log_prob"]
     np.testing.assert_allclose(jac.as_numpy("jacobian/log_prob/state"), J, rtol=1e-5, atol=1e-6)
-    assert client.get_model_metadata("actions.vjp")["inputs"][-1]["name"] == "cotangents/log_prob"
+    vjp_inputs = [t["name"] for t in client.get_model_metadata("actions.vjp")["inputs"]]
+    assert vjp_inputs[:3] == ["action", "state", "cotangents/log_prob"]
     cot = rng.normal(size=3).astype(np.float32)
     vjp = client.infer(
         "actions.vjp",

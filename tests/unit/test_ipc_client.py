@@ -19,7 +19,8 @@ from app.config import Settings
 from app.errors import EngineUnavailable, MemoryBusy, Overloaded
 from app.ipc import messages as m
 from app.ipc import shm, wire
-from app.ipc.client import EngineClient, Engines
+from app.ipc.client import EngineClient
+from app.ipc.engines import Engines
 from tests.support.fakes import JACOBIAN, jacobian_call
 
 Reply = Callable[[wire.Server, wire.Received], None]
