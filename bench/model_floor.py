@@ -8,6 +8,8 @@ once, around `GradientTape` (`batch_jacobian`, `gradient`):
 - `jacobian`: each output's `batch_jacobian` in each floating input.
 - `vjp`: the gradient in each floating input with cotangents `u/<output>`.
 - `pg`: the policy gradient, the same in the trainable variables (summed over the batch).
+- `pg_at`: the same at the caller's parameters: members `theta/<i>` (the signature's trainable
+  variables in order) assigned to the variables first, as a learner's server would.
 - `jvp`: each output's J·t with tangents `t/<input>`.
 
 `bench.models` and `bench.zoo` measure the service against it; `POST /{model}/{operation}/timed`
@@ -46,11 +48,13 @@ class Floor:
         inputs = {n: tf.TensorSpec(s.shape, s.dtype) for n, s in self.specs.items()}
         cotangents = {f"u/{n}": s for n, s in self.out_specs.items()}
         tangents = {f"t/{n}": tf.TensorSpec(self.specs[n].shape, self.specs[n].dtype) for n in self.floating}
+        theta = {f"theta/{i}": tf.TensorSpec(v.shape, v.dtype) for i, v in enumerate(self.f.trainable_variables)}
         self.ops: dict[str, Callable[[Arrays], Arrays]] = {
             "predict": tf.function(self._predict, input_signature=[inputs]),
             "jacobian": tf.function(self._jacobian, input_signature=[inputs]),
             "vjp": tf.function(self._vjp, input_signature=[inputs | cotangents]),
             "pg": tf.function(self._pg, input_signature=[inputs | cotangents]),
+            "pg_at": tf.function(self._pg_at, input_signature=[inputs | cotangents | theta]),
             "jvp": tf.function(self._jvp, input_signature=[inputs | tangents]),
         }
 
@@ -84,6 +88,11 @@ class Floor:
         variables = self.f.trainable_variables
         grads = tape.gradient(list(ys.values()), variables, output_gradients=[xs[f"u/{o}"] for o in ys])
         return {f"v{i}": tf.convert_to_tensor(g) for i, g in enumerate(grads)}
+
+    def _pg_at(self, xs: Arrays) -> Arrays:
+        for i, v in enumerate(self.f.trainable_variables):
+            v.assign(xs[f"theta/{i}"])
+        return self._pg(xs)
 
     def _jvp(self, xs: Arrays) -> Arrays:
         """J·t by the double-backward trick (`ForwardAccumulator` fails on a loaded signature

@@ -112,6 +112,7 @@ async def _start_in_process(app: FastAPI) -> None:
         memory_budget=settings.memory_budget_bytes,
         memory_wait_s=settings.memory_wait_s,
         deadline_s=settings.deadline_s,
+        pin=eng.pin,
     )
     batcher.start()
     state.engine = eng

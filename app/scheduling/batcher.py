@@ -49,9 +49,11 @@ class Batcher:
         memory_budget: int = 1 << 62,
         memory_wait_s: float = 10.0,
         deadline_s: float = math.inf,
+        pin: Callable[[str, Call], tuple[Call, Any]] | None = None,
     ) -> None:
         self.deadline_s = deadline_s
         self._run_rows = run_rows
+        self._pin = pin  # a call on the version it names, or the newest now (`Engine.pin`)
         self._on_batch = on_batch
         self.scheduler: Scheduler[_Job] = Scheduler(memory_budget, max_batch_rows, max_pending, memory_wait_s)
         self._wakeup = asyncio.Event()
@@ -87,7 +89,8 @@ class Batcher:
         less) until `release` is called."""
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + self.deadline_s
-        job = _Job(call, rows, model, loop.create_future(), deadline=deadline, claim_after=claim_after)
+        call, pinned = self._pin(model, call) if self._pin is not None else (call, None)
+        job = _Job(call, rows, model, loop.create_future(), deadline=deadline, claim_after=claim_after, pinned=pinned)
         self.scheduler.offer(job, claim)  # Overloaded at the cap
         self._wakeup.set()
         if not self.scheduler.admitted(job):

@@ -33,6 +33,9 @@ class Job:
     # What it holds of the budget once computed (its answer, as it is sent), when less than its
     # claim: an operation not measured yet claims the whole budget to run, not to be sent.
     claim_after: int = field(default=0, kw_only=True)
+    # The version of the model's variables it was taken in on (`call.version`), held while it is
+    # in flight so that its values stay, however many pushes come before it runs.
+    pinned: Any = field(default=None, kw_only=True)
 
     @property
     def key(self) -> tuple[Any, ...]:

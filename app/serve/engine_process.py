@@ -71,7 +71,6 @@ class _Job(Job):
     shm: str | None  # the worker's shared-memory segment for the answer, if it is big
     shm_size: int
     worker: int  # the worker's process id
-    pinned: Any = None  # the version of the model's variables it runs on, held while it is in flight
 
 
 class EngineLoop:
@@ -168,9 +167,9 @@ class EngineLoop:
             r.shm,
             r.shm_size,
             r.worker,
-            pinned,
             deadline=deadline,
             claim_after=r.claim_after,
+            pinned=pinned,
         )
         try:
             self.scheduler.offer(job, r.claim)
