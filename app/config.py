@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     max_request_bytes: int = Field(16 * 2**20, gt=0, description="Largest accepted request body.")
+    max_push_bytes: int = Field(512 * 2**20, gt=0, description="Largest body of a push of a model's variables.")
     max_output_elements: int = Field(
         2**26, gt=0, description="Largest output (e.g. B·A·A·F for J) for an npz response."
     )

@@ -114,8 +114,39 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
             m, t, ratio = alternate(mine, theirs, rounds)
             rows.append((name, m * 1e3, t * 1e3, ratio, goal))
         rows.append(push_then_predict(http, mine_url, "mlp", theta, {"x": x256}))
+        rows.append(unstacked(mine_url, theta, rng))
         memory_rows = memory(mine_url, service.proc.pid)
     return rows, memory_rows
+
+
+def unstacked(url: str, theta: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[str, float, float, float, str]:
+    """The rule's price: requests carrying their own θ run alone, never stacked. 8 clients posting
+    small predicts (B=4) with θ, against the same without θ (stacked by the scheduler): seconds per
+    request under that load, alternating the two loads; reported, no goal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = rng.normal(size=(4, 64)).astype(np.float32)
+    bodies = {
+        "theta": _npz(**{"inputs/x": x}, **{f"variables/{k}": v for k, v in theta.items()}),
+        "plain": _npz(**{"inputs/x": x}),
+    }
+    headers = {"content-type": NPZ, "accept": NPZ}
+
+    def load(body: bytes, clients: int = 8, each: int = 40) -> float:
+        def client(_: int) -> None:
+            with httpx.Client(timeout=60) as http:
+                for _ in range(each):
+                    assert http.post(url + "/models/mlp/predict", content=body, headers=headers).status_code == 200
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(client, range(clients)))
+        return (time.perf_counter() - start) / (clients * each)
+
+    load(bodies["theta"]), load(bodies["plain"])  # warm
+    m, t, ratio = alternate(lambda: load(bodies["theta"]), lambda: load(bodies["plain"]), 5)
+    name = "8 clients, mlp predict B=4: with θ (run alone) vs without (stacked), ms per request"
+    return (name, m * 1e3, t * 1e3, ratio, "reported")
 
 
 def push_then_predict(

@@ -18,7 +18,7 @@ from app.errors import InvalidInput, UnknownModel, UnsupportedMediaType
 from app.http import runtime
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
-from app.http.reading import media_type, query_dtype, query_flag, read_body, wants_npz
+from app.http.reading import PUSH_LIMIT, media_type, query_dtype, query_flag, read_body, wants_npz
 from app.http.responses import respond
 from app.http.routes import PlainRoute
 from app.http.schemas import ModelRequest, VariablesPush
@@ -126,9 +126,9 @@ async def push_variables(request: Request) -> Response:
         raise UnsupportedMediaType(
             f"Content-Type {media or '(none)'!r} is not supported; send {codec.JSON} or {codec.NPZ}"
         )
-    body = await read_body(request, settings.max_request_bytes)
+    body = await read_body(request, settings.max_push_bytes, PUSH_LIMIT)
     if media == codec.NPZ:
-        given = _groups(body, settings.max_request_bytes, ("variables",))["variables"]
+        given = _groups(body, settings.max_push_bytes, ("variables",))["variables"]
     else:
         given = codec.validated(body, VariablesPush, '"variables"').variables
     if not given:

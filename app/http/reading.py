@@ -52,29 +52,34 @@ def query_wrt(request: Request) -> tuple[str, ...]:
     return WRT_CHOICES[values[0]]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, counted as it streams: a missing or lying Content-Length cannot get past `limit`."""
+REQUEST_LIMIT = (
+    "JACOBIAN_MAX_REQUEST_BYTES",
+    "Send a smaller X, or npz (application/x-npz), which is ~4x smaller than JSON",
+)
+PUSH_LIMIT = ("JACOBIAN_MAX_PUSH_BYTES", "Push fewer variables at a time, as npz (application/x-npz)")
+
+
+async def read_body(request: Request, limit: int, says: tuple[str, str] = REQUEST_LIMIT) -> bytes:
+    """The body, counted as it streams: a missing or lying Content-Length cannot get past `limit`
+    (`says`: the setting that sets it, and what to do instead)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise MalformedBody(f"Content-Length {declared!r} is not a number")
         if int(declared) > limit:
-            raise TooLarge(_too_large_body(int(declared), limit))
+            raise TooLarge(_too_large_body(int(declared), limit, says))
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(_too_large_body(size, limit, streaming=True))
+            raise TooLarge(_too_large_body(size, limit, says, streaming=True))
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _too_large_body(size: int, limit: int, streaming: bool = False) -> str:
+def _too_large_body(size: int, limit: int, says: tuple[str, str], streaming: bool = False) -> str:
     seen = f"more than {limit:,} bytes arrived" if streaming else f"the body is {size:,} bytes"
-    return (
-        f"Request body too large: {seen}; the limit is {limit:,} bytes (JACOBIAN_MAX_REQUEST_BYTES). "
-        "Send a smaller X, or npz (application/x-npz), which is ~4x smaller than JSON"
-    )
+    return f"Request body too large: {seen}; the limit is {limit:,} bytes ({says[0]}). {says[1]}"
 
 
 def media_type(request: Request) -> str:

@@ -223,3 +223,15 @@ def test_a_versions_variables_are_read_back(client: TestClient, repo: Path) -> N
     assert pinned == old and pinned["version"] == before
     r = client.get("/models/policy/variables")
     assert r.status_code == 422 and "no trainable variables" in r.json()["message"], r.text
+
+
+def test_a_push_over_its_limit_is_refused_before_it_is_read(repo: Path, client: TestClient) -> None:
+    """Pushes have their own body limit (weights are bigger than requests): a 413 naming it."""
+    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    settings = Settings(model_repository=str(repo), xla=False, max_push_bytes=1000, max_request_bytes=10**6)
+    before = client.get("/models/mlp").json()["versions"]
+    for small in started_client(settings, engine=engine):
+        r = small.put("/models/mlp/variables", json={"variables": {"dense/b0": [0.5] * 256}})
+        assert r.status_code == 413, r.text
+        assert "JACOBIAN_MAX_PUSH_BYTES" in r.json()["message"]
+    assert client.get("/models/mlp").json()["versions"] == before
