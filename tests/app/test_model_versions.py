@@ -235,3 +235,18 @@ def test_a_push_over_its_limit_is_refused_before_it_is_read(repo: Path, client: 
         assert r.status_code == 413, r.text
         assert "JACOBIAN_MAX_PUSH_BYTES" in r.json()["message"]
     assert client.get("/models/mlp").json()["versions"] == before
+
+
+def test_a_push_retraces_nothing(client: TestClient, repo: Path, rng: Any) -> None:
+    """The traced functions take the variables' values as arguments: after a push, the next
+    requests of every operation already used run the same functions (trace_count unchanged)."""
+    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    x = rng.normal(size=(2, 64)).astype(np.float32)
+    body = {"inputs": {"x": x.tolist()}, "cotangents": {"y": np.ones((2, 16)).tolist()}, "wrt": ["variables"]}
+    for op, request in (("predict", {"inputs": body["inputs"]}), ("vjp", body)):
+        assert client.post(f"/models/mlp/{op}", json=request).status_code == 200
+    traced = engine.trace_count
+    push(client, "mlp", moved(variables(repo / "mlp" / "1"), 0.8))
+    for op, request in (("predict", {"inputs": body["inputs"]}), ("vjp", body)):
+        assert client.post(f"/models/mlp/{op}", json=request).status_code == 200
+    assert engine.trace_count == traced
