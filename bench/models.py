@@ -113,13 +113,16 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
                 mine(), theirs()
             m, t, ratio = alternate(mine, theirs, rounds)
             rows.append((name, m * 1e3, t * 1e3, ratio, goal))
-        rows.append(push_then_predict(http, mine_url, "mlp", theta, {"x": x256}))
-        rows.append(unstacked(mine_url, theta, rng))
-        memory_rows = memory(mine_url, service.proc.pid)
+        rows.append(push_then_predict(http, mine_url, "mlp", theta, {"x": x256}, rounds=min(20, 3 * rounds)))
+        rows.append(unstacked(mine_url, theta, rng, rounds))
+        # A smoke run (one round) measures two models' memory; `make bench`, every model's.
+        memory_rows = memory(mine_url, service.proc.pid, MEMORY_MODELS if rounds > 1 else ("mlp", "wide"))
     return rows, memory_rows
 
 
-def unstacked(url: str, theta: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[str, float, float, float, str]:
+def unstacked(
+    url: str, theta: dict[str, np.ndarray], rng: np.random.Generator, rounds: int
+) -> tuple[str, float, float, float, str]:
     """The rule's price: requests carrying their own θ run alone, never stacked. 8 clients posting
     small predicts (B=4) with θ, against the same without θ (stacked by the scheduler): seconds per
     request under that load, alternating the two loads; reported, no goal."""
@@ -132,7 +135,9 @@ def unstacked(url: str, theta: dict[str, np.ndarray], rng: np.random.Generator) 
     }
     headers = {"content-type": NPZ, "accept": NPZ}
 
-    def load(body: bytes, clients: int = 8, each: int = 40) -> float:
+    each = 40 if rounds > 1 else 5  # a smoke run's: a few
+
+    def load(body: bytes, clients: int = 8) -> float:
         def client(_: int) -> None:
             with httpx.Client(timeout=60) as http:
                 for _ in range(each):
@@ -144,7 +149,7 @@ def unstacked(url: str, theta: dict[str, np.ndarray], rng: np.random.Generator) 
         return (time.perf_counter() - start) / (clients * each)
 
     load(bodies["theta"]), load(bodies["plain"])  # warm
-    m, t, ratio = alternate(lambda: load(bodies["theta"]), lambda: load(bodies["plain"]), 5)
+    m, t, ratio = alternate(lambda: load(bodies["theta"]), lambda: load(bodies["plain"]), max(1, rounds // 6))
     name = "8 clients, mlp predict B=4: with θ (run alone) vs without (stacked), ms per request"
     return (name, m * 1e3, t * 1e3, ratio, "reported")
 
@@ -249,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
 MEMORY_ROWS = {"mlp": {"hessian": 32, "hvp": 32}}  # rows per request; 256 otherwise
 
 
-def memory(url: str, root_pid: int) -> list[tuple[str, int, int]]:
+MEMORY_MODELS = ("actions", "mlp", "pair", "policy_mlp", "wide")
+
+
+def memory(url: str, root_pid: int, models: tuple[str, ...] = MEMORY_MODELS) -> list[tuple[str, int, int]]:
     """For every example model and operation, after its first use (which traces it, measures its
     factor and runs alone on the whole budget): the claim (app.service.budget.estimate, from the
     card's measured factor) and the service's measured peak over idle (bench.memory: every
@@ -265,7 +273,7 @@ def memory(url: str, root_pid: int) -> list[tuple[str, int, int]]:
     rows = []
     rng = np.random.default_rng(3)
     with Client(url, timeout=300, retries=0) as client:
-        for name in ("actions", "mlp", "pair", "policy_mlp", "wide"):
+        for name in models:
             card = card_from_dict(client.model(name).card())
             for op in calls.OPERATIONS:
                 call = calls.example_call(card, op)
