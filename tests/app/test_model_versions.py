@@ -250,3 +250,26 @@ def test_a_push_retraces_nothing(client: TestClient, repo: Path, rng: Any) -> No
     for op, request in (("predict", {"inputs": body["inputs"]}), ("vjp", body)):
         assert client.post(f"/models/mlp/{op}", json=request).status_code == 200
     assert engine.trace_count == traced
+
+
+def test_a_retired_version_stays_while_a_request_holds_it() -> None:
+    """Beyond the newest JACOBIAN_MAX_VERSIONS a version retires: it is still found while a request
+    in flight holds it (pinned on arrival), and goes with the last such request."""
+    import gc
+
+    import tensorflow as tf
+
+    from app.engine.versions import Versions
+    from app.errors import UnknownModel
+
+    versions = Versions("m", 1, {"w": tf.constant([1.0])}, keep=2)
+    held = versions.get(0)  # a request taken in on version 1
+    versions.push({"w": np.array([2.0])})
+    versions.push({"w": np.array([3.0])})
+    assert versions.numbers == (2, 3)
+    assert versions.get(1) is held and float(held.values["w"][0]) == 1.0
+    del held
+    gc.collect()
+    with pytest.raises(UnknownModel, match="its versions are 2, 3"):
+        versions.get(1)
+    assert float(versions.get(0).values["w"][0]) == 3.0
