@@ -49,6 +49,9 @@ class Call:
     # the others are its version's (0: the newest when the engine takes the request in).
     variables: tuple[str, ...] = ()
     version: int = 0
+    # hvp: the input its tangents are in, when not wrt's: the mixed second derivative
+    # ∂/∂wrt (J_along · t) ("": wrt's own, the Hessian's product).
+    along: str = ""
     # What the engine returns: `row_bytes` per row and `fixed_bytes` whatever the rows (a sum
     # over the batch), in `arrays` arrays. Stacking and the answer's shared memory are sized by them.
     row_bytes: int = 0
@@ -59,10 +62,10 @@ class Call:
         return self.fixed_bytes + rows * self.row_bytes
 
     @property
-    def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], bool, bool, str]:
+    def key(self) -> tuple[str, tuple[str, ...], tuple[str, ...], bool, bool, str, str]:
         """What the engine traces a function for (the variables' values are its arguments: any
         version, and any values a request gives, use the same function)."""
-        return self.op, self.wrt, self.of, self.sum_batch, self.single, self.dtype
+        return self.op, self.wrt, self.of, self.sum_batch, self.single, self.dtype, self.along
 
     def inputs_wrt(self) -> tuple[str, ...]:
         return tuple(w for w in self.wrt if w != VARIABLES)
@@ -72,6 +75,8 @@ class Call:
         tangent per input for jvp and hvp."""
         if self.op == VJP:
             return self.of
+        if self.op == HVP and self.along:
+            return (self.along,)
         if self.op in (JVP, HVP):
             return self.inputs_wrt()
         return ()
@@ -259,11 +264,6 @@ def _undefined(card: Card, o: str, wrt: tuple[str, ...]) -> UndefinedGradient:
         "(found when the model loaded). Ask for other outputs (of) or inputs (wrt)."
     )
     return UndefinedGradient(msg, [{"loc": ["of"], "msg": msg}])
-
-
-def label(call: Call, model: str) -> str:
-    """A metric's operation label: `<model>.<operation>`."""
-    return f"{model}.{call.op}"
 
 
 @dataclass(frozen=True)

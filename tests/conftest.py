@@ -40,6 +40,7 @@ SHARED_SERVERS = {
         "tests/app/test_model_operations.py",
         "tests/app/test_model_catalog.py",
         "tests/app/test_model_variables.py",
+        "tests/app/test_mixed_second_order.py",
     ],
     "repository_server": [
         "tests/served/test_client_jax.py",

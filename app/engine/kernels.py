@@ -229,9 +229,11 @@ class Kernel:
         return tf.reshape(H, tf.concat([tf.shape(y), tf.shape(x), tf.shape(x)], 0))
 
     def _hvp(self, ys: Tensors, wrt: Tensors, tangent: tf.Tensor, xs: Tensors) -> Tensors:
-        """(∂/∂x)(J·t): the Jacobian of each output's J·t, for each of the K tangents."""
+        """(∂/∂x)(J_a·t): the Jacobian in x of each output's J·t, t in input a (x's own, or
+        another one's: the mixed second derivative), for each of the K tangents."""
         ((w, x),) = wrt.items()
-        g = self._same_hessian(w, xs)
+        a = self.call.along or w
+        g = self._same_hessian(w, xs) if a == w else None
         if g is not None:  # one product per row and tangent, broadcast over the outputs
             HV = tf.vectorized_map(lambda t: _grads(tf.reduce_sum(g * t), x)[0], _swap01(tangent))
             HV = tf.expand_dims(_swap01(HV), 2)  # (N, K, 1, *x)
@@ -244,7 +246,7 @@ class Kernel:
         for o in self.call.of:
 
             def one(t: tf.Tensor, y: tf.Tensor = ys[o]) -> tf.Tensor:
-                return self._jac(_directional(y, x, t), x, w)
+                return self._jac(_directional(y, xs[a], t), x, w)
 
             out[calls.name(calls.HVP, o, w)] = self._swap(tf.vectorized_map(one, self._swap(tangent)))
         return out

@@ -21,7 +21,8 @@ SUMMARIES = {
     calls.VJP: "vector-Jacobian products with cotangents shaped like the outputs (optional leading K)",
     calls.JVP: "Jacobian-vector products with tangents shaped like the inputs (optional leading K)",
     calls.HESSIAN: "Hessians of outputs (of) in one input (wrt), by nested autodiff",
-    calls.HVP: "Hessian-vector products along tangents shaped like the input (optional leading K)",
+    calls.HVP: "Hessian-vector products along tangents shaped like the input (optional leading K), or like "
+    "another input: the mixed second derivative",
 }
 ANSWER_KEY = {calls.JACOBIAN: 2, calls.VJP: 1, calls.JVP: 1, calls.HESSIAN: 2, calls.HVP: 2}  # nesting depth
 

@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from app import calls
 from app.calls import Call, Computed
 from app.errors import DeadlineExceeded, ModelRefused
 from app.scheduling.ledger import Ledger
-from app.scheduling.policy import BatchStats, Job, Scheduler, run_options, split_rows, stack_rows
+from app.scheduling.policy import BatchStats, Job, Scheduler, label, run_options, split_rows, stack_rows
 
 __all__ = ["BatchStats", "Batcher", "RunRows"]
 
@@ -144,7 +143,7 @@ class Batcher:
             return
         if self._on_batch:
             self._on_batch(
-                BatchStats(calls.label(batch[0].call, batch[0].model), sum(j.n for j in batch), len(batch), seconds)
+                BatchStats(label(batch[0].call, batch[0].model), sum(j.n for j in batch), len(batch), seconds)
             )
         for job, arrays in answers:
             if not job.future.done():

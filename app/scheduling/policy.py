@@ -105,6 +105,11 @@ def split_rows(batch: list[J], arrays: dict[str, np.ndarray]) -> Iterator[tuple[
         start += job.n
 
 
+def label(call: Call, model: str) -> str:
+    """A metric's operation label: `<model>.<operation>`."""
+    return f"{model}.{call.op}"
+
+
 @dataclass(frozen=True)
 class BatchStats:
     op: str

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from app import calls, lifeline
+from app import lifeline
 from app.config import Settings, get_settings
 from app.errors import DeadlineExceeded, InvalidInput, ModelRefused, Overloaded, UnknownModel
 from app.ipc import shm, wire
@@ -58,7 +58,7 @@ from app.ipc.messages import (
     ValuesQuery,
 )
 from app.scheduling.ledger import Ledger
-from app.scheduling.policy import BatchStats, Job, Scheduler, run_options, split_rows, stack_rows
+from app.scheduling.policy import BatchStats, Job, Scheduler, label, run_options, split_rows, stack_rows
 from app.serve import logs
 
 log = logging.getLogger("app.engine")
@@ -230,9 +230,7 @@ class EngineLoop:
         seconds = time.perf_counter() - start
         workers = len({j.worker for j in batch})
         self.metrics.observe(
-            BatchStats(
-                calls.label(batch[0].call, batch[0].model), sum(j.n for j in batch), len(batch), seconds, workers
-            )
+            BatchStats(label(batch[0].call, batch[0].model), sum(j.n for j in batch), len(batch), seconds, workers)
         )
         for job, arrays in answers:
             self.answer(job, arrays, result.device, seconds, result.version)

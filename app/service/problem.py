@@ -165,6 +165,7 @@ def problem(
     products: dict[str, np.ndarray] = {}
     K = None
     _refuse_extra(op, cotangents, tangents, sum_batch, card)
+    along = ""  # hvp's tangents' input, when not wrt's
     given = (batch, one, sizes, computed_in)
     if op == calls.PREDICT:
         chosen_wrt: tuple[str, ...] = ()
@@ -189,11 +190,11 @@ def problem(
         if not tangents:
             raise _fail(["tangents"], f"{op} needs tangents: {{input: array shaped like it}}")
         chosen_wrt = calls.choose_wrt(card, op, wrt, default=list(tangents))
-        if set(tangents) != set(chosen_wrt):
-            raise _fail(["tangents"], f"tangents must be given for exactly the inputs in wrt: {list(chosen_wrt)}")
+        along = _mixed(card, op, tangents, chosen_wrt)
         chosen_of = calls.choose_of(card, of, chosen_wrt)
         tensors = {t.name: t for t in card.inputs}
-        products, K = _products(card, {w: tangents[w] for w in chosen_wrt}, "tangents", tensors, *given)
+        given_in = (along,) if along else chosen_wrt
+        products, K = _products(card, {w: tangents[w] for w in given_in}, "tangents", tensors, *given)
     else:
         chosen_wrt = calls.choose_wrt(card, op, wrt)
         chosen_of = calls.choose_of(card, of, chosen_wrt)
@@ -214,8 +215,21 @@ def problem(
         dtype=computed_in if card.dtypes else "",
         variables=tuple(values),
         version=version or 0,
+        along=along,
     )
     return sized(Problem(card, call, rows, batch, K, input_rows, output_rows, one))
+
+
+def _mixed(card: Card, op: str, tangents: Mapping[str, Any], wrt: tuple[str, ...]) -> str:
+    """hvp's tangents in another input than wrt's: the mixed second derivative, along that input
+    (""; its own Hessian's product when they are wrt's). Otherwise they must be wrt's."""
+    if set(tangents) == set(wrt):
+        return ""
+    (given,) = tangents if op == calls.HVP and len(tangents) == 1 else ("",)
+    if given and given in card.differentiable:
+        return str(given)
+    mixed = " (or, for hvp, in one other differentiable input: the mixed derivative)" if op == calls.HVP else ""
+    raise _fail(["tangents"], f"tangents must be given for exactly the inputs in wrt: {list(wrt)}{mixed}")
 
 
 def _dtype(card: Card, asked: str | None, default: str) -> str:
