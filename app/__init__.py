@@ -33,6 +33,7 @@ http/ (the HTTP workers: decode, compute, encode)
     v2/documents    its documents, as pydantic models.
     v2/model_inference  every model's operations as V2 models (`policy`, `policy.jacobian`, `mlp.vjp`).
     v2/protocol     the original endpoints as V2 models (`jacobian`, ...); tensors in and out, binary data.
+    umbridge        UM-Bridge's routes (/umbridge/Info, Evaluate, Gradient, ApplyJacobian, ApplyHessian, ...).
 
 service/ (no web, no TensorFlow)
     problem         a request to any model, checked against its card: the `Problem` and its `Call`.
@@ -46,6 +47,7 @@ service/ (no web, no TensorFlow)
     outputs         output-size limits and finiteness of results.
     codec           bytes ↔ arrays, by media type; JSON.
     npz             npz in and out without copies (members read in place, answers written from their memory).
+    umbridge        UM-Bridge's models: flat float64 vectors per example, each operation the service's own.
 
 scheduling/ (no TensorFlow, no sockets)
     policy          the one policy: pending cap, admission by memory, memory wait, batch taking, slicing back.

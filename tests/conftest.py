@@ -46,6 +46,7 @@ SHARED_SERVERS = {
         "tests/served/test_client_jax.py",
         "tests/served/test_client_tensorflow.py",
         "tests/served/test_model_catalog.py",
+        "tests/served/test_umbridge.py",
     ],
 }
 _GROUP = {path: group for group, paths in SHARED_SERVERS.items() for path in paths}

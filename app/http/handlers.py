@@ -1,5 +1,7 @@
-"""The one place where exceptions become HTTP responses: in the ErrorBody shape, or under /v2 in
-the Open Inference Protocol's (`{"error": message}`, and 400 where the native API says 422)."""
+"""The one place where exceptions become HTTP responses: in the ErrorBody shape, under /v2 in
+the Open Inference Protocol's (`{"error": message}`, and 400 where the native API says 422), and
+under /umbridge in UM-Bridge's (`{"error": {"type", "message"}}`, 400 for the request's fault, as
+its reference server answers)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 41
 
 
 V2_PREFIX = "/v2/"
+UMBRIDGE_PREFIX = "/umbridge/"
+_UMBRIDGE_TYPES = {"unknown_model": "ModelNotFound", "undefined_gradient": "UnsupportedFeature"}
 
 
 def _respond(
@@ -35,6 +39,12 @@ def _respond(
     body: dict[str, Any]
     if path.startswith(V2_PREFIX) or path == V2_PREFIX[:-1]:  # the protocol has no 422: a bad request is 400
         body, status = {"error": message}, 400 if status == 422 else status
+    elif path.startswith(UMBRIDGE_PREFIX):
+        kind = _UMBRIDGE_TYPES.get(code) or ("InvalidInput" if status in (400, 422) else code)
+        body, status = (
+            {"error": {"type": kind, "message": message}},
+            400 if code in _UMBRIDGE_TYPES or status == 422 else status,
+        )
     else:
         body = {"code": code, "message": message, "details": details or []}
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
