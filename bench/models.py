@@ -7,6 +7,8 @@ in one run, each a ratio against a floor measured in the same run.
   which assigns θ), alternating requests, one worker each; and θ's cost against the same request
   without it.
 - A push of the MLP's weights and the next predict, together (absolute: ≤ 50 ms).
+- UM-Bridge's `Gradient` of one example of the MLP against the same vjp through the native JSON
+  API (≤ 1.2×).
 - The engine's Jacobian of the same MLP against `jax.jit(jax.vmap(jax.jacrev(f)))` on the same
   weights, in this process.
 """
@@ -84,6 +86,10 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
         floor_theta = _npz(x=x4096, **{"u/y": u4096}, **{f"theta/{i}": v for i, v in enumerate(theta.values())})
         pg_path = mine_url + "/models/mlp/vjp?wrt=variables&sum_batch=true"
 
+        x1, u1 = x256[0].tolist(), u4096[0].tolist()
+        um_gradient = {"name": "mlp", "outWrt": 0, "inWrt": 0, "input": [x1], "sens": u1}
+        native_vjp = {"inputs": {"x": [x1]}, "cotangents": {"y": [u1]}, "wrt": ["x"]}
+
         def pg(body: bytes) -> Callable[[], float]:
             return lambda: _timed(lambda: http.post(pg_path, content=body, headers=headers))
 
@@ -107,6 +113,12 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
                 "≤ 1.3",
             ),
             ("the same at θ, against the service's own request without θ", pg(pg_theta), pg(pg_body), "≤ 1.15"),
+            (
+                "UM-Bridge Gradient of one example, against the same vjp through the native JSON API",
+                lambda: _timed(lambda: http.post(mine_url + "/umbridge/Gradient", json=um_gradient)),
+                lambda: _timed(lambda: http.post(mine_url + "/models/mlp/vjp", json=native_vjp)),
+                "≤ 1.2",
+            ),
         ]
         for name, mine, theirs, goal in cases:
             for _ in range(3):  # warm both

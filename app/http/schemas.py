@@ -239,13 +239,9 @@ class ModelCard(BaseModel):
         description='Its trainable variables; `wrt: ["variables"]` takes them, a request\'s `variables` gives them '
         "values, and PUT /models/{name}/variables pushes new ones."
     )
-    variables_fixed_by: str = Field(
-        "", description="An op of its graph that uses a variable other than by reading it: then no values are taken."
-    )
+    variables_fixed_by: str = Field("", description="An op using a variable other than by reading it: no values taken.")
     batch: bool = Field(description="Whether Jacobians are per example along a shared leading batch dimension.")
-    shared: list[str] = Field(
-        default_factory=list, description="Inputs without the batch dimension: one for every example."
-    )
+    shared: list[str] = Field(default_factory=list, description="Inputs without the batch axis: one for every example.")
     optional_batch: bool = Field(False, description="Whether one example may be sent without the batch dimension.")
     dtypes: list[str] = Field(
         default_factory=list,
@@ -285,12 +281,8 @@ class ModelRequest(BaseModel):
         description='Inputs to differentiate in, and/or "variables" (its trainable variables); '
         "default: every differentiable input. Hessians and HVPs take exactly one input.",
     )
-    of: list[str] | None = Field(
-        None, description="Outputs to differentiate; default: every floating output (for vjp, the cotangents')."
-    )
-    cotangents: dict[str, Any] | None = Field(
-        None, description="vjp: {output: array shaped like it}, with an optional leading K axis."
-    )
+    of: list[str] | None = Field(None, description="Outputs to differentiate; default: every floating output's.")
+    cotangents: dict[str, Any] | None = Field(None, description="vjp: {output: array like it}, optional leading K.")
     tangents: dict[str, Any] | None = Field(
         None, description="jvp and hvp: {input: array shaped like it}, with an optional leading K axis."
     )

@@ -26,6 +26,7 @@ def test_the_model_benchmark_runs_and_prints_its_goals(tmp_path: Path) -> None:
     assert "mlp Jacobian, B=256" in table and "policy gradient" in table and "jax.jit(vmap(jacrev))" in table
     assert "| mlp hessian B=32 |" in table and "| wide vjp B=256 |" in table
     assert "at θ in the request" in table and "PUT /models/mlp/variables" in table and "run alone" in table
+    assert "UM-Bridge Gradient of one example" in table
 
 
 def test_the_client_wrappers_benchmark_runs_and_prints_its_goals(tmp_path: Path) -> None:
