@@ -133,33 +133,6 @@ def call(
     return Operation(path, named, {"dtype": dtype, **options}, result)
 
 
-def model_call(
-    name: str, op: str, groups: Mapping[str, Mapping[str, ArrayLike] | None], **options: Any
-) -> Operation[ModelResult]:
-    """A call to POST /models/{name}/{op} (/models/{name}/versions/{version}/{op} for a version):
-    arrays by group (inputs, cotangents, tangents, variables), each in its own dtype (the service
-    casts floats to the signature's, and takes integers for integers)."""
-    version = options.pop("version", None)
-    path = f"/models/{name}/versions/{version}/{op}" if version is not None else f"/models/{name}/{op}"
-    chosen = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
-    return Operation(path, _grouped(groups), chosen, ModelResult, nested=True)
-
-
-def push_call(name: str, variables: Mapping[str, ArrayLike]) -> Operation[Pushed]:
-    """PUT /models/{name}/variables: new values for some or all of its variables, a new version."""
-    if not variables:
-        raise JacobianServiceError("push_variables needs values for at least one variable")
-    return Operation(f"/models/{name}/variables", _grouped({"variables": variables}), {}, Pushed, True, "PUT")
-
-
-def _grouped(groups: Mapping[str, Mapping[str, ArrayLike] | None]) -> dict[str, np.ndarray]:
-    arrays = {f"{g}/{k}": np.asarray(v) for g, named in groups.items() if named for k, v in named.items()}
-    for key, a in arrays.items():
-        if a.dtype.kind not in "iuf":
-            raise JacobianServiceError(f"{key} is not an array of numbers (dtype {a.dtype})")
-    return arrays
-
-
 def wrt_of(wrt: Iterable[str]) -> list[str]:
     names = list(dict.fromkeys(wrt))
     if not names or any(n not in ("X", "Y") for n in names):

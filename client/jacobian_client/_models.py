@@ -31,6 +31,33 @@ class _SendsAsync(Protocol):
     def _run(self, call: Operation[R]) -> Awaitable[R]: ...
 
 
+def model_call(
+    name: str, op: str, groups: Mapping[str, Mapping[str, ArrayLike] | None], **options: Any
+) -> Operation[ModelResult]:
+    """A call to POST /models/{name}/{op} (/models/{name}/versions/{version}/{op} for a version):
+    arrays by group (inputs, cotangents, tangents, variables), each in its own dtype (the service
+    casts floats to the signature's, and takes integers for integers)."""
+    version = options.pop("version", None)
+    path = f"/models/{name}/versions/{version}/{op}" if version is not None else f"/models/{name}/{op}"
+    chosen = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
+    return Operation(path, _grouped(groups), chosen, ModelResult, nested=True)
+
+
+def push_call(name: str, variables: Mapping[str, ArrayLike]) -> Operation[Pushed]:
+    """PUT /models/{name}/variables: new values for some or all of its variables, a new version."""
+    if not variables:
+        raise _core.JacobianServiceError("push_variables needs values for at least one variable")
+    return Operation(f"/models/{name}/variables", _grouped({"variables": variables}), {}, Pushed, True, "PUT")
+
+
+def _grouped(groups: Mapping[str, Mapping[str, ArrayLike] | None]) -> dict[str, np.ndarray]:
+    arrays = {f"{g}/{k}": np.asarray(v) for g, named in groups.items() if named for k, v in named.items()}
+    for key, a in arrays.items():
+        if a.dtype.kind not in "iuf":
+            raise _core.JacobianServiceError(f"{key} is not an array of numbers (dtype {a.dtype})")
+    return arrays
+
+
 class _ModelCalls:
     """The calls of one model's operations, for `Model` and `AsyncModel`: at its newest version,
     or at `version`; at the caller's `variables` (some or all, by the card's names) when given."""
@@ -41,7 +68,7 @@ class _ModelCalls:
     def _call(self, op: str, inputs: Arrays, **groups_and_options: Any) -> Operation[ModelResult]:
         groups = {g: groups_and_options.pop(g, None) for g in ("cotangents", "tangents", "variables")}
         options = {k: v for k, v in groups_and_options.items() if v is not None}
-        return _core.model_call(self.name, op, {"inputs": inputs, **groups}, version=self.version, **options)
+        return model_call(self.name, op, {"inputs": inputs, **groups}, version=self.version, **options)
 
     def predict_call(self, inputs: Arrays, variables: Arrays | None) -> Operation[ModelResult]:
         return self._call("predict", inputs, variables=variables)
@@ -68,7 +95,7 @@ class _ModelCalls:
         return self._call("hvp", inputs, tangents=tangents, wrt=wrt, of=of, variables=variables)
 
     def push_call(self, variables: Arrays) -> Operation[Pushed]:
-        return _core.push_call(self.name, variables)
+        return push_call(self.name, variables)
 
     def _variables_path(self) -> str:
         return f"/models/{self.name}" + (f"/versions/{self.version}" if self.version else "") + "/variables"
