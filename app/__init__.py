@@ -33,7 +33,7 @@ http/ (the HTTP workers: decode, compute, encode)
     v2/documents    its documents, as pydantic models.
     v2/model_inference  every model's operations as V2 models (`policy`, `policy.jacobian`, `mlp.vjp`).
     v2/protocol     the original endpoints as V2 models (`jacobian`, ...); tensors in and out, binary data.
-    umbridge        UM-Bridge's routes (/umbridge/Info, Evaluate, Gradient, ApplyJacobian, ApplyHessian, ...).
+    umbridge_routes UM-Bridge's routes (/umbridge/Info, Evaluate, Gradient, ApplyJacobian, ApplyHessian, ...).
 
 service/ (no web, no TensorFlow)
     problem         a request to any model, checked against its card: the `Problem` and its `Call`.

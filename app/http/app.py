@@ -18,7 +18,7 @@ from fastapi_offline import FastAPIOffline
 from app import lifeline
 from app.catalog import BUILTIN_CARD, Card, card_from_dict
 from app.config import Settings, get_settings
-from app.http import cards, model_docs, model_routes, openapi, umbridge
+from app.http import cards, model_docs, model_routes, openapi, umbridge_routes
 from app.http.handlers import install_handlers
 from app.http.observability import Metrics, RequestObserver
 from app.http.routes import compute_router, router
@@ -195,7 +195,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(router)
     for v2_router in rest.routers():
         app.include_router(v2_router)
-    app.include_router(umbridge.router)
+    app.include_router(umbridge_routes.router)
     app.openapi = lambda: model_docs.with_models(openapi.with_security(app), _cards(app))  # type: ignore[method-assign]
     return app
 

@@ -2,7 +2,7 @@
 as UM-Bridge's lists of flat float64 vectors, in the card's order, and each operation as the
 service's own (`Evaluate` a predict, `Gradient` a vjp, `ApplyJacobian` a jvp, `ApplyHessian` an hvp
 in `inWrt1` along `vec` in `inWrt2`, mixed when they differ), so it meets the same checks,
-limits, batching and engines as every door (`app.http.umbridge` serves it).
+limits, batching and engines as every door (`app.http.umbridge_routes` serves it).
 
 A batch model's UM-Bridge model is one example: its per-example shapes, flattened (a shared
 input, the built-in's X, whole); a model without a batch axis, its whole shapes. Sizes the
