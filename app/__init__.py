@@ -34,6 +34,7 @@ http/ (the HTTP workers: decode, compute, encode)
     v2/model_inference  every model's operations as V2 models (`policy`, `policy.jacobian`, `mlp.vjp`).
     v2/protocol     the original endpoints as V2 models (`jacobian`, ...); tensors in and out, binary data.
     umbridge_routes UM-Bridge's routes (/umbridge/Info, Evaluate, Gradient, ApplyJacobian, ApplyHessian, ...).
+    umbridge_docs   UM-Bridge's bodies as pydantic models, with examples: its routes on the docs page.
 
 service/ (no web, no TensorFlow)
     problem         a request to any model, checked against its card: the `Problem` and its `Call`.

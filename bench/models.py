@@ -9,6 +9,8 @@ in one run, each a ratio against a floor measured in the same run.
 - A push of the MLP's weights and the next predict, together (absolute: ≤ 50 ms).
 - UM-Bridge's `Gradient` of one example of the MLP against the same vjp through the native JSON
   API (≤ 1.2×).
+- A NUTS chain of 500 draws of the README's PyMC posterior, the model served through UM-Bridge,
+  beside the same chain with the model local (bench/nuts.py; reported).
 - The engine's Jacobian of the same MLP against `jax.jit(jax.vmap(jax.jacrev(f)))` on the same
   weights, in this process.
 """
@@ -28,6 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench import nuts
 from bench.servers import PROJECT, TENSORFLOW_DEFAULTS, server
 from tests.support.model_oracles import variables
 from tests.support.servers import free_port
@@ -60,7 +63,10 @@ def alternate(mine: Callable[[], float], theirs: Callable[[], float], rounds: in
     return statistics.median(a), statistics.median(b), statistics.median(ratios)
 
 
-def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float, str]], list[tuple[str, int, int]]]:
+Rows = list[tuple[str, float, float, float, str]]
+
+
+def served(repo: Path, rounds: int) -> tuple[Rows, list[tuple[str, int, int]], list[str]]:
     rng = np.random.default_rng(0)
     x256 = rng.normal(size=(256, 64)).astype(np.float32)
     x4096 = rng.normal(size=(4096, 64)).astype(np.float32)
@@ -129,7 +135,8 @@ def served(repo: Path, rounds: int) -> tuple[list[tuple[str, float, float, float
         rows.append(unstacked(mine_url, theta, rng, rounds))
         # A smoke run (one round) measures two models' memory; `make bench`, every model's.
         memory_rows = memory(mine_url, service.proc.pid, MEMORY_MODELS if rounds > 1 else ("mlp", "wide"))
-    return rows, memory_rows
+        nuts_lines = nuts.chains(mine_url, repo, draws=500 if rounds > 1 else 10)
+    return rows, memory_rows, nuts_lines
 
 
 def unstacked(
@@ -249,13 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "models"
         build_models.build(repo)
-        rows, memory_rows = served(repo, args.rounds)
+        rows, memory_rows, nuts_lines = served(repo, args.rounds)
         rows.append(engine_vs_jax(repo, args.rounds))
     lines = ["| goal | service ms | floor ms | ratio | goal ratio |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {m:.2f} | {t:.2f} | {r:.2f} | {g} |" for n, m, t, r, g in rows]
     lines += ["", "| memory: model, operation | estimate MiB | measured peak over idle MiB | measured ≤ estimate |"]
     lines += ["|---|---|---|---|"]
     lines += [f"| {n} | {e / 2**20:.1f} | {m / 2**20:.1f} | {'yes' if m <= e else 'NO'} |" for n, e, m in memory_rows]
+    lines += ["", *nuts_lines]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:

@@ -47,6 +47,7 @@ SHARED_SERVERS = {
         "tests/served/test_client_tensorflow.py",
         "tests/served/test_model_catalog.py",
         "tests/served/test_umbridge.py",
+        "tests/served/test_umbridge_pymc.py",
     ],
 }
 _GROUP = {path: group for group, paths in SHARED_SERVERS.items() for path in paths}

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from app.errors import InvalidInput, MalformedBody
 from app.http import runtime
+from app.http import umbridge_docs as docs
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
 from app.http.reading import read_body
@@ -78,9 +79,27 @@ async def operation(request: Request) -> Response:
         answer.release()
 
 
-router.add_api_route("/Info", info, methods=["GET"], include_in_schema=False)
-for _path in ("InputSizes", "OutputSizes"):
-    router.add_api_route(f"/{_path}", sizes, methods=["POST"], include_in_schema=False)
-router.add_api_route("/ModelInfo", model_info, methods=["POST"], include_in_schema=False)
-for _path in OPERATIONS:
-    router.add_api_route(f"/{_path}", operation, methods=["POST"], include_in_schema=False)
+_SIZES = docs.body(docs.UMBridgeNamed)
+
+
+def _route(path: str, endpoint: Any, answer: type[Any], extra: dict[str, Any] | None = None) -> None:
+    summary, description = docs.DOCS[path]
+    router.add_api_route(
+        f"/{path}",
+        endpoint,
+        methods=["POST"] if extra else ["GET"],
+        summary=summary,
+        description=description,
+        response_model=answer,
+        responses=docs.ERRORS,
+        tags=["UM-Bridge"],
+        openapi_extra=extra,
+    )
+
+
+_route("Info", info, docs.UMBridgeInfo)
+_route("InputSizes", sizes, docs.UMBridgeInputSizes, _SIZES)
+_route("OutputSizes", sizes, docs.UMBridgeOutputSizes, _SIZES)
+_route("ModelInfo", model_info, docs.UMBridgeModelInfo, docs.body(docs.UMBridgeModel))
+for _op in OPERATIONS:
+    _route(_op, operation, docs.UMBridgeOutput, docs.body(docs.BODIES[_op], secured=True))

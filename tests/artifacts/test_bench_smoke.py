@@ -27,6 +27,11 @@ def test_the_model_benchmark_runs_and_prints_its_goals(tmp_path: Path) -> None:
     assert "| mlp hessian B=32 |" in table and "| wide vjp B=256 |" in table
     assert "at θ in the request" in table and "PUT /models/mlp/variables" in table and "run alone" in table
     assert "UM-Bridge Gradient of one example" in table
+    assert (
+        "| NUTS chain, wide, 10 draws" in table
+        and "| served (UM-Bridge) |" in table
+        and "| local (PyTensor) |" in table
+    )
 
 
 def test_the_client_wrappers_benchmark_runs_and_prints_its_goals(tmp_path: Path) -> None:

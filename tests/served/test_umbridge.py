@@ -158,20 +158,49 @@ def test_each_error_in_umbridges_shape(url: str, path: str, body: dict[str, Any]
     assert error["type"] == kind and says in error["message"], error
 
 
+def built_in(X: np.ndarray, y: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+    """The closed forms of the built-in model at (X, y): W, ∂W_0/∂y, and the mixed second
+    derivative ∂/∂X_jk (∂W_0/∂y · t) = δ_0j t_k − p_j t_k − p_j (v_j − p·v) y_k, v = X t."""
+    z = X @ y
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    v = X @ t
+    mixed = np.eye(len(z))[0][:, None] * t - p[:, None] * t - (p * (v - p @ v))[:, None] * y
+    return {"W": z - np.log(np.exp(z).sum()), "dW0_dy": X[0] - p @ X, "Jy_t": X @ t - p @ X @ t, "mixed": mixed}
+
+
 def test_the_readme_example_runs_and_is_right(
     repository_server: tuple[servers.LiveServer, Path],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """∂/∂X_jk (∂W_0/∂y · t) = δ_0j t_k − p_j t_k − p_j (v_j − p·v) y_k, v = X t."""
     scope = readme_example("umbridge-python", repository_server[0].url, monkeypatch)
     X, y = np.reshape(scope["X"], (2, 4)), np.asarray(scope["y"])
-    z = X @ y
-    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
-    close(scope["W"], z - np.log(np.exp(z).sum()), "float64")
-    close(scope["dW0_dy"], X[0] - p @ X, "float64")
-    t = np.array([1.0, 0.0, 0.0, 0.0])
-    v = X @ t
-    expected = np.eye(2)[0][:, None] * t - p[:, None] * t - (p * (v - p @ v))[:, None] * y
-    close(scope["mixed"], expected.ravel(), "float64")
+    want = built_in(X, y, np.array([1.0, 0.0, 0.0, 0.0]))
+    close(scope["W"], want["W"], "float64")
+    close(scope["dW0_dy"], want["dW0_dy"], "float64")
+    close(scope["mixed"], want["mixed"].ravel(), "float64")
     assert capsys.readouterr().out.strip() == "2 4 8"
+
+
+def test_the_docs_page_has_every_route_with_an_example_that_is_right(
+    url: str, repository_server: tuple[servers.LiveServer, Path]
+) -> None:
+    spec = httpx.get(repository_server[0].url + "/openapi.json").json()
+    answers = {}
+    for path in ("InputSizes", "OutputSizes", "ModelInfo", "Evaluate", "Gradient", "ApplyJacobian", "ApplyHessian"):
+        entry = spec["paths"][f"/umbridge/{path}"]["post"]
+        assert entry["tags"] == ["UM-Bridge"] and entry["summary"] and entry["description"], path
+        body = entry["requestBody"]["content"]["application/json"]["example"]
+        r = httpx.post(f"{url}/{path}", json=body, timeout=30)
+        assert r.status_code == 200, (path, r.text)
+        answers[path] = r.json()
+    assert "/umbridge/Info" in spec["paths"]
+    example = spec["paths"]["/umbridge/ApplyHessian"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    X, y = np.reshape(example["input"][0], (2, 4)), np.asarray(example["input"][1])
+    want = built_in(X, y, np.asarray(example["vec"]))
+    assert answers["InputSizes"] == {"inputSizes": [8, 4]} and answers["OutputSizes"] == {"outputSizes": [2]}
+    assert all(answers["ModelInfo"]["support"].values())
+    close(answers["Evaluate"]["output"], [want["W"]], "float64")
+    close(answers["Gradient"]["output"], want["dW0_dy"], "float64")  # sens = e_0, in y
+    close(answers["ApplyJacobian"]["output"], want["Jy_t"], "float64")  # vec = e_0, in y
+    close(answers["ApplyHessian"]["output"], want["mixed"].ravel(), "float64")
