@@ -74,11 +74,24 @@ def expected(name: str, rows: tuple[np.ndarray, ...], b: int) -> np.ndarray:
     return oracles.log_softmax(X, y)
 
 
+def jacobian_error(X: np.ndarray, y: np.ndarray, got: np.ndarray) -> float:
+    """`worst_error` of one state's J, an output's row at a time: the grid's biggest answers are
+    J (up to 512 MiB), and whole float64 temporaries of them cost more than their computation."""
+    worst = scale = 0.0
+    for i, want in enumerate(oracles.jacobian_rows(X, y)):
+        scale = max(scale, float(np.abs(want).max(initial=0.0)))
+        worst = max(worst, float(np.abs(got[i].astype(np.float64) - want).max(initial=0.0)))
+    return worst / max(scale, 1e-300)
+
+
 def worst_error(op: str, rows: tuple[np.ndarray, ...], arrays: dict[str, np.ndarray]) -> float:
     """Largest error relative to the closed form's scale, over the first and last state."""
     worst = 0.0
     for b in {0, len(rows[1]) - 1}:
         for name, got in arrays.items():
+            if name == "J":
+                worst = max(worst, jacobian_error(rows[0][b], rows[1][b], got[b]))
+                continue
             want = expected(name, rows, b)
             row = got[b][[0, -1]] if name == "H" else got[b]
             scale = max(float(np.abs(want).max(initial=0.0)), 1e-300)

@@ -26,7 +26,7 @@ def test_nuts_through_the_service_samples_the_local_models_posterior(
     np.testing.assert_allclose(np.asarray(printed, float), nuts.posterior_mean(served), atol=1e-6)
 
     # The same posterior, the network local: a long chain, so the short one's error dominates.
-    local = nuts.sample(nuts.local_wide(root / "wide" / "1"), scope["observed"], scope["sigma"], draws=4000, tune=1000)
+    local = nuts.sample(nuts.local_wide(root / "wide" / "1"), scope["observed"], scope["sigma"], draws=2000, tune=500)
     error = np.hypot(nuts.monte_carlo_error(served), nuts.monte_carlo_error(local))
     difference = nuts.posterior_mean(served) - nuts.posterior_mean(local)
     assert np.all(np.abs(difference) < 4 * error), (difference, error)

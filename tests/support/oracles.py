@@ -3,7 +3,7 @@ all in float64 NumPy. Test-only: the service itself computes every derivative by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -25,6 +25,15 @@ def jacobian(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(A, A, F): dW_i/dX_jk = (δ_ij − p_j)·y_k."""
     p, A = softmax(X, y), X.shape[0]
     return (np.eye(A)[:, :, None] - p[None, :, None]) * y.astype(np.float64)[None, None, :]
+
+
+def jacobian_rows(X: np.ndarray, y: np.ndarray) -> Iterator[np.ndarray]:
+    """`jacobian`, one output i at a time: (A, F) each."""
+    p, y64 = softmax(X, y), y.astype(np.float64)
+    for i in range(X.shape[0]):
+        row = -p[:, None] * y64[None, :]
+        row[i] += y64
+        yield row
 
 
 def jacobian_y(X: np.ndarray, y: np.ndarray) -> np.ndarray:
