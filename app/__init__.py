@@ -8,6 +8,7 @@ serve/ (the processes)
     supervisor      `python -m app`: starts, restarts and stops the engine processes and the HTTP workers.
     engine_process  one engine process: the socket driver of the scheduling policy, over `ipc`.
     rundir          the supervisor's runtime directory and the lock that says it is alive.
+    pushes          pushed versions on file in it: an engine that restarts makes them again.
     logs            one log format and level for every process, the spawned workers too.
     healthcheck     `python -m app.serve.healthcheck`: the containers' health check.
 

@@ -60,6 +60,7 @@ from app.ipc.messages import (
 from app.scheduling.ledger import Ledger
 from app.scheduling.policy import BatchStats, Job, Scheduler, label, run_options, split_rows, stack_rows
 from app.serve import logs
+from app.serve.pushes import Pushes
 
 log = logging.getLogger("app.engine")
 
@@ -91,6 +92,8 @@ class EngineLoop:
         )
         self.held: dict[tuple[socket.socket, int], _Job] = {}  # every job from arrival until its claim is released
         self.mappings = shm.Mappings(settings.shm_dir)
+        assert settings.runtime_dir is not None
+        self.pushes = Pushes(settings.runtime_dir)
         self.stopping = False
 
     @property
@@ -189,6 +192,9 @@ class EngineLoop:
         except InvalidInput as err:
             self.reply(peer, PushRefused(request.id, err.message))
         else:
+            self.pushes.record(
+                request.model, version, lambda: self.engine.values(request.model, version)[1], card.versions
+            )
             self.reply(peer, Pushed(request.id, version, dataclasses.asdict(card)))
 
     def inputs(self, request: Compute, payload: bytes) -> tuple[np.ndarray, ...] | None:
@@ -261,6 +267,7 @@ def serve(index: int, settings: Settings) -> None:
     engine = engine_module.Engine.from_settings(settings)
     info = {"index": index, "pid": os.getpid()}
     assert settings.runtime_dir is not None
+    Pushes(settings.runtime_dir).replay(engine)  # before it listens: the versions pushed before a restart
     server = wire.Server(wire.endpoint(settings.runtime_dir, index))
     loop = EngineLoop(engine, server, settings, info, EngineMetrics(CollectorRegistry()))
 

@@ -1,10 +1,13 @@
 """Weights pushed under `python -m app` with two HTTP workers and two engine processes: a push
 reaches every engine before it is answered, 16 connections calling predict while 20 pushes
 happen get only 200s, each equal to exactly the version it names, and a version pinned through
-the engine process that is no longer kept is a 404 naming the kept ones."""
+the engine process that is no longer kept is a 404 naming the kept ones. Engines killed outright
+come back with the versions pushed before (app/serve/pushes.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,11 +21,12 @@ import pytest
 
 from examples import build_models
 from tests.support import servers
+from tests.support.helpers import wait_until
 from tests.support.model_oracles import Oracle, variables
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, servers.LiveServer]]:
     root = tmp_path_factory.mktemp("versions")
     build_models.mlp(root, np.random.default_rng(build_models.SEED))
     # Two engine processes on this CPU-only machine: one per "device", which the CPU build ignores.
@@ -34,7 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     }
     with servers.running(tmp_path_factory.mktemp("server"), env) as server:
         assert len(servers.engine_pids(server)) == 2
-        yield server.url, root
+        yield server.url, root, server
 
 
 def push(http: httpx.Client, values: dict[str, np.ndarray]) -> int:
@@ -52,8 +56,8 @@ def close(a: Any, b: np.ndarray) -> None:
     np.testing.assert_allclose(np.asarray(a, np.float64), b, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(b).max())))
 
 
-def test_pushes_under_load_through_two_engines(served: tuple[str, Path]) -> None:
-    url, root = served
+def test_pushes_under_load_through_two_engines(served: tuple[str, Path, servers.LiveServer]) -> None:
+    url, root, _ = served
     stored = variables(root / "mlp" / "1")
     oracle = Oracle("mlp", root / "mlp" / "1")
     x = np.random.default_rng(0).normal(size=(2, 64)).astype(np.float32)
@@ -101,3 +105,36 @@ def test_pushes_under_load_through_two_engines(served: tuple[str, Path]) -> None
     for _ in range(6):
         card = httpx.get(url + "/models/mlp", timeout=30).json()
         assert card["version"] == 21 and [v["version"] for v in card["versions"]] == [20, 21]
+
+
+def test_pushed_versions_outlive_engines_killed_outright(served: tuple[str, Path, servers.LiveServer]) -> None:
+    url, root, server = served
+    stored = variables(root / "mlp" / "1")
+    oracle = Oracle("mlp", root / "mlp" / "1")
+    x = np.random.default_rng(1).normal(size=(3, 64)).astype(np.float32)
+    thetas = [{n: (v * scale).astype(np.float32) for n, v in stored.items()} for scale in (0.5, 0.7, 0.9)]
+    with httpx.Client(base_url=url, timeout=60) as http:
+        numbers = [push(http, theta) for theta in thetas]
+        kept = [v["version"] for v in http.get("/models/mlp").json()["versions"]]
+        assert kept == numbers[-2:]  # JACOBIAN_MAX_VERSIONS=2: the first of the three retired
+        before = servers.engine_pids(server)
+        for pid in before:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: not set(servers.engine_pids(server)) & set(before) and len(servers.engine_pids(server)) == 2,
+            "both engines restarted",
+        )
+        wait_until(lambda: httpx.get(url + "/health/ready").status_code == 200, "the service is ready", 120)
+        # Every answer, from either engine, is the newest pushed version's, and the one before is kept.
+        for _ in range(8):
+            body = predict(http, x).json()
+            assert body["version"] == numbers[-1], body
+            close(body["outputs"]["y"], oracle.at(thetas[-1]).outputs({"x": x})["y"])
+        body = predict(http, x, numbers[-2]).json()
+        close(body["outputs"]["y"], oracle.at(thetas[-2]).outputs({"x": x})["y"])
+        gone = predict(http, x, numbers[0])
+        assert gone.status_code == 404 and f"its versions are {numbers[-2]}, {numbers[-1]}" in gone.text, gone.text
+        r = http.get("/models/mlp/variables")
+        assert r.status_code == 200 and r.json()["version"] == numbers[-1]
+        for name, value in r.json()["variables"].items():
+            close(value, thetas[-1][name])
