@@ -94,7 +94,9 @@ def _run_children(cases: list[dict[str, Any]], log_dir: Path, timeout_s: float) 
         **os.environ,
         "TF_ENABLE_ONEDNN_OPTS": "1",
         "ONEDNN_MAX_CPU_ISA": "ALL",
-        "ONEDNN_VERBOSE": "1",
+        # Each primitive's creation names its ISA (`brg_matmul:avx2`); logging every execution too
+        # (`1`) cost the grid 6 s here.
+        "ONEDNN_VERBOSE": "profile_create,info",
         "PYTHONFAULTHANDLER": "1",
     }
     while todo:
@@ -142,7 +144,7 @@ def _run_children(cases: list[dict[str, Any]], log_dir: Path, timeout_s: float) 
 
 
 def _note_onednn(outcome: Outcome, line: str) -> None:
-    """`onednn_verbose,v1,primitive,exec,cpu,matmul,…` is work; `…,info,cpu,isa:…` its ISA."""
+    """`onednn_verbose,v1,primitive,create:cache_miss,cpu,matmul,…` is work; `…,info,cpu,isa:…` its ISA."""
     parts = line.split(",")
     if parts[2:4] == ["info", "cpu"] and parts[4].startswith("isa:"):
         outcome.onednn_isa.add(parts[4].removeprefix("isa:"))

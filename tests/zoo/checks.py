@@ -200,10 +200,10 @@ def hessian(client: TestClient, root: Path, name: str) -> None:
     for out in local(ts):
         with tf.GradientTape(persistent=True) as outer:
             outer.watch(ts[w])
-            with tf.GradientTape() as inner:
+            with tf.GradientTape(persistent=True) as inner:  # a loop of reverse passes, not pfor's rewrite
                 inner.watch(ts[w])
                 y = local(ts)[out]
                 y = y if y.shape.rank > 1 else y[:, None]
-            g = inner.batch_jacobian(y, ts[w])
+            g = inner.batch_jacobian(y, ts[w], experimental_use_pfor=False)  # pfor's: 8 s for linalg here
         want = outer.batch_jacobian(g, ts[w], experimental_use_pfor=False).numpy()
         _close(got[f"hessian/{out}/{w}"].reshape(b, -1), want.reshape(b, -1), f"{name} hessian {out}")
