@@ -23,17 +23,21 @@ APT := $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-
 
 CLIENT := client/pyproject.toml $(wildcard client/jacobian_client/*)
 
-$(STAMP): pyproject.toml $(CLIENT)
+# uv installs (in parallel: a fresh .venv in half pip's time), from the indexes pip is configured
+# with (tools/uv_flags.py), byte-compiled as pip would (a machine may set PYTHONDONTWRITEBYTECODE).
+UV := $(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode
+
+$(STAMP): pyproject.toml $(CLIENT) tools/uv_flags.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'uv==0.13.*'
 	# Both TensorFlow builds install the same files: switching means removing both first.
 	if $(PY) -m pip show -q $(TF_OTHER_DIST) 2>/dev/null; then $(PY) -m pip uninstall -q -y $(TF_OTHER_DIST) $(TF_DIST); fi
-	$(PY) -m pip install -q -e '.[dev,$(TF)]'
+	$(UV) $$($(PY) tools/uv_flags.py) -e '.[dev,$(TF)]'
 	# TensorFlow Probability imports tf-keras, which requires `tensorflow` by name: tensorflow-cpu
 	# (or the CUDA build) provides the same package, so without its dependencies.
-	$(PY) -m pip install -q --no-deps 'tf-keras==2.21.*'
+	$(UV) $$($(PY) tools/uv_flags.py) --no-deps 'tf-keras==2.21.*'
 	# The Python client, installed as its users install it (not editable): the tests use that copy.
-	$(PY) -m pip install -q ./client
+	$(UV) $$($(PY) tools/uv_flags.py) ./client
 	rm -rf client/build
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -46,8 +50,8 @@ serve: $(STAMP) models/.built
 	$(PY) -m app
 
 lint: $(STAMP)
-	$(PY) -m ruff check app tests bench client examples
-	$(PY) -m ruff format --check app tests bench client examples
+	$(PY) -m ruff check app tests bench client examples tools
+	$(PY) -m ruff format --check app tests bench client examples tools
 	$(PY) -m mypy app
 	$(VENV)/bin/lint-imports
 	$(PY) -m mypy --strict client/jacobian_client
@@ -106,7 +110,7 @@ $(KSERVE):
 	$@ -m pip install -q 'kserve==0.21.*' 'tensorflow-cpu==2.21.0'
 
 bench: $(STAMP) system-deps $(KSERVE)
-	$(PY) -m pip install -q -e '.[dev,bench,$(TF)]'
+	$(UV) $$($(PY) tools/uv_flags.py) -e '.[dev,bench,$(TF)]'
 	$(PY) -m bench.run
 	$(PY) -m bench.models --out bench/models.md
 	$(PY) -m bench.zoo --out bench/zoo.md
