@@ -32,14 +32,19 @@ class Pushes:
         """Version `number` of `model` on file (once: a push repeated to every engine finds it,
         and reads no values), and no file of a version `kept` no longer holds."""
         folder = self.root / model
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{number}.npz"
-        if not path.exists():
-            partial = folder / f".{number}-{os.getpid()}.partial"  # a reader never sees half a file
-            with partial.open("wb") as f:
-                np.savez(f, **values())  # type: ignore[arg-type]
-            os.replace(partial, path)
-        for old in folder.glob("*.npz"):
+        partial = folder / f".{number}-{os.getpid()}.partial"  # a reader never sees half a file
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                with partial.open("wb") as f:
+                    np.savez(f, **values())  # type: ignore[arg-type]
+                os.replace(partial, path)
+        except OSError as err:  # a full disk: the version is still served, it only would not outlive a restart
+            log.warning("pushed version %d of %s not kept on file: %s", number, model, err)
+            with contextlib.suppress(OSError):
+                partial.unlink()
+        for old in _versions(folder):
             if int(old.stem) not in kept:
                 with contextlib.suppress(FileNotFoundError):  # another engine's retirement
                     old.unlink()
@@ -48,7 +53,7 @@ class Pushes:
         """Every version on file pushed to `engine` (oldest first, with its number): how many."""
         count = 0
         for folder in sorted(p for p in self.root.glob("*") if p.is_dir()):
-            for path in sorted(folder.glob("*.npz"), key=lambda p: int(p.stem)):
+            for path in _versions(folder):
                 try:
                     with np.load(path) as archive:
                         values = {name: archive[name] for name in archive.files}
@@ -65,3 +70,8 @@ class Pushes:
         if count:
             log.info("%d pushed version(s) made again from %s", count, self.root)
         return count
+
+
+def _versions(folder: Path) -> list[Path]:
+    """The version files in `folder`, oldest first (by number: 10 after 9); nothing else there."""
+    return sorted((p for p in folder.glob("*.npz") if p.stem.isdigit()), key=lambda p: int(p.stem))

@@ -50,6 +50,7 @@ def test_a_file_that_cannot_be_used_is_skipped(tmp_path: Path) -> None:
     pushes.record("gone", 2, lambda: {"w": np.ones(2)}, kept=(1, 2))
     pushes.record("mlp", 2, lambda: {"w": np.ones(2)}, kept=(1, 2))
     (tmp_path / "pushed" / "mlp" / "3.npz").write_bytes(b"not an npz")
+    (tmp_path / "pushed" / "mlp" / "notes.npz").write_bytes(b"not a version")
     engine = Engine(refuse="gone")
     assert pushes.replay(engine) == 1
     assert [(m, n) for m, n, _ in engine.pushed] == [("mlp", 2)]
@@ -58,3 +59,9 @@ def test_a_file_that_cannot_be_used_is_skipped(tmp_path: Path) -> None:
 def test_nothing_on_file_replays_nothing(tmp_path: Path) -> None:
     engine = Engine()
     assert Pushes(str(tmp_path)).replay(engine) == 0 and engine.pushed == []
+
+
+def test_a_version_that_cannot_be_written_is_still_pushed_and_logged(tmp_path: Path, caplog: Any) -> None:
+    (tmp_path / "pushed").write_text("a file where the folder should be")  # mkdir fails: OSError
+    Pushes(str(tmp_path)).record("mlp", 2, lambda: {"w": np.ones(2)}, kept=(1, 2))
+    assert "pushed version 2 of mlp not kept on file" in caplog.text
