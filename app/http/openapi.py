@@ -85,12 +85,15 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return resolve(schema)  # type: ignore[no-any-return]
 
 
+# Optional ({}): the key is only required when JACOBIAN_API_KEY is set.
+OPTIONAL_KEY: list[dict[str, list[str]]] = [{}, {"bearer": []}, {"apiKey": []}]
+
+
 def request_body(
     model: type[BaseModel], npz_members: str, extra_parameters: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     return {
-        # Optional ({}): the key is only required when JACOBIAN_API_KEY is set.
-        "security": [{}, {"bearer": []}, {"apiKey": []}],
+        "security": OPTIONAL_KEY,
         "parameters": [DTYPE_PARAMETER, *(extra_parameters or [])],
         "requestBody": {
             "required": True,

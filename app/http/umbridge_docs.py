@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.http.openapi import COMPUTE_ERRORS
+from app.http.openapi import COMPUTE_ERRORS, OPTIONAL_KEY
 
 _X = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]  # the built-in's X (2×4, whole) and one state y
 _Y = [1.0, 2.0, 3.0, 4.0]
@@ -137,5 +137,5 @@ def body(model: type[BaseModel], secured: bool = False) -> dict[str, Any]:
     example = model.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
     schema = model.model_json_schema()
     content = {"application/json": {"schema": schema, "example": example}}
-    security: dict[str, Any] = {"security": [{}, {"bearer": []}, {"apiKey": []}]} if secured else {}
+    security: dict[str, Any] = {"security": OPTIONAL_KEY} if secured else {}
     return {"requestBody": {"required": True, "content": content}, **security}

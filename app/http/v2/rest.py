@@ -13,7 +13,7 @@ from app.endpoints import BUILTIN
 from app.http import runtime
 from app.http.auth import check_api_key
 from app.http.hangup import unless_disconnected
-from app.http.openapi import inline_schema
+from app.http.openapi import OPTIONAL_KEY, inline_schema
 from app.http.reading import read_body
 from app.http.responses import respond
 from app.http.routes import PlainRoute
@@ -161,7 +161,7 @@ async def infer(request: Request) -> Response:
 
 
 _INFER_BODY = {
-    "security": [{}, {"bearer": []}, {"apiKey": []}],
+    "security": OPTIONAL_KEY,
     "requestBody": {
         "required": True,
         "content": {
